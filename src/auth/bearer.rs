@@ -1,0 +1,79 @@
+//! Extracting the bearer token from the request headers, per RFC 6750 §2.1 and the contract:
+//! the scheme is case-insensitive, one or more spaces separate it from the token, whitespace
+//! around the value is ignored, and anything ambiguous (several headers, two tokens, an empty
+//! token) is a 400 rather than a guess. A token in the query string is never looked at.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use super::error::{AuthError, TokenError};
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if *first == b' ' || *first == b'\t' {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = b {
+        if *last == b' ' || *last == b'\t' {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+/// The bearer token of a request, borrowed from its headers.
+pub fn extract(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest("several Authorization headers"));
+    }
+    parse(value.as_bytes())
+}
+
+/// The token of one `Authorization` header value.
+pub fn parse(value: &[u8]) -> Result<&str, AuthError> {
+    let value = trim(value);
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ' || b == b'\t') {
+        Some(i) => (&value[..i], &value[i..]),
+        None => (value, &value[value.len()..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(AuthError::MissingToken);
+    }
+    let token = trim(rest);
+    if token.is_empty() {
+        return Err(AuthError::InvalidRequest("the Bearer scheme carries no token"));
+    }
+    if token.iter().any(|&b| b == b' ' || b == b'\t') {
+        return Err(AuthError::InvalidRequest("the Authorization header carries more than one token"));
+    }
+    // Header values may carry obs-text; a JWS never does.
+    std::str::from_utf8(token)
+        .ok()
+        .filter(|t| t.is_ascii())
+        .ok_or(AuthError::InvalidToken(TokenError::BadEncoding))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_and_spacing() {
+        assert_eq!(parse(b"Bearer abc"), Ok("abc"));
+        assert_eq!(parse(b"  bEaReR    abc  "), Ok("abc"));
+        assert_eq!(parse(b"Basic dXNlcjpwYXNz"), Err(AuthError::MissingToken));
+        assert_eq!(parse(b"Bearerabc"), Err(AuthError::MissingToken));
+        assert!(matches!(parse(b"Bearer"), Err(AuthError::InvalidRequest(_))));
+        assert!(matches!(parse(b"Bearer   "), Err(AuthError::InvalidRequest(_))));
+        assert!(matches!(parse(b"Bearer a b"), Err(AuthError::InvalidRequest(_))));
+    }
+}

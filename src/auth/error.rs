@@ -1,0 +1,169 @@
+//! Why a request was refused, as values that carry everything needed to answer: the HTTP
+//! status, the RFC 6750 error code, a fixed human description (never text from the token, so
+//! nothing attacker-controlled reaches a header) and a low-cardinality reason for metrics.
+
+use http::StatusCode;
+
+/// Why a token is not acceptable (all answer 401 `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Longer than `server.max_token_bytes`.
+    TooLong,
+    /// Not three dot-separated segments.
+    Malformed,
+    /// Five segments: an encrypted JWT.
+    Encrypted,
+    /// A segment is not unpadded base64url.
+    BadEncoding,
+    /// The header is not a JSON object with a string `alg` (and string `kid`).
+    BadHeader,
+    /// The payload is not a JSON object.
+    BadPayload,
+    /// `alg` is not in the issuer's allow-list (this includes `none` and HMAC).
+    AlgNotAllowed,
+    /// `crit` names extensions.
+    CritUnsupported,
+    /// No `iss` claim.
+    MissingIssuer,
+    /// `iss` matches no configured issuer.
+    UnknownIssuer,
+    /// `iss` belongs to an issuer other than the one asked for (`validate --issuer`).
+    WrongIssuer,
+    /// `kid` not in the key set even after the refetch.
+    UnknownKid,
+    /// No key of the issuer may verify this `alg`.
+    NoKeyForAlg,
+    /// The signature does not verify.
+    BadSignature,
+    /// `aud` contains none of the configured audiences.
+    BadAudience,
+    /// No `exp` claim.
+    MissingExpiry,
+    /// `exp`, `nbf` or `iat` is not a JSON number.
+    BadTimeClaim,
+    /// `aud`, `sub`, `scope` or `scp` has the wrong JSON type.
+    BadClaimType,
+    /// Past `exp` (plus leeway).
+    Expired,
+    /// Before `nbf` (minus leeway).
+    NotYetValid,
+    /// `iat` in the future (beyond leeway).
+    IssuedInFuture,
+    /// `sub` holds characters no HTTP header may carry.
+    UnforwardableSubject,
+}
+
+impl TokenError {
+    /// The metric reason label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::TooLong => "too_long",
+            TokenError::Malformed => "malformed",
+            TokenError::Encrypted => "encrypted",
+            TokenError::BadEncoding => "bad_encoding",
+            TokenError::BadHeader => "bad_header",
+            TokenError::BadPayload => "bad_payload",
+            TokenError::AlgNotAllowed => "alg_not_allowed",
+            TokenError::CritUnsupported => "crit_unsupported",
+            TokenError::MissingIssuer => "missing_iss",
+            TokenError::UnknownIssuer => "unknown_issuer",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::UnknownKid => "unknown_kid",
+            TokenError::NoKeyForAlg => "no_key_for_alg",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::BadAudience => "bad_audience",
+            TokenError::MissingExpiry => "missing_exp",
+            TokenError::BadTimeClaim => "bad_time_claim",
+            TokenError::BadClaimType => "bad_claim_type",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "iat_in_future",
+            TokenError::UnforwardableSubject => "bad_sub",
+        }
+    }
+
+    /// One human sentence, safe for a header (no quotes, no token content).
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenError::TooLong => "the token is longer than the configured maximum",
+            TokenError::Malformed => "the token is not a JWS in compact form (three dot-separated parts)",
+            TokenError::Encrypted => "encrypted tokens (JWE) are not accepted",
+            TokenError::BadEncoding => "a token segment is not unpadded base64url",
+            TokenError::BadHeader => "the token header is not a JSON object with a string alg",
+            TokenError::BadPayload => "the token payload is not a JSON object",
+            TokenError::AlgNotAllowed => "the token alg is not allowed for its issuer",
+            TokenError::CritUnsupported => "the token header names critical extensions (crit) that are not supported",
+            TokenError::MissingIssuer => "the token has no iss claim",
+            TokenError::UnknownIssuer => "the token issuer is not trusted",
+            TokenError::WrongIssuer => "the token was issued by another issuer than the one required",
+            TokenError::UnknownKid => "the token kid is not in the issuer key set",
+            TokenError::NoKeyForAlg => "no key of the issuer can verify the token alg",
+            TokenError::BadSignature => "the token signature is invalid",
+            TokenError::BadAudience => "the token audience is not accepted",
+            TokenError::MissingExpiry => "the token has no exp claim",
+            TokenError::BadTimeClaim => "exp, nbf and iat must be JSON numbers",
+            TokenError::BadClaimType => "a claim (aud, sub, scope or scp) has the wrong type",
+            TokenError::Expired => "the token has expired",
+            TokenError::NotYetValid => "the token is not valid yet (nbf)",
+            TokenError::IssuedInFuture => "the token was issued in the future (iat)",
+            TokenError::UnforwardableSubject => "the sub claim holds characters that cannot be forwarded in a header",
+        }
+    }
+}
+
+/// Why a request is refused before it reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No bearer credentials at all (RFC 6750 §3.1: the challenge carries no error code).
+    MissingToken,
+    /// Malformed credentials: empty bearer, two tokens, several `Authorization` headers.
+    InvalidRequest(&'static str),
+    /// The token fails a check.
+    InvalidToken(TokenError),
+    /// The token is valid but lacks a required scope.
+    InsufficientScope,
+    /// The issuer has no usable key set: the IdP's outage, not the client's fault.
+    Unavailable,
+}
+
+impl AuthError {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthError::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` code of the JSON body (and of the challenge, where it has one).
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::InsufficientScope => "insufficient_scope",
+            AuthError::Unavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// The human description.
+    pub fn description(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "a bearer token is required",
+            AuthError::InvalidRequest(why) => why,
+            AuthError::InvalidToken(t) => t.description(),
+            AuthError::InsufficientScope => "the token lacks a scope this route requires",
+            AuthError::Unavailable => "the token issuer's signing keys are unavailable; retry later",
+        }
+    }
+
+    /// The metric reason label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::InvalidToken(t) => t.reason(),
+            other => other.code(),
+        }
+    }
+}

@@ -1,0 +1,787 @@
+//! The TOML configuration: the file model (`serde`, `deny_unknown_fields`), its defaults and
+//! its validation into typed, ready-to-use values. Every problem is reported with the key path
+//! (`issuers[0].discovery_url: ...`) and never with a panic. Secrets are not read here; the
+//! key-manager sync reads them when it starts.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::auth::alg::Alg;
+
+/// The host of Asgardeo's cloud service; `organization = "x"` expands against it.
+pub const ASGARDEO_ORIGIN: &str = "https://api.asgardeo.io";
+
+/// One configuration problem: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key path, e.g. `issuers[0].discovery_url`; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong, in one sentence.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, when one was read.
+    pub file: Option<PathBuf>,
+    /// The problems, in file order where possible.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(p) => write!(f, "invalid configuration {}:", p.display())?,
+            None => write!(f, "invalid configuration:")?,
+        }
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { path: path.into(), message: message.into() }
+}
+
+// === the file model ===
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`: listeners and request limits.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[upstream]`: the protected API.
+    pub upstream: UpstreamSection,
+    /// `[[issuers]]`: the token issuers trusted.
+    #[serde(default)]
+    pub issuers: Vec<IssuerSection>,
+    /// `[[routes]]`: first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// `[key_manager_sync]`: the WSO2 APIM key-manager registration.
+    pub key_manager_sync: Option<KmSyncSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// The proxy listener.
+    pub listen: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/status`).
+    pub admin_listen: SocketAddr,
+    /// A longer bearer token is an `invalid_token` without being decoded.
+    pub max_token_bytes: usize,
+    /// Larger request headers (all names and values together) get 431.
+    pub max_header_bytes: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight requests before exiting anyway.
+    pub drain_timeout_seconds: u64,
+    /// Entries in the verified-token cache; 0 turns it off.
+    pub token_cache_entries: u64,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// The default log filter (`RUST_LOG` overrides it).
+    pub log_level: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            max_token_bytes: 16 * 1024,
+            max_header_bytes: 64 * 1024,
+            drain_timeout_seconds: 30,
+            token_cache_entries: 100_000,
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `http://host:port` of the protected API.
+    pub url: String,
+    /// TCP connect timeout; a failed connect is 502.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Until the upstream's response headers arrive; then 504.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_seconds: u64,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_timeout_seconds: u64,
+    /// Idle pooled connections kept at most.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_upstream_timeout() -> u64 {
+    30
+}
+fn default_pool_idle() -> u64 {
+    90
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+
+/// One `[[issuers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// A short name used in logs, metrics and `validate --issuer`.
+    pub name: String,
+    /// The OIDC discovery document.
+    pub discovery_url: Option<String>,
+    /// Shorthand for an Asgardeo organization's discovery URL.
+    pub organization: Option<String>,
+    /// The token's `aud` must contain one of these; `[]` means no audience check.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted JWS algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Re-read discovery, then the JWKS, this often (the upper bound for `Cache-Control`).
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// A `Cache-Control: max-age` never makes refreshes more frequent than this.
+    #[serde(default = "default_refresh_floor")]
+    pub jwks_refresh_min_seconds: u64,
+    /// At most one unknown-`kid` refetch per this many seconds.
+    #[serde(default = "default_min_refetch")]
+    pub jwks_min_refetch_seconds: u64,
+    /// How long the last good key set keeps serving while the IdP fails.
+    #[serde(default = "default_max_stale")]
+    pub jwks_max_stale_seconds: u64,
+    /// Timeout of each discovery and JWKS request.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_seconds: u64,
+    /// The largest discovery or JWKS response accepted.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_leeway() -> u64 {
+    60
+}
+fn default_refresh() -> u64 {
+    300
+}
+fn default_refresh_floor() -> u64 {
+    30
+}
+fn default_min_refetch() -> u64 {
+    10
+}
+fn default_max_stale() -> u64 {
+    86_400
+}
+fn default_fetch_timeout() -> u64 {
+    5
+}
+fn default_max_response() -> usize {
+    1024 * 1024
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// The metric label; defaults to the path prefix.
+    pub name: Option<String>,
+    /// Matches whole path segments.
+    pub path_prefix: String,
+    /// Omitted: every method.
+    pub methods: Option<Vec<String>>,
+    /// Every scope listed is required.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `required` (default) or `anonymous`.
+    #[serde(default = "default_auth")]
+    pub auth: String,
+}
+
+fn default_auth() -> String {
+    "required".into()
+}
+
+/// `[key_manager_sync]`, as written; see `km_sync::settings` for its validated form.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KmSyncSection {
+    /// Run the sync inside `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// APIM's base URL, e.g. `https://localhost:9443`.
+    pub apim_url: Option<String>,
+    /// Default `{apim_url}/api/am/admin/v4`.
+    pub admin_api_url: Option<String>,
+    /// Default `{apim_url}/oauth2/token`.
+    pub token_url: Option<String>,
+    /// Default `{apim_url}/client-registration/v0.17/register`.
+    pub dcr_url: Option<String>,
+    /// `password` (default), `client_credentials` or `basic`.
+    pub auth: Option<String>,
+    /// The admin user.
+    pub username: Option<String>,
+    /// Environment variable holding the admin password.
+    pub password_env: Option<String>,
+    /// File holding the admin password.
+    pub password_file: Option<String>,
+    /// Inline password: works, with a startup warning.
+    pub password: Option<String>,
+    /// PEM bundle trusted for APIM's certificate.
+    pub ca_file: Option<String>,
+    /// Skip TLS verification; refused unless `apim_url` is loopback.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// The `[[issuers]]` name the registration describes.
+    pub issuer: Option<String>,
+    /// The registration's name (default `Asgardeo`).
+    pub name: Option<String>,
+    /// Managed only when set.
+    pub display_name: Option<String>,
+    /// Managed only when set.
+    pub description: Option<String>,
+    /// Default: discovery's `grant_types_supported`.
+    pub grant_types: Option<Vec<String>>,
+    /// Default: the `{org}` of the issuer's `/t/{org}/`.
+    pub org_name: Option<String>,
+    /// The Asgardeo management application's client id.
+    pub mgmt_client_id: Option<String>,
+    /// Environment variable holding the management application's secret.
+    pub mgmt_client_secret_env: Option<String>,
+    /// File holding the management application's secret.
+    pub mgmt_client_secret_file: Option<String>,
+    /// Default `{issuer origin}/t/{org}/api/server/v1/api-resources`.
+    pub api_resource_management_endpoint: Option<String>,
+    /// Default `{issuer origin}/t/{org}/scim2/v2/Roles`.
+    pub roles_endpoint: Option<String>,
+    /// `DIRECT` (default), `EXCHANGED` or `BOTH`.
+    pub token_type: Option<String>,
+    /// Seconds between passes (300).
+    pub interval_seconds: Option<u64>,
+    /// Random 0..jitter added to each interval (10% of the interval).
+    pub jitter_seconds: Option<u64>,
+    /// Cap of the retry backoff on 5xx and network errors (30).
+    pub max_backoff_seconds: Option<u64>,
+    /// Timeout of each APIM request (10).
+    pub request_timeout_seconds: Option<u64>,
+}
+
+// === the validated model ===
+
+/// A validated configuration, ready to build the gateway from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (relative paths inside it are relative to its folder).
+    pub source: Option<PathBuf>,
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[upstream]`, validated.
+    pub upstream: Upstream,
+    /// `[[issuers]]`, validated.
+    pub issuers: Vec<IssuerConfig>,
+    /// `[[routes]]`, validated.
+    pub routes: Vec<RouteConfig>,
+    /// `[key_manager_sync]` as written (validated by `km_sync::settings`).
+    pub key_manager_sync: Option<KmSyncSection>,
+}
+
+/// `[upstream]`, validated.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The base URL: scheme `http`, a host and a port.
+    pub url: Url,
+    /// `host:port` used as the authority of forwarded requests.
+    pub authority: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Response-header timeout.
+    pub timeout: Duration,
+    /// Pool idle timeout.
+    pub pool_idle_timeout: Duration,
+    /// Pool size.
+    pub pool_max_idle: usize,
+}
+
+/// One issuer, validated.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Short name.
+    pub name: String,
+    /// The discovery URL to try first.
+    pub discovery_url: Url,
+    /// Accepted audiences; empty means no check.
+    pub audiences: Vec<String>,
+    /// The algorithm allow-list (never `none`, never HMAC).
+    pub algorithms: Vec<Alg>,
+    /// Clock skew allowance in seconds.
+    pub leeway: i64,
+    /// Refresh interval upper bound.
+    pub refresh: Duration,
+    /// Refresh interval lower bound (for `Cache-Control: max-age`).
+    pub refresh_floor: Duration,
+    /// Minimum spacing of unknown-`kid` refetches.
+    pub min_refetch: Duration,
+    /// Maximum age of the last good key set.
+    pub max_stale: Duration,
+    /// Per-request timeout for discovery and JWKS.
+    pub fetch_timeout: Duration,
+    /// Response size limit for discovery and JWKS.
+    pub max_response_bytes: usize,
+}
+
+/// One route, validated.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The metric label.
+    pub name: String,
+    /// Normalised prefix: starts with `/`, no trailing `/` unless it is `/`.
+    pub path_prefix: String,
+    /// Upper-case method names; `None` = every method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Required scopes.
+    pub scopes: Vec<String>,
+    /// Pass without a token check.
+    pub anonymous: bool,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            problems: vec![problem("", format!("cannot read the file: {e}"))],
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { file: source.map(Path::to_path_buf), problems };
+        let de = toml::Deserializer::new(text);
+        let file: FileConfig = match serde_path_to_error::deserialize(de) {
+            Ok(f) => f,
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let msg = toml_message(e.inner());
+                return Err(fail(vec![problem(path, msg)]));
+            }
+        };
+        validate(file, source).map_err(fail)
+    }
+
+    /// The folder relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// toml's message carries a multi-line source excerpt; keep the first sentence and the line.
+fn toml_message(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let s = &file.server;
+    if s.max_token_bytes < 64 || s.max_token_bytes > 1024 * 1024 {
+        problems.push(problem("server.max_token_bytes", "must be between 64 and 1048576"));
+    }
+    if s.max_header_bytes < 1024 || s.max_header_bytes > 1024 * 1024 {
+        problems.push(problem("server.max_header_bytes", "must be between 1024 and 1048576"));
+    }
+    if s.max_token_bytes + 7 > s.max_header_bytes {
+        problems.push(problem(
+            "server.max_token_bytes",
+            "must leave room for `Bearer ` within server.max_header_bytes",
+        ));
+    }
+    if s.listen == s.admin_listen && s.listen.port() != 0 {
+        problems.push(problem("server.admin_listen", "must differ from server.listen"));
+    }
+    if !matches!(s.log_format.as_str(), "text" | "json") {
+        problems.push(problem("server.log_format", "must be \"text\" or \"json\""));
+    }
+    if s.drain_timeout_seconds > 3600 {
+        problems.push(problem("server.drain_timeout_seconds", "must be at most 3600"));
+    }
+
+    let upstream = validate_upstream(&file.upstream, &mut problems);
+    let issuers = validate_issuers(&file.issuers, &mut problems);
+    let routes = validate_routes(&file.routes, &mut problems);
+
+    if let Some(km) = &file.key_manager_sync {
+        if let Some(name) = &km.issuer {
+            if !file.issuers.iter().any(|i| &i.name == name) {
+                problems.push(problem(
+                    "key_manager_sync.issuer",
+                    format!("no [[issuers]] entry is named {name:?}"),
+                ));
+            }
+        } else if file.issuers.len() > 1 {
+            problems.push(problem(
+                "key_manager_sync.issuer",
+                "required when more than one [[issuers]] entry is configured",
+            ));
+        }
+    }
+
+    match upstream {
+        Some(upstream) if problems.is_empty() => Ok(Config {
+            source: source.map(Path::to_path_buf),
+            server: file.server,
+            upstream,
+            issuers,
+            routes,
+            key_manager_sync: file.key_manager_sync,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn validate_upstream(u: &UpstreamSection, problems: &mut Vec<ConfigProblem>) -> Option<Upstream> {
+    let url = match Url::parse(&u.url) {
+        Ok(url) => url,
+        Err(e) => {
+            problems.push(problem("upstream.url", format!("not a URL: {e}")));
+            return None;
+        }
+    };
+    if url.scheme() != "http" {
+        problems.push(problem("upstream.url", "must be an http:// URL (the sidecar hop is plain HTTP)"));
+        return None;
+    }
+    let Some(host) = url.host_str() else {
+        problems.push(problem("upstream.url", "has no host"));
+        return None;
+    };
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        problems.push(problem("upstream.url", "must be only scheme, host and port (the path is forwarded unchanged)"));
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    if u.connect_timeout_seconds == 0 {
+        problems.push(problem("upstream.connect_timeout_seconds", "must be at least 1"));
+    }
+    if u.timeout_seconds == 0 {
+        problems.push(problem("upstream.timeout_seconds", "must be at least 1"));
+    }
+    let authority = match url.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]:{port}"),
+        _ => format!("{host}:{port}"),
+    };
+    Some(Upstream {
+        authority,
+        url,
+        connect_timeout: Duration::from_secs(u.connect_timeout_seconds),
+        timeout: Duration::from_secs(u.timeout_seconds),
+        pool_idle_timeout: Duration::from_secs(u.pool_idle_timeout_seconds),
+        pool_max_idle: u.pool_max_idle,
+    })
+}
+
+/// True for 127.0.0.0/8, ::1 and `localhost`: the only hosts plain `http://` is allowed for.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => IpAddr::V4(a).is_loopback(),
+        Some(url::Host::Ipv6(a)) => IpAddr::V6(a).is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses an outbound URL: `https://`, or `http://` on loopback only.
+pub fn outbound_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&url) => {}
+        "http" => return Err("must be https:// (plain http:// is allowed only on loopback)".into()),
+        other => return Err(format!("unsupported scheme {other:?}")),
+    }
+    if url.host_str().is_none() {
+        return Err("has no host".into());
+    }
+    Ok(url)
+}
+
+fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -> Vec<IssuerConfig> {
+    if list.is_empty() {
+        problems.push(problem("issuers", "at least one [[issuers]] entry is required"));
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let at = |key: &str| format!("issuers[{i}].{key}");
+        if s.name.trim().is_empty() {
+            problems.push(problem(at("name"), "must not be empty"));
+        } else if !names.insert(s.name.clone()) {
+            problems.push(problem(at("name"), format!("{:?} is used by another issuer", s.name)));
+        }
+        let discovery = match (&s.discovery_url, &s.organization) {
+            (Some(_), Some(_)) => {
+                problems.push(problem(at("organization"), "set either discovery_url or organization, not both"));
+                None
+            }
+            (None, None) => {
+                problems.push(problem(at("discovery_url"), "missing (or set organization = \"<asgardeo org>\")"));
+                None
+            }
+            (Some(u), None) => match outbound_url(u) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    problems.push(problem(at("discovery_url"), e));
+                    None
+                }
+            },
+            (None, Some(org)) => {
+                let ok = !org.is_empty()
+                    && org.len() <= 100
+                    && org.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+                if ok {
+                    Url::parse(&asgardeo_discovery_url(org)).ok()
+                } else {
+                    problems.push(problem(at("organization"), "must be an Asgardeo organization name (letters, digits, - _ .)"));
+                    None
+                }
+            }
+        };
+        let mut algorithms = Vec::new();
+        if s.algorithms.is_empty() {
+            problems.push(problem(at("algorithms"), "must list at least one algorithm"));
+        }
+        for (j, a) in s.algorithms.iter().enumerate() {
+            match Alg::from_name(a) {
+                Some(alg) => {
+                    if !algorithms.contains(&alg) {
+                        algorithms.push(alg)
+                    }
+                }
+                None => {
+                    let why = if a.eq_ignore_ascii_case("none") {
+                        "\"none\" is never accepted".to_string()
+                    } else if a.to_ascii_uppercase().starts_with("HS") {
+                        format!("{a:?} is an HMAC algorithm; keys from a JWKS are public, so HMAC is never accepted")
+                    } else {
+                        format!("{a:?} is not supported (RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)")
+                    };
+                    problems.push(problem(format!("issuers[{i}].algorithms[{j}]"), why));
+                }
+            }
+        }
+        for (j, a) in s.audiences.iter().enumerate() {
+            if a.is_empty() {
+                problems.push(problem(format!("issuers[{i}].audiences[{j}]"), "must not be empty"));
+            }
+        }
+        let checks: [(&str, u64, u64, u64); 6] = [
+            ("leeway_seconds", s.leeway_seconds, 0, 3600),
+            ("jwks_refresh_seconds", s.jwks_refresh_seconds, 1, 86_400),
+            ("jwks_refresh_min_seconds", s.jwks_refresh_min_seconds, 1, 86_400),
+            ("jwks_min_refetch_seconds", s.jwks_min_refetch_seconds, 0, 86_400),
+            ("jwks_max_stale_seconds", s.jwks_max_stale_seconds, 1, 30 * 86_400),
+            ("fetch_timeout_seconds", s.fetch_timeout_seconds, 1, 120),
+        ];
+        for (key, v, lo, hi) in checks {
+            if v < lo || v > hi {
+                problems.push(problem(at(key), format!("must be between {lo} and {hi}")));
+            }
+        }
+        if s.jwks_refresh_min_seconds > s.jwks_refresh_seconds {
+            problems.push(problem(at("jwks_refresh_min_seconds"), "must not exceed jwks_refresh_seconds"));
+        }
+        if s.max_response_bytes < 1024 || s.max_response_bytes > 16 * 1024 * 1024 {
+            problems.push(problem(at("max_response_bytes"), "must be between 1024 and 16777216"));
+        }
+        if let Some(discovery_url) = discovery {
+            out.push(IssuerConfig {
+                name: s.name.clone(),
+                discovery_url,
+                audiences: s.audiences.clone(),
+                algorithms,
+                leeway: s.leeway_seconds as i64,
+                refresh: Duration::from_secs(s.jwks_refresh_seconds),
+                refresh_floor: Duration::from_secs(s.jwks_refresh_min_seconds),
+                min_refetch: Duration::from_secs(s.jwks_min_refetch_seconds),
+                max_stale: Duration::from_secs(s.jwks_max_stale_seconds),
+                fetch_timeout: Duration::from_secs(s.fetch_timeout_seconds),
+                max_response_bytes: s.max_response_bytes,
+            });
+        }
+    }
+    out
+}
+
+/// The discovery URL Asgardeo serves for an organization.
+pub fn asgardeo_discovery_url(org: &str) -> String {
+    format!("{ASGARDEO_ORIGIN}/t/{org}/oauth2/token/.well-known/openid-configuration")
+}
+
+fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> Vec<RouteConfig> {
+    let mut out = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let at = |key: &str| format!("routes[{i}].{key}");
+        let p = r.path_prefix.as_str();
+        if !p.starts_with('/') {
+            problems.push(problem(at("path_prefix"), "must start with /"));
+            continue;
+        }
+        if p.split('/').any(|seg| seg == "." || seg == "..") || p.contains('%') || p.contains('?') {
+            problems.push(problem(at("path_prefix"), "must be a plain path without . or .. segments, % or ?"));
+            continue;
+        }
+        let mut prefix = p.to_string();
+        while prefix.len() > 1 && prefix.ends_with('/') {
+            prefix.pop();
+        }
+        let anonymous = match r.auth.as_str() {
+            "required" => false,
+            "anonymous" => true,
+            _ => {
+                problems.push(problem(at("auth"), "must be \"required\" or \"anonymous\""));
+                false
+            }
+        };
+        if anonymous && !r.scopes.is_empty() {
+            problems.push(problem(at("scopes"), "an anonymous route cannot require scopes"));
+        }
+        let methods = match &r.methods {
+            None => None,
+            Some(ms) => {
+                if ms.is_empty() {
+                    problems.push(problem(at("methods"), "must list at least one method (omit it for every method)"));
+                }
+                let mut parsed = Vec::new();
+                for (j, m) in ms.iter().enumerate() {
+                    let upper = m.to_ascii_uppercase();
+                    match http::Method::from_bytes(upper.as_bytes()) {
+                        Ok(method) if !upper.is_empty() => parsed.push(method),
+                        _ => problems.push(problem(format!("routes[{i}].methods[{j}]"), format!("{m:?} is not an HTTP method"))),
+                    }
+                }
+                Some(parsed)
+            }
+        };
+        for (j, sc) in r.scopes.iter().enumerate() {
+            if sc.is_empty() || sc.contains(char::is_whitespace) || sc.contains('"') || sc.contains('\\') {
+                problems.push(problem(format!("routes[{i}].scopes[{j}]"), "must be one non-empty scope without spaces or quotes"));
+            }
+        }
+        out.push(RouteConfig {
+            name: r.name.clone().unwrap_or_else(|| prefix.clone()),
+            path_prefix: prefix,
+            methods,
+            scopes: r.scopes.clone(),
+            anonymous,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[upstream]
+url = "http://127.0.0.1:9000"
+[[issuers]]
+name = "a"
+discovery_url = "http://127.0.0.1:1/t/x/oauth2/token/.well-known/openid-configuration"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, None).expect("valid");
+        assert_eq!(c.server.max_token_bytes, 16384);
+        assert_eq!(c.issuers[0].algorithms, vec![Alg::RS256]);
+        assert_eq!(c.issuers[0].leeway, 60);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_path() {
+        let text = MINIMAL.replace("name = \"a\"", "name = \"a\"\nflavour = 1");
+        let e = Config::parse(&text, None).unwrap_err();
+        assert_eq!(e.problems[0].path, "issuers[0]");
+        assert!(e.problems[0].message.contains("flavour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_its_path() {
+        let text = MINIMAL.replace("name = \"a\"", "name = \"a\"\nleeway_seconds = \"x\"");
+        let e = Config::parse(&text, None).unwrap_err();
+        assert_eq!(e.problems[0].path, "issuers[0].leeway_seconds", "{e}");
+    }
+
+    #[test]
+    fn hmac_and_none_are_refused() {
+        let text = MINIMAL.replace("name = \"a\"", "name = \"a\"\nalgorithms = [\"HS256\", \"none\"]");
+        let e = Config::parse(&text, None).unwrap_err();
+        let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["issuers[0].algorithms[0]", "issuers[0].algorithms[1]"]);
+    }
+
+    #[test]
+    fn plain_http_discovery_is_refused_off_loopback() {
+        let text = MINIMAL.replace("http://127.0.0.1:1", "http://example.com");
+        let e = Config::parse(&text, None).unwrap_err();
+        assert_eq!(e.problems[0].path, "issuers[0].discovery_url");
+    }
+
+    #[test]
+    fn organization_expands_to_asgardeo_discovery() {
+        let text = MINIMAL.replace(
+            "discovery_url = \"http://127.0.0.1:1/t/x/oauth2/token/.well-known/openid-configuration\"",
+            "organization = \"myorg\"",
+        );
+        let c = Config::parse(&text, None).expect("valid");
+        assert_eq!(
+            c.issuers[0].discovery_url.as_str(),
+            "https://api.asgardeo.io/t/myorg/oauth2/token/.well-known/openid-configuration"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! An echo upstream on loopback: answers every request with a JSON description of what it
+//! received (method, path, headers, body size), counts hits, and can be slowed down. It backs
+//! `jwtgate dev` and the tests' "what did the API actually get" checks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::server::{serve, ServerLimits};
+
+/// A running echo server.
+pub struct EchoUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+}
+
+impl EchoUpstream {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start() -> std::io::Result<EchoUpstream> {
+        EchoUpstream::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (stop, stop_rx) = watch::channel(false);
+        let (h, d) = (hits.clone(), delay_ms.clone());
+        tokio::spawn(serve(
+            listener,
+            move |req, _| {
+                let (h, d) = (h.clone(), d.clone());
+                async move { echo(req, &h, &d).await }
+            },
+            stop_rx,
+            ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
+        ));
+        Ok(EchoUpstream { addr, hits, delay_ms, stop })
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Delays every answer by `d`.
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Stops listening.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn echo(req: Request<Incoming>, hits: &AtomicUsize, delay_ms: &AtomicU64) -> Response<Full<Bytes>> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let delay = delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let v = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match headers.get_mut(name.as_str()) {
+            Some(Value::Array(a)) => a.push(v),
+            _ => {
+                headers.insert(name.as_str().to_string(), Value::Array(vec![v]));
+            }
+        }
+    }
+    let body_bytes = match body.collect().await {
+        Ok(b) => b.to_bytes().len(),
+        Err(_) => 0,
+    };
+    let doc = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert("x-echo", header::HeaderValue::from_static("1"));
+    r
+}

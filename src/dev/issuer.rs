@@ -1,0 +1,251 @@
+//! An Asgardeo-like organization on loopback: the discovery document (under
+//! `/t/{org}/oauth2/token/.well-known/openid-configuration`, and optionally the legacy
+//! `/t/{org}/oauth2/.well-known/...` path) and the JWKS at `/t/{org}/oauth2/jwks`, in
+//! Asgardeo's shape (issuer `.../t/{org}/oauth2/token`, `kid`s ending in `_RS256`). It backs
+//! `jwtgate dev` and the integration tests, so it can rotate keys, fail, and count fetches.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::mint::SigningKey;
+use crate::proxy::server::{serve, ServerLimits};
+
+#[derive(Default)]
+struct State {
+    keys: Mutex<Vec<Arc<SigningKey>>>,
+    down: AtomicBool,
+    legacy_path: AtomicBool,
+    jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+    jwks_override: Mutex<Option<(u16, String)>>,
+    discovery_extra: Mutex<Option<Value>>,
+    cache_control: Mutex<Option<String>>,
+    delay: Mutex<Duration>,
+}
+
+/// A running fake organization.
+pub struct FakeIssuer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The organization name in its paths.
+    pub org: String,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl FakeIssuer {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(org: &str) -> std::io::Result<FakeIssuer> {
+        FakeIssuer::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), org).await
+    }
+
+    /// Starts on `addr` (must be loopback).
+    pub async fn start_on(addr: SocketAddr, org: &str) -> std::io::Result<FakeIssuer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let st = state.clone();
+        let org_owned = org.to_string();
+        tokio::spawn(serve(
+            listener,
+            move |req, _| {
+                let st = st.clone();
+                let org = org_owned.clone();
+                async move { answer(&st, &org, addr, req).await }
+            },
+            stop_rx,
+            ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
+        ));
+        Ok(FakeIssuer { addr, org: org.to_string(), state, stop })
+    }
+
+    /// The `iss` its tokens carry.
+    pub fn issuer(&self) -> String {
+        format!("http://{}/t/{}/oauth2/token", self.addr, self.org)
+    }
+
+    /// The discovery URL Asgardeo documents (`/oauth2/token/.well-known/...`).
+    pub fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.issuer())
+    }
+
+    /// The legacy form APIM's docs print (`/oauth2/.well-known/...`); 404 unless enabled.
+    pub fn legacy_discovery_url(&self) -> String {
+        format!("http://{}/t/{}/oauth2/.well-known/openid-configuration", self.addr, self.org)
+    }
+
+    /// The JWKS URL.
+    pub fn jwks_uri(&self) -> String {
+        format!("http://{}/t/{}/oauth2/jwks", self.addr, self.org)
+    }
+
+    /// Publishes `key` in the JWKS.
+    pub fn add_key(&self, key: SigningKey) -> Arc<SigningKey> {
+        let k = Arc::new(key);
+        lock(&self.state.keys).push(k.clone());
+        k
+    }
+
+    /// Removes the key with `kid` from the JWKS.
+    pub fn remove_key(&self, kid: &str) {
+        lock(&self.state.keys).retain(|k| k.kid != kid);
+    }
+
+    /// Makes every endpoint answer 503 (true) or work again (false).
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Serves discovery under the legacy path as well.
+    pub fn serve_legacy_path(&self, on: bool) {
+        self.state.legacy_path.store(on, Ordering::SeqCst);
+    }
+
+    /// Replaces the JWKS answer with a fixed status and body (`None` restores the real one).
+    pub fn override_jwks(&self, answer: Option<(u16, String)>) {
+        *lock(&self.state.jwks_override) = answer;
+    }
+
+    /// Merges these members into the discovery document (`None` restores it).
+    pub fn patch_discovery(&self, extra: Option<Value>) {
+        *lock(&self.state.discovery_extra) = extra;
+    }
+
+    /// Sends this `Cache-Control` with the JWKS.
+    pub fn set_cache_control(&self, v: Option<&str>) {
+        *lock(&self.state.cache_control) = v.map(str::to_string);
+    }
+
+    /// Delays every answer.
+    pub fn set_delay(&self, d: Duration) {
+        *lock(&self.state.delay) = d;
+    }
+
+    /// JWKS requests served so far.
+    pub fn jwks_fetches(&self) -> usize {
+        self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Discovery requests served so far.
+    pub fn discovery_fetches(&self) -> usize {
+        self.state.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening: connections are refused from now on.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Claims in Asgardeo's access-token shape, valid for an hour from `now`.
+    pub fn claims(&self, now: i64, sub: &str, aud: &str, scope: &str) -> Value {
+        json!({
+            "iss": self.issuer(),
+            "sub": sub,
+            "aut": "APPLICATION_USER",
+            "aud": aud,
+            "azp": aud,
+            "client_id": aud,
+            "scope": scope,
+            "nbf": now,
+            "iat": now,
+            "exp": now + 3600,
+            "jti": format!("{:x}", rand::random::<u128>()),
+        })
+    }
+
+    /// The discovery document it serves (before patches).
+    pub fn discovery_document(&self) -> Value {
+        discovery_doc(&self.org, self.addr)
+    }
+}
+
+fn discovery_doc(org: &str, addr: SocketAddr) -> Value {
+    let base = format!("http://{addr}/t/{org}");
+    json!({
+        "issuer": format!("{base}/oauth2/token"),
+        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "jwks_uri": format!("{base}/oauth2/jwks"),
+        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+        "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "userinfo_endpoint": format!("{base}/oauth2/userinfo"),
+        "end_session_endpoint": format!("{base}/oidc/logout"),
+        "registration_endpoint": format!("{base}/api/identity/oauth2/dcr/v1.1/register"),
+        "grant_types_supported": ["authorization_code", "implicit", "password", "client_credentials", "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code", "urn:ietf:params:oauth:grant-type:token-exchange"],
+        "response_types_supported": ["code", "id_token", "token"],
+        "subject_types_supported": ["public", "pairwise"],
+        "scopes_supported": ["openid", "profile", "email"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "code_challenge_methods_supported": ["S256", "plain"],
+    })
+}
+
+fn reply(status: StatusCode, body: String, cache_control: Option<String>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    if let Some(cc) = cache_control.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::CACHE_CONTROL, cc);
+    }
+    r
+}
+
+async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> Response<Full<Bytes>> {
+    let delay = *lock(&st.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if st.down.load(Ordering::SeqCst) {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"down\"}".into(), None);
+    }
+    let path = req.uri().path();
+    let token_form = format!("/t/{org}/oauth2/token/.well-known/openid-configuration");
+    let legacy = format!("/t/{org}/oauth2/.well-known/openid-configuration");
+    if path == token_form || (path == legacy && st.legacy_path.load(Ordering::SeqCst)) {
+        st.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+        let mut doc = discovery_doc(org, addr);
+        if let (Some(extra), Some(obj)) = (lock(&st.discovery_extra).clone(), doc.as_object_mut()) {
+            if let Value::Object(m) = extra {
+                for (k, v) in m {
+                    obj.insert(k, v);
+                }
+            }
+        }
+        return reply(StatusCode::OK, doc.to_string(), None);
+    }
+    if path == format!("/t/{org}/oauth2/jwks") {
+        st.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+        if let Some((status, body)) = lock(&st.jwks_override).clone() {
+            return reply(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body, None);
+        }
+        let keys: Vec<Value> = lock(&st.keys).iter().map(|k| k.jwk()).collect();
+        let cc = lock(&st.cache_control).clone();
+        return reply(StatusCode::OK, json!({ "keys": keys }).to_string(), cc);
+    }
+    reply(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".into(), None)
+}
+
+impl Drop for FakeIssuer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,155 @@
+//! Bounded outbound GETs for discovery documents and JWKS: a timeout on the whole exchange, a
+//! cap on the body size (checked while streaming, so a huge answer is cut off, not buffered),
+//! and the `Cache-Control: max-age` of the answer. It never retries; callers own the policy.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use url::Url;
+
+/// Why a fetch failed, in words fit for a log line and a `detail`.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    /// Connection refused, DNS, TLS, reset.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// No complete answer within the timeout.
+    #[error("{url} did not answer within {secs} s")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The timeout.
+        secs: u64,
+    },
+    /// A non-2xx status.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body exceeded the limit.
+    #[error("{url} sent more than {limit} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body, at most the limit.
+    pub body: Bytes,
+    /// `Cache-Control: max-age`, when present (and no `no-store`/`no-cache`).
+    pub max_age: Option<Duration>,
+}
+
+/// The shared outbound client for the IdP (rustls, no cookies, at most 3 redirects).
+#[derive(Clone)]
+pub struct HttpFetcher {
+    client: reqwest::Client,
+}
+
+impl HttpFetcher {
+    /// Builds the client. Fails only if the TLS backend cannot start.
+    pub fn new() -> Result<HttpFetcher, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(HttpFetcher { client })
+    }
+
+    /// GETs `url`, expecting JSON, within `timeout` and `limit` bytes.
+    pub async fn get(&self, url: &Url, timeout: Duration, limit: usize) -> Result<Fetched, FetchError> {
+        match tokio::time::timeout(timeout, self.get_inner(url, limit)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout { url: url.to_string(), secs: timeout.as_secs() }),
+        }
+    }
+
+    async fn get_inner(&self, url: &Url, limit: usize) -> Result<Fetched, FetchError> {
+        let unreachable = |e: reqwest::Error| FetchError::Unreachable { url: url.to_string(), reason: error_chain(&e) };
+        let mut resp = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(FetchError::Status { url: url.to_string(), status: status.as_u16() });
+        }
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(FetchError::TooLarge { url: url.to_string(), limit });
+        }
+        let max_age = resp
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_max_age);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > limit {
+                return Err(FetchError::TooLarge { url: url.to_string(), limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched { body: body.freeze(), max_age })
+    }
+}
+
+/// The full cause chain of an error on one line (reqwest hides the useful part in sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// `max-age=N` from a Cache-Control value; `no-store`/`no-cache` mean "no hint".
+pub fn parse_max_age(v: &str) -> Option<Duration> {
+    let mut age = None;
+    for d in v.split(',') {
+        let d = d.trim();
+        if d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache") {
+            return None;
+        }
+        if let Some((k, val)) = d.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("max-age") {
+                age = val.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            }
+        }
+    }
+    age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read() {
+        assert_eq!(parse_max_age("public, max-age=120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_max_age("no-cache, max-age=120"), None);
+        assert_eq!(parse_max_age("max-age=abc"), None);
+    }
+}

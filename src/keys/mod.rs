@@ -1,0 +1,378 @@
+//! Keys per issuer: OIDC discovery, the JWKS parsed into an immutable [`jwks::KeySet`] swapped
+//! whole through `ArcSwap`, a background refresher, and the one rate-limited, single-flight
+//! refetch an unknown `kid` may trigger. The last good set keeps serving while the IdP fails,
+//! up to the configured maximum staleness. Nothing here blocks a reader: the hot path only
+//! loads an `Arc`.
+
+pub mod discovery;
+pub mod jwks;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use rand::Rng;
+use tokio::sync::watch;
+use url::Url;
+
+use crate::config::IssuerConfig;
+use crate::fetch::{FetchError, HttpFetcher};
+use crate::metrics::Metrics;
+use discovery::{Discovery, DiscoveryError};
+use jwks::{JwksError, KeySet};
+
+/// Why a refresh failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefreshError {
+    /// Transport, status, timeout or size.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The discovery document is unusable.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The JWKS is unusable.
+    #[error("JWKS {url}: {source}")]
+    Jwks {
+        /// Where it came from.
+        url: String,
+        /// What is wrong.
+        source: JwksError,
+    },
+}
+
+/// A successfully loaded discovery document and key set.
+pub struct Loaded {
+    /// The discovery document in use.
+    pub discovery: Arc<Discovery>,
+    /// The keys.
+    pub keys: Arc<KeySet>,
+    /// When this set was last confirmed by the IdP.
+    pub confirmed_at: Instant,
+    /// Bumped whenever the key material changes; verified-token cache entries remember it.
+    pub generation: u64,
+    jwks_hash: u64,
+}
+
+/// The keys of one `[[issuers]]` entry.
+pub struct IssuerKeys {
+    /// Its configuration.
+    pub cfg: IssuerConfig,
+    state: ArcSwapOption<Loaded>,
+    discovery_url: Mutex<Url>,
+    refetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    generation: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    fetcher: HttpFetcher,
+    metrics: Arc<Metrics>,
+    discovery_tx: watch::Sender<Option<Arc<Discovery>>>,
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl IssuerKeys {
+    /// A store with nothing loaded yet.
+    pub fn new(cfg: IssuerConfig, fetcher: HttpFetcher, metrics: Arc<Metrics>) -> IssuerKeys {
+        let (discovery_tx, _) = watch::channel(None);
+        IssuerKeys {
+            discovery_url: Mutex::new(cfg.discovery_url.clone()),
+            cfg,
+            state: ArcSwapOption::empty(),
+            refetch_gate: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            fetcher,
+            metrics,
+            discovery_tx,
+        }
+    }
+
+    /// The issuer's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The loaded state, usable or not.
+    pub fn loaded(&self) -> Option<Arc<Loaded>> {
+        self.state.load_full()
+    }
+
+    /// The loaded state if it is not older than the maximum staleness.
+    pub fn usable(&self) -> Option<Arc<Loaded>> {
+        self.state.load_full().filter(|l| l.confirmed_at.elapsed() <= self.cfg.max_stale)
+    }
+
+    /// True when the key set is loaded and fresh enough to use.
+    pub fn is_usable(&self) -> bool {
+        self.state.load().as_ref().is_some_and(|l| l.confirmed_at.elapsed() <= self.cfg.max_stale)
+    }
+
+    /// The current key generation (0 before the first load).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The last refresh error, if the last refresh failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The discovery URL in use (after the Asgardeo `/token/` fallback, if it was needed).
+    pub fn discovery_url(&self) -> Url {
+        match self.discovery_url.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Receives every changed discovery document (the key-manager sync listens).
+    pub fn subscribe_discovery(&self) -> watch::Receiver<Option<Arc<Discovery>>> {
+        self.discovery_tx.subscribe()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+
+    /// Fetches the discovery document, falling back from Asgardeo's legacy path to the
+    /// `/token/` form on a 404 (and remembering the form that worked).
+    pub async fn fetch_discovery(&self) -> Result<Discovery, RefreshError> {
+        let url = self.discovery_url();
+        let timeout = self.cfg.fetch_timeout;
+        let limit = self.cfg.max_response_bytes;
+        let fetched = match self.fetcher.get(&url, timeout, limit).await {
+            Ok(f) => (url, f),
+            Err(FetchError::Status { status: 404, .. }) if discovery::token_form(&url).is_some() => {
+                let Some(alt) = discovery::token_form(&url) else { unreachable!("checked by the guard") };
+                let f = self.fetcher.get(&alt, timeout, limit).await?;
+                tracing::info!(
+                    issuer = %self.cfg.name,
+                    tried = %url,
+                    using = %alt,
+                    "discovery: the legacy Asgardeo path answered 404; the /oauth2/token/ form worked and is used from now on"
+                );
+                if let Ok(mut g) = self.discovery_url.lock() {
+                    *g = alt.clone();
+                }
+                (alt, f)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let doc = Discovery::parse(&fetched.0, &fetched.1.body)?;
+        Ok(doc)
+    }
+
+    /// Re-reads discovery, then the JWKS, and swaps the set in. Returns how long until the
+    /// next refresh should run.
+    pub async fn refresh(&self) -> Result<Duration, RefreshError> {
+        let result = async {
+            let doc = self.fetch_discovery().await?;
+            self.refresh_jwks(Arc::new(doc)).await
+        }
+        .await;
+        self.record(&result);
+        result
+    }
+
+    /// Refetches only the JWKS named by the current discovery document (or does a full refresh
+    /// when nothing is loaded yet).
+    async fn refetch_jwks(&self) -> Result<Duration, RefreshError> {
+        match self.loaded() {
+            Some(l) => {
+                let r = self.refresh_jwks(l.discovery.clone()).await;
+                self.record(&r);
+                r
+            }
+            None => self.refresh().await,
+        }
+    }
+
+    fn record(&self, result: &Result<Duration, RefreshError>) {
+        let issuer = self.cfg.name.as_str();
+        match result {
+            Ok(_) => {
+                self.metrics.jwks_fetches.with_label_values(&[issuer, "ok"]).inc();
+                self.metrics.jwks_last_success.with_label_values(&[issuer]).set(unix_now());
+                self.set_error(None);
+            }
+            Err(e) => {
+                self.metrics.jwks_fetches.with_label_values(&[issuer, "error"]).inc();
+                self.set_error(Some(e.to_string()));
+            }
+        }
+    }
+
+    async fn refresh_jwks(&self, doc: Arc<Discovery>) -> Result<Duration, RefreshError> {
+        let fetched = self.fetcher.get(&doc.jwks_uri, self.cfg.fetch_timeout, self.cfg.max_response_bytes).await?;
+        let hash = hash_bytes(&fetched.body);
+        let prev = self.state.load_full();
+        let (keys, generation) = match &prev {
+            Some(p) if p.jwks_hash == hash => (p.keys.clone(), p.generation),
+            _ => {
+                let parsed = KeySet::parse(&fetched.body, &self.cfg.algorithms)
+                    .map_err(|source| RefreshError::Jwks { url: doc.jwks_uri.to_string(), source })?;
+                for why in &parsed.skipped {
+                    tracing::warn!(issuer = %self.cfg.name, jwks = %doc.jwks_uri, "skipped a JWK: {why}");
+                }
+                let kids: Vec<&str> = parsed.set.keys().iter().filter_map(|k| k.kid.as_deref()).collect();
+                tracing::info!(issuer = %self.cfg.name, keys = parsed.set.len(), ?kids, "key set loaded");
+                self.metrics.jwks_keys.with_label_values(&[self.cfg.name.as_str()]).set(parsed.set.len() as i64);
+                let g = self.generation.load(Ordering::Acquire) + 1;
+                (Arc::new(parsed.set), g)
+            }
+        };
+        let discovery_changed = prev.as_ref().is_none_or(|p| *p.discovery != *doc);
+        if discovery_changed && !doc.issuer_matches_url() {
+            tracing::info!(
+                issuer = %self.cfg.name,
+                iss = %doc.issuer,
+                url = %doc.url,
+                "the discovery document's issuer is not its URL's prefix (normal for Asgardeo); tokens must carry this iss exactly"
+            );
+        }
+        let next = self.cfg.refresh.min(fetched.max_age.unwrap_or(self.cfg.refresh).max(self.cfg.refresh_floor));
+        self.state.store(Some(Arc::new(Loaded {
+            discovery: doc.clone(),
+            keys,
+            confirmed_at: Instant::now(),
+            generation,
+            jwks_hash: hash,
+        })));
+        self.generation.store(generation, Ordering::Release);
+        if discovery_changed {
+            self.discovery_tx.send_replace(Some(doc));
+        }
+        Ok(next)
+    }
+
+    /// The refetch an unknown `kid` may trigger: single flight (concurrent callers wait for the
+    /// one fetch in progress) and at most one per `jwks_min_refetch_seconds`. `seen` is the
+    /// generation the caller looked at; if it has moved on, the caller just looks again.
+    pub async fn refetch_for_unknown_kid(&self, seen: u64) {
+        let mut last = self.refetch_gate.lock().await;
+        if self.generation() != seen {
+            return;
+        }
+        let issuer = self.cfg.name.as_str();
+        if let Some(t) = *last {
+            if t.elapsed() < self.cfg.min_refetch {
+                self.metrics.jwks_refetches.with_label_values(&[issuer, "throttled"]).inc();
+                return;
+            }
+        }
+        *last = Some(Instant::now());
+        match self.refetch_jwks().await {
+            Ok(_) => self.metrics.jwks_refetches.with_label_values(&[issuer, "ok"]).inc(),
+            Err(e) => {
+                self.metrics.jwks_refetches.with_label_values(&[issuer, "error"]).inc();
+                tracing::warn!(issuer, "JWKS refetch for an unknown kid failed: {e}");
+            }
+        }
+    }
+
+    /// Runs forever: refresh, then sleep until the next refresh is due; on failure retry with
+    /// exponential backoff (1 s doubling, capped at a minute or the refresh interval) plus jitter,
+    /// keeping the last good set.
+    pub async fn run_refresher(self: Arc<Self>) {
+        let mut failures: u32 = 0;
+        loop {
+            let delay = match self.refresh().await {
+                Ok(next) => {
+                    if failures > 0 {
+                        tracing::info!(issuer = %self.cfg.name, "key refresh recovered after {failures} failure(s)");
+                    }
+                    failures = 0;
+                    next
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let cap = self.cfg.refresh.min(Duration::from_secs(60));
+                    let base = Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(cap);
+                    let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 5);
+                    let delay = base + Duration::from_millis(jitter);
+                    let state = match self.loaded() {
+                        Some(l) if l.confirmed_at.elapsed() <= self.cfg.max_stale => "serving the last good key set",
+                        Some(_) => "the last key set is too old to use",
+                        None => "no key set loaded yet",
+                    };
+                    tracing::warn!(issuer = %self.cfg.name, retry_in_ms = delay.as_millis() as u64, "key refresh failed ({state}): {e}");
+                    delay
+                }
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The key stores of every issuer, in config order.
+pub struct KeyRegistry {
+    /// One per `[[issuers]]` entry.
+    pub issuers: Vec<Arc<IssuerKeys>>,
+}
+
+impl KeyRegistry {
+    /// Stores for the configured issuers, nothing loaded.
+    pub fn new(cfgs: &[IssuerConfig], fetcher: HttpFetcher, metrics: Arc<Metrics>) -> KeyRegistry {
+        KeyRegistry {
+            issuers: cfgs
+                .iter()
+                .map(|c| Arc::new(IssuerKeys::new(c.clone(), fetcher.clone(), metrics.clone())))
+                .collect(),
+        }
+    }
+
+    /// The issuer whose discovered `issuer` equals `iss` byte for byte, with its loaded state
+    /// (usable or stale).
+    pub fn by_iss(&self, iss: &str) -> Option<(usize, Arc<Loaded>)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .find_map(|(i, k)| k.loaded().filter(|l| l.discovery.issuer == iss).map(|l| (i, l)))
+    }
+
+    /// True when every issuer has a usable key set.
+    pub fn all_usable(&self) -> bool {
+        self.issuers.iter().all(|k| k.is_usable())
+    }
+
+    /// One refresh of every issuer, concurrently; then a check that no two issuers discovered
+    /// the same `issuer`. Returns the per-issuer results and, separately, a duplicate found.
+    pub async fn load_all_once(&self) -> (Vec<Result<Duration, RefreshError>>, Option<String>) {
+        let futs = self.issuers.iter().map(|k| k.refresh());
+        let results = futures_util::future::join_all(futs).await;
+        (results, self.duplicate_issuer())
+    }
+
+    /// A description of two issuers that discovered the same `issuer` value, if any.
+    pub fn duplicate_issuer(&self) -> Option<String> {
+        let loaded: Vec<(usize, String)> = self
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.loaded().map(|l| (i, l.discovery.issuer.clone())))
+            .collect();
+        for (a, (i, iss)) in loaded.iter().enumerate() {
+            if let Some((j, _)) = loaded[a + 1..].iter().find(|(_, other)| other == iss) {
+                return Some(format!("issuers[{i}] and issuers[{j}] both discovered the issuer {iss:?}"));
+            }
+        }
+        None
+    }
+
+    /// Spawns every issuer's background refresher.
+    pub fn spawn_refreshers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.issuers.iter().map(|k| tokio::spawn(k.clone().run_refresher())).collect()
+    }
+}

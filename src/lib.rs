@@ -1,0 +1,22 @@
+//! jwtgate: a sidecar that self-validates JWT access tokens issued by WSO2 Asgardeo (or any
+//! OIDC issuer), enforces per-route scopes on the hot path and forwards allowed requests to the
+//! protected API. It also keeps WSO2 API Manager's key-manager registration in sync.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library so that integration tests and
+//! benches drive exactly the code that runs in production.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::await_holding_lock)]
+
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod fetch;
+pub mod keys;
+pub mod km_sync;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod serve;
+pub mod validate_cmd;

@@ -1,0 +1,174 @@
+//! The `jwtgate` command line: a thin shell over the library (see `lib.rs`).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use jwtgate::clock::SystemClock;
+use jwtgate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "jwtgate", version, about = "Self-validating JWT sidecar for WSO2 Asgardeo and API Manager")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file (default: $JWTGATE_CONFIG, then config/jwtgate.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy, the admin listener and the background tasks.
+    Serve(ConfigArg),
+    /// Judge one token as the proxy would, and print a JSON verdict.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Accept only tokens of this [[issuers]] name.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The request path to judge the token for.
+        #[arg(long, default_value = "/")]
+        route: String,
+        /// The request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Judge at this Unix time instead of now.
+        #[arg(long, value_name = "UNIX_SECONDS", allow_hyphen_values = true)]
+        at: Option<i64>,
+        /// The token, or - to read it from standard input.
+        token: String,
+    },
+    /// Parse and validate the configuration; print problems with their key paths.
+    CheckConfig(ConfigArg),
+    /// Start an embedded Asgardeo-like issuer, an echo upstream and the gateway on loopback.
+    Dev,
+}
+
+fn config_path(arg: &ConfigArg) -> PathBuf {
+    arg.config
+        .clone()
+        .or_else(|| std::env::var_os("JWTGATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config/jwtgate.toml"))
+}
+
+fn init_logging(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("jwtgate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jwtgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig(arg) => {
+            let path = config_path(&arg);
+            match Config::load(&path) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} issuer(s), {} route(s){})",
+                        path.display(),
+                        c.issuers.len(),
+                        c.routes.len(),
+                        if c.key_manager_sync.as_ref().is_some_and(|k| k.enabled) { ", key-manager sync enabled" } else { "" }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Serve(arg) => {
+            let path = config_path(&arg);
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            init_logging(&config.server.log_format, &config.server.log_level);
+            let running = jwtgate::serve::start(config, Arc::new(SystemClock)).await?;
+            wait_for_signal().await?;
+            tracing::info!("shutting down: draining in-flight requests");
+            running.shutdown().await;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { config, issuer, route, method, at, token } => {
+            let path = config_path(&config);
+            let token = if token == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).context("reading the token from standard input")?;
+                s
+            } else {
+                token
+            };
+            init_logging("text", "warn");
+            let verdict = match Config::load(&path) {
+                Ok(c) => {
+                    jwtgate::validate_cmd::run(
+                        c,
+                        jwtgate::validate_cmd::ValidateRequest { issuer, route, method, at, token },
+                    )
+                    .await
+                }
+                Err(e) => jwtgate::validate_cmd::usage_error(e.to_string()),
+            };
+            println!("{}", verdict.json);
+            Ok(ExitCode::from(verdict.exit_code as u8))
+        }
+        Command::Dev => {
+            init_logging("text", "info");
+            use jwtgate::dev;
+            let setup = dev::start_dev(dev::DEV_ISSUER, dev::DEV_UPSTREAM, dev::DEV_GATEWAY, dev::DEV_ADMIN).await?;
+            println!("{}", dev::banner(&setup));
+            wait_for_signal().await?;
+            setup.gateway.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Every metric jwtgate exports, registered once in a registry of its own (so several gateways
+//! can live in one test process). Labels are low-cardinality by construction: route names,
+//! issuer names, outcome and reason labels from fixed lists — never a token, subject or raw path.
+//! The hot path uses handles resolved at start-up (see `routes`), not label lookups.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The metric families.
+pub struct Metrics {
+    registry: Registry,
+    /// `jwtgate_requests_total{route,outcome}`.
+    pub requests: IntCounterVec,
+    /// `jwtgate_request_duration_seconds{route}`: time to the response headers.
+    pub duration: HistogramVec,
+    /// `jwtgate_token_rejections_total{issuer,reason}`.
+    pub rejections: IntCounterVec,
+    /// `jwtgate_token_cache_total{result}`: verified-token cache hits and misses.
+    pub token_cache: IntCounterVec,
+    /// `jwtgate_jwks_fetches_total{issuer,result}`: discovery + JWKS refreshes.
+    pub jwks_fetches: IntCounterVec,
+    /// `jwtgate_jwks_refetches_total{issuer,result}`: unknown-`kid` refetches (`ok|error|throttled`).
+    pub jwks_refetches: IntCounterVec,
+    /// `jwtgate_jwks_keys{issuer}`: usable keys in the current set.
+    pub jwks_keys: IntGaugeVec,
+    /// `jwtgate_jwks_last_success_timestamp_seconds{issuer}`.
+    pub jwks_last_success: GaugeVec,
+    /// `jwtgate_upstream_errors_total{kind}`: `connect|timeout|other`.
+    pub upstream_errors: IntCounterVec,
+    /// `jwtgate_km_sync_runs_total{result}`: `ok|error|conflict`.
+    pub km_sync_runs: IntCounterVec,
+    /// `jwtgate_km_sync_writes_total{op}`: `create|update`.
+    pub km_sync_writes: IntCounterVec,
+    /// `jwtgate_km_sync_in_sync`: 1 when the last pass found nothing to change or applied it.
+    pub km_sync_in_sync: IntGauge,
+    /// `jwtgate_km_sync_last_success_timestamp_seconds`.
+    pub km_sync_last_success: Gauge,
+    /// `jwtgate_km_sync_conflicts_total`: another writer keeps changing a managed field.
+    pub km_sync_conflicts: IntCounter,
+}
+
+/// Request outcomes, the `outcome` label of `jwtgate_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Token valid, forwarded.
+    Allowed,
+    /// Anonymous route, forwarded.
+    Anonymous,
+    /// 401 without a bearer token.
+    MissingToken,
+    /// 400 malformed request.
+    InvalidRequest,
+    /// 401 bad token.
+    InvalidToken,
+    /// 403 scope missing.
+    InsufficientScope,
+    /// 503 no usable key set.
+    Unavailable,
+    /// 404 no route.
+    NoRoute,
+    /// 431 headers too large.
+    HeadersTooLarge,
+    /// 502 upstream unreachable.
+    UpstreamError,
+    /// 504 upstream too slow.
+    UpstreamTimeout,
+}
+
+impl Outcome {
+    /// Every outcome, in label order.
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Allowed,
+        Outcome::Anonymous,
+        Outcome::MissingToken,
+        Outcome::InvalidRequest,
+        Outcome::InvalidToken,
+        Outcome::InsufficientScope,
+        Outcome::Unavailable,
+        Outcome::NoRoute,
+        Outcome::HeadersTooLarge,
+        Outcome::UpstreamError,
+        Outcome::UpstreamTimeout,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Anonymous => "anonymous",
+            Outcome::MissingToken => "missing_token",
+            Outcome::InvalidRequest => "invalid_request",
+            Outcome::InvalidToken => "invalid_token",
+            Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::Unavailable => "unavailable",
+            Outcome::NoRoute => "no_route",
+            Outcome::HeadersTooLarge => "headers_too_large",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
+/// Counter and histogram handles for one route, resolved once.
+pub struct RouteMetrics {
+    outcomes: Vec<IntCounter>,
+    /// The route's latency histogram.
+    pub duration: prometheus::Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one request with `outcome`.
+    pub fn count(&self, outcome: Outcome) {
+        // `outcomes` holds one counter per `Outcome::ALL` entry, in order.
+        if let Some(c) = self.outcomes.get(outcome as usize) {
+            c.inc();
+        }
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static strings registered once in a fresh registry: the only
+    // possible errors (bad names, duplicates) are programming errors caught by every test run.
+    r.expect("static metric definition")
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let requests = counter("jwtgate_requests_total", "Requests by route and outcome.", &["route", "outcome"]);
+        let rejections =
+            counter("jwtgate_token_rejections_total", "Rejected tokens by issuer and reason.", &["issuer", "reason"]);
+        let token_cache = counter("jwtgate_token_cache_total", "Verified-token cache lookups.", &["result"]);
+        let jwks_fetches =
+            counter("jwtgate_jwks_fetches_total", "Discovery and JWKS refreshes by result.", &["issuer", "result"]);
+        let jwks_refetches = counter(
+            "jwtgate_jwks_refetches_total",
+            "JWKS refetches caused by an unknown kid, by result.",
+            &["issuer", "result"],
+        );
+        let upstream_errors = counter("jwtgate_upstream_errors_total", "Failed upstream exchanges.", &["kind"]);
+        let km_sync_runs = counter("jwtgate_km_sync_runs_total", "Key-manager sync passes by result.", &["result"]);
+        let km_sync_writes = counter("jwtgate_km_sync_writes_total", "Key-manager writes by operation.", &["op"]);
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new("jwtgate_request_duration_seconds", "Time from request to response headers.")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["route"],
+        ));
+        must(registry.register(Box::new(duration.clone())));
+        let jwks_keys = must(IntGaugeVec::new(Opts::new("jwtgate_jwks_keys", "Usable keys per issuer."), &["issuer"]));
+        must(registry.register(Box::new(jwks_keys.clone())));
+        let jwks_last_success = must(GaugeVec::new(
+            Opts::new("jwtgate_jwks_last_success_timestamp_seconds", "Last successful key refresh."),
+            &["issuer"],
+        ));
+        must(registry.register(Box::new(jwks_last_success.clone())));
+        let km_sync_in_sync = must(IntGauge::new("jwtgate_km_sync_in_sync", "1 when APIM's registration matches."));
+        must(registry.register(Box::new(km_sync_in_sync.clone())));
+        let km_sync_last_success = must(Gauge::new(
+            "jwtgate_km_sync_last_success_timestamp_seconds",
+            "Last successful key-manager sync pass.",
+        ));
+        must(registry.register(Box::new(km_sync_last_success.clone())));
+        let km_sync_conflicts = must(IntCounter::new(
+            "jwtgate_km_sync_conflicts_total",
+            "Managed fields another writer keeps changing.",
+        ));
+        must(registry.register(Box::new(km_sync_conflicts.clone())));
+        for r in ["ok", "error", "conflict"] {
+            km_sync_runs.with_label_values(&[r]);
+        }
+        for op in ["create", "update"] {
+            km_sync_writes.with_label_values(&[op]);
+        }
+        for r in ["hit", "miss"] {
+            token_cache.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            rejections,
+            token_cache,
+            jwks_fetches,
+            jwks_refetches,
+            jwks_keys,
+            jwks_last_success,
+            upstream_errors,
+            km_sync_runs,
+            km_sync_writes,
+            km_sync_in_sync,
+            km_sync_last_success,
+            km_sync_conflicts,
+        }
+    }
+
+    /// Handles for one route (every outcome pre-created so it shows as 0).
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            outcomes: Outcome::ALL.iter().map(|o| self.requests.with_label_values(&[route, o.label()])).collect(),
+            duration: self.duration.with_label_values(&[route]),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

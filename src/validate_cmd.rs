@@ -1,0 +1,172 @@
+//! `jwtgate validate`: loads keys exactly as `serve` does and judges one token with the same
+//! decision code, on a given route, method and time, printing a JSON verdict. It is what an
+//! operator runs to learn why a token is refused.
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::auth::{bearer, AuthError, Authenticator, Rejected};
+use crate::clock::{Clock, FixedClock, SystemClock};
+use crate::config::Config;
+use crate::fetch::HttpFetcher;
+use crate::keys::KeyRegistry;
+use crate::metrics::Metrics;
+use crate::routes::{match_form, RouteTable};
+
+/// What to judge.
+#[derive(Debug, Clone)]
+pub struct ValidateRequest {
+    /// `--issuer NAME`: accept only tokens of this issuer.
+    pub issuer: Option<String>,
+    /// `--route PATH` (default `/`).
+    pub route: String,
+    /// `--method M` (default `GET`).
+    pub method: String,
+    /// `--at UNIX_SECONDS` (default now).
+    pub at: Option<i64>,
+    /// The token.
+    pub token: String,
+}
+
+/// The verdict and the process exit code (0 allowed, 1 refused, 2 usage/config, 3 keys unavailable).
+pub struct Verdict {
+    /// The JSON object printed on stdout.
+    pub json: Value,
+    /// The exit code.
+    pub exit_code: i32,
+}
+
+fn verdict(status: u16, error: Option<&str>, detail: String, issuer: Option<String>, claims: Option<Value>) -> Verdict {
+    let allowed = status == 200;
+    let exit_code = match status {
+        200 => 0,
+        503 => 3,
+        _ => 1,
+    };
+    Verdict {
+        json: json!({
+            "allowed": allowed,
+            "status": status,
+            "error": error,
+            "detail": detail,
+            "issuer": issuer,
+            "claims": claims,
+        }),
+        exit_code,
+    }
+}
+
+/// A usage or configuration error (exit 2).
+pub fn usage_error(detail: String) -> Verdict {
+    Verdict {
+        json: json!({"allowed": false, "status": null, "error": "usage", "detail": detail, "issuer": null, "claims": null}),
+        exit_code: 2,
+    }
+}
+
+/// Runs the whole judgement.
+pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
+    let method = match Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return usage_error(format!("--method {:?} is not an HTTP method", req.method)),
+    };
+    let only_issuer = match &req.issuer {
+        None => None,
+        Some(name) => match config.issuers.iter().position(|i| &i.name == name) {
+            Some(i) => Some(i),
+            None => return usage_error(format!("--issuer {name:?} is not a configured [[issuers]] name")),
+        },
+    };
+    let metrics = Arc::new(Metrics::new());
+    let routes = RouteTable::new(&config.routes, &metrics);
+    let path = req.route.split('?').next().unwrap_or("/");
+    let form = match match_form(path) {
+        Ok(f) => f,
+        Err(e) => return verdict(400, Some("invalid_request"), e.description().into(), None, None),
+    };
+    let Some(route) = routes.find(&form, &method) else {
+        return verdict(404, Some("no_route"), format!("no route matches {method} {path}"), None, None);
+    };
+    if route.cfg.anonymous {
+        return verdict(
+            200,
+            None,
+            format!("route {:?} is anonymous: requests pass without a token check", route.cfg.name),
+            None,
+            None,
+        );
+    }
+
+    let fetcher = match HttpFetcher::new() {
+        Ok(f) => f,
+        Err(e) => return usage_error(format!("cannot build the HTTP client: {e}")),
+    };
+    let keys = Arc::new(KeyRegistry::new(&config.issuers, fetcher, metrics.clone()));
+    let (results, duplicate) = match only_issuer {
+        Some(i) => (vec![keys.issuers[i].refresh().await], None),
+        None => keys.load_all_once().await,
+    };
+    if let Some(dup) = duplicate {
+        return usage_error(format!("configuration error: {dup}"));
+    }
+    let clock: Arc<dyn Clock> = match req.at {
+        Some(t) => Arc::new(FixedClock::new(t)),
+        None => Arc::new(SystemClock),
+    };
+    let auth = Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes, metrics);
+    let header = format!("Bearer {}", req.token.trim());
+    let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
+    let outcome = match bearer::parse(header.as_bytes()) {
+        Ok(token) => auth.verify(token, only_issuer).await,
+        Err(e) => Err(Rejected::from(e)),
+    };
+    match outcome {
+        Ok(v) => {
+            let claims = v.claims_json();
+            if v.has_scopes(&route.cfg.scopes) {
+                verdict(
+                    200,
+                    None,
+                    format!("the token is valid for {method} {path} (route {:?})", route.cfg.name),
+                    name(v.issuer),
+                    claims,
+                )
+            } else {
+                let missing: Vec<&str> = route
+                    .cfg
+                    .scopes
+                    .iter()
+                    .filter(|s| !v.has_scopes(std::slice::from_ref(s)))
+                    .map(String::as_str)
+                    .collect();
+                verdict(
+                    403,
+                    Some("insufficient_scope"),
+                    format!("the token lacks the scope(s) {} required by route {:?}", missing.join(" "), route.cfg.name),
+                    name(v.issuer),
+                    claims,
+                )
+            }
+        }
+        Err(r) => {
+            let detail = match r.error {
+                AuthError::Unavailable => {
+                    let errors: Vec<String> = results
+                        .iter()
+                        .zip(keys.issuers.iter())
+                        .filter_map(|(res, k)| res.as_ref().err().map(|e| format!("{}: {e}", k.name())))
+                        .collect();
+                    format!("{}; {}", r.error.description(), errors.join("; "))
+                }
+                e => {
+                    let mut d = e.description().to_string();
+                    d.get_mut(..1).map(str::make_ascii_uppercase);
+                    d
+                }
+            };
+            verdict(r.error.status().as_u16(), Some(r.error.code()), detail, r.issuer.and_then(name), None)
+        }
+    }
+}
