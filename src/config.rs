@@ -409,11 +409,7 @@ impl Config {
 
     /// The folder relative paths in the file are resolved against.
     pub fn base_dir(&self) -> PathBuf {
-        self.source
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+        self.source.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
     }
 }
 
@@ -436,10 +432,8 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
         problems.push(problem("server.max_header_bytes", "must be between 1024 and 1048576"));
     }
     if s.max_token_bytes + 7 > s.max_header_bytes {
-        problems.push(problem(
-            "server.max_token_bytes",
-            "must leave room for `Bearer ` within server.max_header_bytes",
-        ));
+        problems
+            .push(problem("server.max_token_bytes", "must leave room for `Bearer ` within server.max_header_bytes"));
     }
     if s.listen == s.admin_listen && s.listen.port() != 0 {
         problems.push(problem("server.admin_listen", "must differ from server.listen"));
@@ -458,10 +452,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if let Some(km) = &file.key_manager_sync {
         if let Some(name) = &km.issuer {
             if !file.issuers.iter().any(|i| &i.name == name) {
-                problems.push(problem(
-                    "key_manager_sync.issuer",
-                    format!("no [[issuers]] entry is named {name:?}"),
-                ));
+                problems.push(problem("key_manager_sync.issuer", format!("no [[issuers]] entry is named {name:?}")));
             }
         } else if file.issuers.len() > 1 {
             problems.push(problem(
@@ -585,7 +576,10 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 if ok {
                     Url::parse(&asgardeo_discovery_url(org)).ok()
                 } else {
-                    problems.push(problem(at("organization"), "must be an Asgardeo organization name (letters, digits, - _ .)"));
+                    problems.push(problem(
+                        at("organization"),
+                        "must be an Asgardeo organization name (letters, digits, - _ .)",
+                    ));
                     None
                 }
             }
@@ -700,7 +694,8 @@ fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> 
                     let upper = m.to_ascii_uppercase();
                     match http::Method::from_bytes(upper.as_bytes()) {
                         Ok(method) if !upper.is_empty() => parsed.push(method),
-                        _ => problems.push(problem(format!("routes[{i}].methods[{j}]"), format!("{m:?} is not an HTTP method"))),
+                        _ => problems
+                            .push(problem(format!("routes[{i}].methods[{j}]"), format!("{m:?} is not an HTTP method"))),
                     }
                 }
                 Some(parsed)
@@ -708,7 +703,10 @@ fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> 
         };
         for (j, sc) in r.scopes.iter().enumerate() {
             if sc.is_empty() || sc.contains(char::is_whitespace) || sc.contains('"') || sc.contains('\\') {
-                problems.push(problem(format!("routes[{i}].scopes[{j}]"), "must be one non-empty scope without spaces or quotes"));
+                problems.push(problem(
+                    format!("routes[{i}].scopes[{j}]"),
+                    "must be one non-empty scope without spaces or quotes",
+                ));
             }
         }
         out.push(RouteConfig {
@@ -746,7 +744,7 @@ discovery_url = "http://127.0.0.1:1/t/x/oauth2/token/.well-known/openid-configur
     fn unknown_key_is_reported_with_its_path() {
         let text = MINIMAL.replace("name = \"a\"", "name = \"a\"\nflavour = 1");
         let e = Config::parse(&text, None).unwrap_err();
-        assert_eq!(e.problems[0].path, "issuers[0]");
+        assert_eq!(e.problems[0].path, "issuers[0].flavour");
         assert!(e.problems[0].message.contains("flavour"), "{e}");
     }
 

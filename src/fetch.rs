@@ -94,11 +94,8 @@ impl HttpFetcher {
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(FetchError::TooLarge { url: url.to_string(), limit });
         }
-        let max_age = resp
-            .headers()
-            .get(reqwest::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_max_age);
+        let max_age =
+            resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
         let mut body = BytesMut::new();
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
             if body.len() + chunk.len() > limit {

@@ -101,7 +101,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         path.display(),
                         c.issuers.len(),
                         c.routes.len(),
-                        if c.key_manager_sync.as_ref().is_some_and(|k| k.enabled) { ", key-manager sync enabled" } else { "" }
+                        if c.key_manager_sync.as_ref().is_some_and(|k| k.enabled) {
+                            ", key-manager sync enabled"
+                        } else {
+                            ""
+                        }
                     );
                     Ok(ExitCode::SUCCESS)
                 }

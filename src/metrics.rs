@@ -149,8 +149,12 @@ impl Metrics {
         let km_sync_runs = counter("jwtgate_km_sync_runs_total", "Key-manager sync passes by result.", &["result"]);
         let km_sync_writes = counter("jwtgate_km_sync_writes_total", "Key-manager writes by operation.", &["op"]);
         let duration = must(HistogramVec::new(
-            HistogramOpts::new("jwtgate_request_duration_seconds", "Time from request to response headers.")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new("jwtgate_request_duration_seconds", "Time from request to response headers.").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ],
+            ),
             &["route"],
         ));
         must(registry.register(Box::new(duration.clone())));
@@ -168,10 +172,8 @@ impl Metrics {
             "Last successful key-manager sync pass.",
         ));
         must(registry.register(Box::new(km_sync_last_success.clone())));
-        let km_sync_conflicts = must(IntCounter::new(
-            "jwtgate_km_sync_conflicts_total",
-            "Managed fields another writer keeps changing.",
-        ));
+        let km_sync_conflicts =
+            must(IntCounter::new("jwtgate_km_sync_conflicts_total", "Managed fields another writer keeps changing."));
         must(registry.register(Box::new(km_sync_conflicts.clone())));
         for r in ["ok", "error", "conflict"] {
             km_sync_runs.with_label_values(&[r]);

@@ -112,10 +112,7 @@ impl RouteTable {
             routes: routes
                 .iter()
                 .map(|r| {
-                    let challenge = format!(
-                        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
-                        r.scopes.join(" ")
-                    );
+                    let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{}\"", r.scopes.join(" "));
                     Route {
                         // Scopes are validated to be free of quotes, backslashes and controls.
                         scope_challenge: HeaderValue::from_str(&challenge)

@@ -106,13 +106,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");
     }
-    let gateway = Arc::new(Gateway::new(
-        routes,
-        auth,
-        config.upstream.clone(),
-        config.server.max_header_bytes,
-        metrics.clone(),
-    ));
+    let gateway =
+        Arc::new(Gateway::new(routes, auth, config.upstream.clone(), config.server.max_header_bytes, metrics.clone()));
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
     };
@@ -158,14 +153,5 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     ));
     let background = keys.spawn_refreshers();
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), "jwtgate listening");
-    Ok(Running {
-        proxy_addr,
-        admin_addr,
-        keys,
-        metrics,
-        km_status,
-        shutdown,
-        servers: vec![proxy, admin],
-        background,
-    })
+    Ok(Running { proxy_addr, admin_addr, keys, metrics, km_status, shutdown, servers: vec![proxy, admin], background })
 }

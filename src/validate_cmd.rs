@@ -144,7 +144,11 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                 verdict(
                     403,
                     Some("insufficient_scope"),
-                    format!("the token lacks the scope(s) {} required by route {:?}", missing.join(" "), route.cfg.name),
+                    format!(
+                        "the token lacks the scope(s) {} required by route {:?}",
+                        missing.join(" "),
+                        route.cfg.name
+                    ),
                     name(v.issuer),
                     claims,
                 )

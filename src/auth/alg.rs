@@ -43,17 +43,8 @@ pub enum KeyKind {
 
 impl Alg {
     /// Every supported algorithm.
-    pub const ALL: [Alg; 9] = [
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::EdDSA,
-    ];
+    pub const ALL: [Alg; 9] =
+        [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512, Alg::ES256, Alg::ES384, Alg::EdDSA];
 
     /// Parses an `alg` value; names are case-sensitive as in RFC 7518.
     pub fn from_name(name: &str) -> Option<Alg> {

@@ -56,10 +56,7 @@ pub fn parse(value: &[u8]) -> Result<&str, AuthError> {
         return Err(AuthError::InvalidRequest("the Authorization header carries more than one token"));
     }
     // Header values may carry obs-text; a JWS never does.
-    std::str::from_utf8(token)
-        .ok()
-        .filter(|t| t.is_ascii())
-        .ok_or(AuthError::InvalidToken(TokenError::BadEncoding))
+    std::str::from_utf8(token).ok().filter(|t| t.is_ascii()).ok_or(AuthError::InvalidToken(TokenError::BadEncoding))
 }
 
 #[cfg(test)]

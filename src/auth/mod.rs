@@ -222,10 +222,8 @@ impl Authenticator {
         if loaded.confirmed_at.elapsed() > issuer.cfg.max_stale {
             return Err(Rejected { error: AuthError::Unavailable, issuer: Some(idx) });
         }
-        let alg = d
-            .alg
-            .filter(|a| issuer.cfg.algorithms.contains(a))
-            .ok_or(invalid(TokenError::AlgNotAllowed, Some(idx)))?;
+        let alg =
+            d.alg.filter(|a| issuer.cfg.algorithms.contains(a)).ok_or(invalid(TokenError::AlgNotAllowed, Some(idx)))?;
 
         let mut loaded = loaded;
         let mut verdict = loaded.keys.verify(d.kid.as_deref(), alg, d.signing_input, &d.signature);

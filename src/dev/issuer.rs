@@ -223,12 +223,8 @@ async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> 
     if path == token_form || (path == legacy && st.legacy_path.load(Ordering::SeqCst)) {
         st.discovery_fetches.fetch_add(1, Ordering::SeqCst);
         let mut doc = discovery_doc(org, addr);
-        if let (Some(extra), Some(obj)) = (lock(&st.discovery_extra).clone(), doc.as_object_mut()) {
-            if let Value::Object(m) = extra {
-                for (k, v) in m {
-                    obj.insert(k, v);
-                }
-            }
+        if let (Some(Value::Object(extra)), Some(obj)) = (lock(&st.discovery_extra).clone(), doc.as_object_mut()) {
+            obj.extend(extra);
         }
         return reply(StatusCode::OK, doc.to_string(), None);
     }

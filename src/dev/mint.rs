@@ -124,11 +124,8 @@ impl SigningKey {
     /// A compact JWS over exactly the given header and payload JSON values.
     pub fn sign_json(&self, header: &Value, payload: &Value) -> String {
         let alg = header.get("alg").and_then(Value::as_str).and_then(Alg::from_name).unwrap_or(self.alg);
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(payload.to_string())
-        );
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
         let sig = self.sign_raw(alg, input.as_bytes()).unwrap_or_default();
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
     }

@@ -94,10 +94,17 @@ pub enum DevError {
 }
 
 /// Starts the dev setup on the given ports (0 = ephemeral, for tests).
-pub async fn start_dev(issuer_port: u16, upstream_port: u16, gateway_port: u16, admin_port: u16) -> Result<DevSetup, DevError> {
+pub async fn start_dev(
+    issuer_port: u16,
+    upstream_port: u16,
+    gateway_port: u16,
+    admin_port: u16,
+) -> Result<DevSetup, DevError> {
     let lo = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let issuer = issuer::FakeIssuer::start_on(lo(issuer_port), "dev").await.map_err(|e| DevError::Bind(lo(issuer_port), e))?;
-    let upstream = echo::EchoUpstream::start_on(lo(upstream_port)).await.map_err(|e| DevError::Bind(lo(upstream_port), e))?;
+    let issuer =
+        issuer::FakeIssuer::start_on(lo(issuer_port), "dev").await.map_err(|e| DevError::Bind(lo(issuer_port), e))?;
+    let upstream =
+        echo::EchoUpstream::start_on(lo(upstream_port)).await.map_err(|e| DevError::Bind(lo(upstream_port), e))?;
     let key = mint::SigningKey::generate(Alg::RS256, &format!("{:016x}_RS256", rand::random::<u64>()))?;
     let key = issuer.add_key(key);
     let text = dev_config(&issuer.discovery_url(), upstream.addr, lo(gateway_port), lo(admin_port));

@@ -68,8 +68,7 @@ impl Discovery {
     /// Parses and checks a document fetched from `url`.
     pub fn parse(url: &Url, body: &[u8]) -> Result<Discovery, DiscoveryError> {
         let err = |reason: String| DiscoveryError { url: url.to_string(), reason };
-        let raw: RawDiscovery =
-            serde_json::from_slice(body).map_err(|e| err(format!("not a JSON object: {e}")))?;
+        let raw: RawDiscovery = serde_json::from_slice(body).map_err(|e| err(format!("not a JSON object: {e}")))?;
         let issuer = match raw.issuer {
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
             Some(serde_json::Value::String(_)) => return Err(err("\"issuer\" is empty".into())),

@@ -224,11 +224,8 @@ fn parse_key(jwk: &Value, allowed: &[Alg]) -> Result<Key, String> {
             Some(alg)
         }
     };
-    let candidates: Vec<Alg> = allowed
-        .iter()
-        .copied()
-        .filter(|a| a.key_kind() == kind && pinned.is_none_or(|p| p == *a))
-        .collect();
+    let candidates: Vec<Alg> =
+        allowed.iter().copied().filter(|a| a.key_kind() == kind && pinned.is_none_or(|p| p == *a)).collect();
     if candidates.is_empty() {
         return Err(match pinned {
             Some(p) => format!("its \"alg\" {} is not in the issuer's algorithms", p.name()),

@@ -81,7 +81,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 impl Gateway {
     /// Builds the handler state and the upstream connection pool.
-    pub fn new(routes: RouteTable, auth: Arc<Authenticator>, upstream: Upstream, max_header_bytes: usize, metrics: Arc<Metrics>) -> Gateway {
+    pub fn new(
+        routes: RouteTable,
+        auth: Arc<Authenticator>,
+        upstream: Upstream,
+        max_header_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(upstream.connect_timeout));
         connector.set_nodelay(true);
@@ -214,7 +220,12 @@ impl Gateway {
             }
         }
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = match Uri::builder().scheme("http").authority(self.upstream.authority.as_str()).path_and_query(pq).build() {
+        parts.uri = match Uri::builder()
+            .scheme("http")
+            .authority(self.upstream.authority.as_str())
+            .path_and_query(pq)
+            .build()
+        {
             Ok(u) => u,
             Err(_) => return Err(Outcome::UpstreamError),
         };

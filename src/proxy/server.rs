@@ -41,8 +41,12 @@ impl Default for ServerLimits {
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then drains.
-pub async fn serve<F, Fut, B>(listener: TcpListener, handler: F, mut shutdown: watch::Receiver<bool>, limits: ServerLimits)
-where
+pub async fn serve<F, Fut, B>(
+    listener: TcpListener,
+    handler: F,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ServerLimits,
+) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,

@@ -1,0 +1,219 @@
+//! Every row of the contract's "What a request gets" table, through real sockets.
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_token_with_scope_is_forwarded_with_claim_headers() {
+    let h = Harness::start().await;
+    let token = h.token("openid orders:read");
+    let resp = h.get_with("/orders/7?x=1", &token).await;
+    let echo = echoed(resp).await;
+    assert_eq!(echo["path"], "/orders/7");
+    assert_eq!(echo["query"], "x=1");
+    let payload = token.split('.').nth(1).unwrap();
+    assert_eq!(upstream_header(&echo, "x-jwt-payload"), vec![payload.to_string()]);
+    assert_eq!(upstream_header(&echo, "x-jwt-sub"), vec!["alice".to_string()]);
+    assert_eq!(upstream_header(&echo, "authorization"), vec![format!("Bearer {token}")]);
+    assert_eq!(h.upstream.hits(), 1);
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"allowed\",route=\"orders-read\"}"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_comes_back_unchanged() {
+    let h = Harness::start().await;
+    let resp = h.get_with("/api/thing", &h.token("")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-echo"], "1");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_is_401_with_realm_only() {
+    let h = Harness::start().await;
+    let resp = h.client.get(h.url("/orders/1")).send().await.unwrap();
+    let headers = assert_error(resp, 401, "missing_token").await;
+    assert_eq!(www_authenticate(&headers), "Bearer realm=\"jwtgate\"");
+    let resp = h.client.get(h.url("/orders/1")).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
+    let headers = assert_error(resp, 401, "missing_token").await;
+    assert_eq!(www_authenticate(&headers), "Bearer realm=\"jwtgate\"");
+    assert_eq!(h.upstream.hits(), 0, "a refused request reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bearer_is_400_invalid_request() {
+    let h = Harness::start().await;
+    let token = h.token("orders:read");
+    for value in ["Bearer", "Bearer    ", &format!("Bearer {token} {token}")] {
+        let resp = h.client.get(h.url("/orders/1")).header("authorization", value).send().await.unwrap();
+        let headers = assert_error(resp, 400, "invalid_request").await;
+        assert_eq!(www_authenticate(&headers), "Bearer error=\"invalid_request\"", "for {value:?}");
+    }
+    let resp = h
+        .client
+        .get(h.url("/orders/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(h.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_scheme_is_case_insensitive_and_spacing_tolerant() {
+    let h = Harness::start().await;
+    let token = h.token("orders:read");
+    for value in [format!("bearer {token}"), format!("BEARER   {token}"), format!("  Bearer {token}  ")] {
+        let resp = h.client.get(h.url("/orders/1")).header("authorization", value).send().await.unwrap();
+        echoed(resp).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_400_and_never_forwarded() {
+    let h = Harness::start().await;
+    let token = h.token("orders:read");
+    for path in
+        ["/public/../orders/1", "/public/%2e%2e/orders", "/public/./x", "/public/%2E/x", "/public%2f..%2forders"]
+    {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw(h.gw.proxy_addr, &req).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body.contains("invalid_request"), "{path}: {body}");
+    }
+    assert_eq!(h.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_token_is_401_with_description() {
+    let h = Harness::start().await;
+    let mut token = h.token("orders:read");
+    token.push('A');
+    let resp = h.get_with("/orders/1", &token).await;
+    let headers = assert_error(resp, 401, "invalid_token").await;
+    let challenge = www_authenticate(&headers);
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{challenge}");
+    assert_eq!(h.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_scope_is_403_naming_required_scopes() {
+    let h = Harness::start().await;
+    let resp = h.get_with("/orders/1", &h.token("openid profile")).await;
+    let headers = assert_error(resp, 403, "insufficient_scope").await;
+    assert_eq!(www_authenticate(&headers), "Bearer error=\"insufficient_scope\", scope=\"orders:read\"");
+    // Two required scopes: both named, both needed.
+    let resp = h.client.post(h.url("/orders")).bearer_auth(h.token("orders:write")).send().await.unwrap();
+    let headers = assert_error(resp, 403, "insufficient_scope").await;
+    assert_eq!(www_authenticate(&headers), "Bearer error=\"insufficient_scope\", scope=\"orders:write orders:read\"");
+    let resp = h.client.post(h.url("/orders")).bearer_auth(h.token("orders:read orders:write")).send().await.unwrap();
+    echoed(resp).await;
+    assert_eq!(h.upstream.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_sharing_only_a_prefix_is_refused() {
+    let h = Harness::start().await;
+    for scope in ["orders:readonly", "orders", "orders:rea", "ORDERS:READ", "xorders:read"] {
+        let resp = h.get_with("/orders/1", &h.token(scope)).await;
+        assert_eq!(resp.status(), 403, "{scope}");
+    }
+    // scp as an array works as well as the scope string.
+    let mut claims = h.claims("");
+    claims["scp"] = json!(["orders:read"]);
+    echoed(h.get_with("/orders/1", &h.key.token(&claims)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_404_and_routes_match_whole_segments() {
+    let h = Harness::start().await;
+    let token = h.token("orders:read");
+    let resp = h.get_with("/nothing-here", &token).await;
+    assert_error(resp, 404, "no_route").await;
+    let resp = h.get_with("/ordersX", &token).await;
+    assert_eq!(resp.status(), 404);
+    // Method mismatch is 404 too: there is no 405.
+    let resp = h.client.delete(h.url("/orders/1")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(h.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_encoded_or_doubled_paths_cannot_dodge_a_protected_route() {
+    let h = Harness::start().await;
+    for path in ["/%6frders/1", "//orders/1", "/orders%2F1"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (status, _, _) = raw(h.gw.proxy_addr, &req).await;
+        assert_eq!(status, 401, "{path} must be treated as /orders");
+    }
+    assert_eq!(h.upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_route_passes_without_token() {
+    let h = Harness::start().await;
+    let resp = h.client.get(h.url("/public/x")).send().await.unwrap();
+    let echo = echoed(resp).await;
+    assert!(upstream_header(&echo, "x-jwt-payload").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_unreachable_is_502() {
+    let h = Harness::start().await;
+    h.upstream.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = h.get_with("/api/x", &h.token("")).await;
+    assert_error(resp, 502, "bad_gateway").await;
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"upstream_error\",route=\"any\"}"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_too_slow_is_504() {
+    let h = Harness::start().await;
+    h.upstream.set_delay(Duration::from_secs(4));
+    let resp = h.get_with("/api/x", &h.token("")).await;
+    assert_error(resp, 504, "gateway_timeout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_never_loaded_is_503_with_retry_after() {
+    let idp = FakeIssuer::start("down").await.unwrap();
+    let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k").unwrap());
+    idp.set_down(true);
+    let upstream = EchoUpstream::start().await.unwrap();
+    let text = config_text(&idp.discovery_url(), upstream.addr, "", "");
+    let gw = jwtgate::serve::start(
+        jwtgate::config::Config::parse(&text, None).unwrap(),
+        std::sync::Arc::new(jwtgate::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let client = http_client();
+    let ready = client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let token = key.token(&idp.claims(now(), "a", AUD, "orders:read"));
+    let resp = client.get(format!("http://{}/orders/1", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
+    let headers = assert_error(resp, 503, "temporarily_unavailable").await;
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(upstream.hits(), 0);
+    // The IdP comes back: the same token is accepted (the background refresher retries).
+    idp.set_down(false);
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = client.get(format!("http://{}/orders/1", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
+        if r.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "never recovered after the IdP came back");
+}

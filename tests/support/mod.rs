@@ -1,0 +1,199 @@
+//! Shared fixtures for the integration tests: a fake Asgardeo organization and an echo
+//! upstream (the same ones `jwtgate dev` uses, from `jwtgate::dev`), a gateway started from a
+//! real configuration on ephemeral loopback ports, token minting with real signatures, and an
+//! HTTP client plus a raw-socket client for requests no well-behaved client would send.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jwtgate::auth::alg::Alg;
+use jwtgate::clock::{Clock, SystemClock};
+use jwtgate::config::Config;
+use jwtgate::serve::{start, Running};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use jwtgate::dev::echo::EchoUpstream;
+pub use jwtgate::dev::issuer::FakeIssuer;
+pub use jwtgate::dev::mint::SigningKey;
+
+/// The audience tests use.
+pub const AUD: &str = "test-client";
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    SystemClock.now_unix()
+}
+
+/// A fake organization, an echo upstream and a gateway in front of it.
+pub struct Harness {
+    pub idp: FakeIssuer,
+    pub upstream: EchoUpstream,
+    pub gw: Running,
+    pub key: Arc<SigningKey>,
+    pub client: reqwest::Client,
+}
+
+/// Routes every harness gets unless the test supplies its own.
+pub const ROUTES: &str = r#"
+[[routes]]
+name = "public"
+path_prefix = "/public"
+auth = "anonymous"
+
+[[routes]]
+name = "orders-read"
+path_prefix = "/orders"
+methods = ["GET"]
+scopes = ["orders:read"]
+
+[[routes]]
+name = "orders-write"
+path_prefix = "/orders"
+methods = ["POST", "PUT"]
+scopes = ["orders:write", "orders:read"]
+
+[[routes]]
+name = "any"
+path_prefix = "/api"
+"#;
+
+/// The config text for one issuer; `issuer_extra` lines go into `[[issuers]]`.
+pub fn config_text(discovery_url: &str, upstream: SocketAddr, issuer_extra: &str, server_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+drain_timeout_seconds = 5
+{server_extra}
+
+[upstream]
+url = "http://{upstream}"
+timeout_seconds = 2
+connect_timeout_seconds = 1
+
+[[issuers]]
+name = "asgardeo"
+discovery_url = "{discovery_url}"
+audiences = ["{AUD}"]
+algorithms = ["RS256"]
+jwks_min_refetch_seconds = 10
+{issuer_extra}
+{ROUTES}
+"#
+    )
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+impl Harness {
+    /// The default harness: one RS256 key, default routes.
+    pub async fn start() -> Harness {
+        Harness::start_with("", "").await
+    }
+
+    /// A harness with extra `[[issuers]]` and `[server]` lines.
+    pub async fn start_with(issuer_extra: &str, server_extra: &str) -> Harness {
+        let idp = FakeIssuer::start("acme").await.expect("idp");
+        let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").expect("key"));
+        let upstream = EchoUpstream::start().await.expect("upstream");
+        let text = config_text(&idp.discovery_url(), upstream.addr, issuer_extra, server_extra);
+        let config = Config::parse(&text, None).expect("config");
+        let gw = start(config, Arc::new(SystemClock)).await.expect("gateway");
+        let h = Harness { idp, upstream, gw, key, client: http_client() };
+        h.wait_ready().await;
+        h
+    }
+
+    /// Waits until `/readyz` says 200 (keys loaded).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.admin("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway never became ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw.proxy_addr, path)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw.admin_addr, path)
+    }
+
+    /// Valid claims with `scope`.
+    pub fn claims(&self, scope: &str) -> Value {
+        self.idp.claims(now(), "alice", AUD, scope)
+    }
+
+    /// A valid token signed by the published key.
+    pub fn token(&self, scope: &str) -> String {
+        self.key.token(&self.claims(scope))
+    }
+
+    /// GET `path` with `Authorization: Bearer <token>`.
+    pub async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    /// The metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.admin("/metrics")).send().await.expect("metrics").text().await.expect("text")
+    }
+}
+
+/// A metric sample's value, e.g. `metric(&text, "jwtgate_requests_total{route=\"any\",outcome=\"allowed\"}")`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// The JSON the echo upstream answered with.
+pub async fn echoed(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), 200, "expected the upstream's 200");
+    assert_eq!(resp.headers().get("x-echo").map(|v| v.as_bytes()), Some(&b"1"[..]), "not from the upstream");
+    resp.json().await.expect("echo json")
+}
+
+/// The values of header `name` the upstream received.
+pub fn upstream_header(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"][name]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// A raw HTTP/1.1 exchange (one request, `Connection: close`): status, head text, body.
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Asserts a JSON error body with `error`.
+pub async fn assert_error(resp: reqwest::Response, status: u16, error: &str) -> reqwest::header::HeaderMap {
+    assert_eq!(resp.status().as_u16(), status);
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.expect("json error body");
+    assert_eq!(body["error"], error, "body: {body}");
+    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "body: {body}");
+    headers
+}
+
+pub fn www_authenticate(h: &reqwest::header::HeaderMap) -> String {
+    h.get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default()
+}
