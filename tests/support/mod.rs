@@ -62,6 +62,8 @@ path_prefix = "/api"
 
 /// The config text for one issuer; `issuer_extra` lines go into `[[issuers]]`.
 pub fn config_text(discovery_url: &str, upstream: SocketAddr, issuer_extra: &str, server_extra: &str) -> String {
+    let algs = if issuer_extra.contains("algorithms") { "" } else { "algorithms = [\"RS256\"]" };
+    let refetch = if issuer_extra.contains("jwks_min_refetch_seconds") { "" } else { "jwks_min_refetch_seconds = 10" };
     format!(
         r#"
 [server]
@@ -79,8 +81,8 @@ connect_timeout_seconds = 1
 name = "asgardeo"
 discovery_url = "{discovery_url}"
 audiences = ["{AUD}"]
-algorithms = ["RS256"]
-jwks_min_refetch_seconds = 10
+{algs}
+{refetch}
 {issuer_extra}
 {ROUTES}
 "#
