@@ -1,0 +1,184 @@
+//! The command line as an operator uses it: the real binary, real files, real sockets.
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jwtgate::auth::alg::Alg;
+use serde_json::Value;
+use support::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+    c.env_remove("JWTGATE_CONFIG").env("RUST_LOG", "warn");
+    c
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jwtgate-test-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn example_config_passes_check_config() {
+    let out = bin().args(["check-config", "--config", "config/jwtgate.example.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_config_names_the_key_path_and_exits_2() {
+    let p = temp_file("bad.toml", "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"a\"\ndiscovery_url = \"ftp://x\"\nalgorithms = [\"HS256\"]\n");
+    let out = bin().args(["check-config", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("issuers[0].discovery_url:"), "{err}");
+    assert!(err.contains("issuers[0].algorithms[0]:"), "{err}");
+    // serve refuses it the same way, before listening.
+    let out = bin().args(["serve", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let p = temp_file("typo.toml", "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
+    let out = bin().args(["check-config", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.lisen"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin().env("JWTGATE_CONFIG", "/nonexistent/jwtgate.toml").arg("check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+struct Setup {
+    idp: FakeIssuer,
+    _upstream: EchoUpstream,
+    key: std::sync::Arc<SigningKey>,
+    config: PathBuf,
+}
+
+async fn setup() -> Setup {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    let upstream = EchoUpstream::start().await.unwrap();
+    let config = temp_file("jwtgate.toml", &config_text(&idp.discovery_url(), upstream.addr, "", ""));
+    Setup { idp, _upstream: upstream, key, config }
+}
+
+async fn validate(s: &Setup, args: &[&str], stdin: Option<&str>) -> (i32, Value) {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+    c.env_remove("JWTGATE_CONFIG").arg("validate").arg("--config").arg(&s.config).args(args);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut si = child.stdin.take().unwrap();
+        si.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("not JSON: {stdout:?} / {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_gives_verdicts_and_exit_codes() {
+    let s = setup().await;
+    let ok = s.key.token(&s.idp.claims(now(), "alice", AUD, "openid orders:read"));
+    let (code, v) = validate(&s, &["--route", "/orders/1", &ok], None).await;
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(v["issuer"], "asgardeo");
+    assert_eq!(v["claims"]["sub"], "alice");
+
+    let (code, v) = validate(&s, &["--route", "/orders/1", "--method", "POST", &ok], None).await;
+    assert_eq!((code, v["status"].clone(), v["error"].clone()), (1, 403.into(), "insufficient_scope".into()), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("orders:write"), "{v}");
+
+    let (code, v) = validate(&s, &["--route", "/nowhere", &ok], None).await;
+    assert_eq!((code, v["status"].clone(), v["error"].clone()), (1, 404.into(), "no_route".into()), "{v}");
+
+    // --at moves the clock: two hours later the token has expired.
+    let later = (now() + 7200).to_string();
+    let (code, v) = validate(&s, &["--route", "/api", "--at", &later, &ok], None).await;
+    assert_eq!((code, v["status"].clone(), v["error"].clone()), (1, 401.into(), "invalid_token".into()), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("expired"), "{v}");
+
+    let (code, v) = validate(&s, &["--route", "/api", "not.a.jwt"], None).await;
+    assert_eq!((code, v["status"].clone()), (1, 401.into()), "{v}");
+    assert_eq!(v["claims"], Value::Null);
+
+    let (code, v) = validate(&s, &["--route", "/api", "-"], Some(&format!("{ok}\n"))).await;
+    assert_eq!(code, 0, "{v}");
+
+    let (code, v) = validate(&s, &["--issuer", "nobody", &ok], None).await;
+    assert_eq!(code, 2, "{v}");
+
+    s.idp.set_down(true);
+    let (code, v) = validate(&s, &["--route", "/api", &ok], None).await;
+    assert_eq!(
+        (code, v["status"].clone(), v["error"].clone()),
+        (3, 503.into(), "temporarily_unavailable".into()),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_and_exits_zero_on_sigterm() {
+    let s = setup().await;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let admin_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1).replacen(
+        "admin_listen = \"127.0.0.1:0\"",
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        1,
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = http_client();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{admin_port}/readyz")).send().await {
+            if r.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "serve never became ready");
+    s._upstream.set_delay(Duration::from_millis(700));
+    let token = s.key.token(&s.idp.claims(now(), "a", AUD, ""));
+    let c2 = client.clone();
+    let in_flight = tokio::spawn(async move {
+        c2.get(format!("http://127.0.0.1:{port}/api/x")).bearer_auth(token).send().await.map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "in-flight request was cut");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exit in time").unwrap();
+    assert_eq!(status.code(), Some(0));
+}
