@@ -1,0 +1,54 @@
+//! The README's run command: `jwtgate dev` prints curl lines that give 200 and 403.
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_prints_working_curl_lines() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .arg("dev")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut tokens = Vec::new();
+    let mut urls = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.trim().strip_prefix("curl -i -H 'Authorization: Bearer ") {
+                let (token, url) = rest.split_once("' ").unwrap();
+                tokens.push(token.to_string());
+                urls.push(url.to_string());
+                if tokens.len() == 2 {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("dev printed its curl lines");
+    assert_eq!(tokens.len(), 2);
+    let client = support::http_client();
+    let mut statuses = Vec::new();
+    for (t, u) in tokens.iter().zip(&urls) {
+        let mut status = 0;
+        for _ in 0..100 {
+            status = client.get(u).bearer_auth(t).send().await.unwrap().status().as_u16();
+            if status != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, vec![200, 403]);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
