@@ -3,3 +3,7 @@
 //! what the admin listener's `/status` reports.
 
 pub mod status;
+pub mod settings;
+pub mod apim;
+pub mod desired;
+pub mod reconcile;

@@ -1,0 +1,355 @@
+//! `[key_manager_sync]` validated into ready-to-use settings: resolved URLs, the issuer it
+//! describes, the derived organization and connector endpoints, and where the secrets live.
+//! Secrets themselves are read per pass ([`Settings::secrets`]) so that a rotated secret file
+//! is picked up without a restart; they are never logged or printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::config::{is_loopback_host, outbound_url, Config, ConfigProblem, IssuerConfig, KmSyncSection};
+
+/// How jwtgate authenticates to APIM's Admin REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAuth {
+    /// Client registration, then the password grant (APIM's documented way).
+    Password,
+    /// Client registration, then the client-credentials grant.
+    ClientCredentials,
+    /// HTTP Basic on every Admin API call.
+    Basic,
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (trailing newline trimmed).
+    File(PathBuf),
+    /// Inline in the config (works, with a warning).
+    Inline(String),
+}
+
+impl SecretSource {
+    /// Reads the secret now.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(v),
+                _ => Err(format!("environment variable {name} is not set")),
+            },
+            SecretSource::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                .and_then(|s| if s.is_empty() { Err(format!("{} is empty", p.display())) } else { Ok(s) }),
+            SecretSource::Inline(s) => Ok(s.clone()),
+        }
+    }
+}
+
+/// The validated sync settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Run inside `serve`.
+    pub enabled: bool,
+    /// Admin REST API base, e.g. `https://localhost:9443/api/am/admin/v4`.
+    pub admin_api_url: Url,
+    /// Token endpoint.
+    pub token_url: Url,
+    /// Client-registration endpoint.
+    pub dcr_url: Url,
+    /// How to authenticate.
+    pub auth: AdminAuth,
+    /// Admin user.
+    pub username: String,
+    /// Admin password source.
+    pub password: SecretSource,
+    /// Extra trusted CA bundle (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification (loopback only).
+    pub insecure_skip_verify: bool,
+    /// The issuer the registration describes (index into `Config::issuers`).
+    pub issuer_index: usize,
+    /// Its configuration.
+    pub issuer: IssuerConfig,
+    /// The registration's name.
+    pub name: String,
+    /// `displayName`, managed when set.
+    pub display_name: Option<String>,
+    /// `description`, managed when set.
+    pub description: Option<String>,
+    /// Configured grant types (else discovery's).
+    pub grant_types: Option<Vec<String>>,
+    /// `org_name`.
+    pub org_name: String,
+    /// `mgmt_client_id`.
+    pub mgmt_client_id: String,
+    /// `mgmt_client_secret` source.
+    pub mgmt_client_secret: SecretSource,
+    /// `asgardeo_api_resource_management_endpoint`.
+    pub api_resource_management_endpoint: String,
+    /// `asgardeo_roles_endpoint`.
+    pub roles_endpoint: String,
+    /// The default `clientRegistrationEndpoint` when discovery has none.
+    pub default_dcr_endpoint: String,
+    /// `tokenType`.
+    pub token_type: String,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Random extra delay, 0..jitter.
+    pub jitter: Duration,
+    /// Cap of the retry backoff.
+    pub max_backoff: Duration,
+    /// Each APIM request's timeout.
+    pub request_timeout: Duration,
+}
+
+/// The secrets of one pass.
+#[derive(Clone)]
+pub struct Secrets {
+    /// The admin password.
+    pub admin_password: String,
+    /// The Asgardeo management application's secret.
+    pub mgmt_client_secret: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(*****)")
+    }
+}
+
+fn p(path: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { path: format!("key_manager_sync.{path}"), message: message.into() }
+}
+
+/// The `{org}` of a `/t/{org}/` path.
+pub fn org_from_url(url: &Url) -> Option<String> {
+    let mut segs = url.path_segments()?;
+    while let Some(s) = segs.next() {
+        if s == "t" {
+            return segs.next().filter(|o| !o.is_empty()).map(str::to_string);
+        }
+    }
+    None
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+impl Settings {
+    /// Validates the section; `None` when the config has no `[key_manager_sync]`.
+    pub fn from_config(config: &Config) -> Result<Option<Settings>, Vec<ConfigProblem>> {
+        let Some(s) = &config.key_manager_sync else { return Ok(None) };
+        Settings::resolve(s, config).map(Some)
+    }
+
+    fn resolve(s: &KmSyncSection, config: &Config) -> Result<Settings, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let base = config.base_dir();
+        let apim = match &s.apim_url {
+            None => {
+                problems.push(p("apim_url", "missing"));
+                None
+            }
+            Some(u) => match outbound_url(u) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    problems.push(p("apim_url", e));
+                    None
+                }
+            },
+        };
+        let apim_base = apim.as_ref().map(|u| u.as_str().trim_end_matches('/').to_string()).unwrap_or_default();
+        let mut url_of = |key: &str, given: &Option<String>, default_path: &str| -> Option<Url> {
+            let text = match given {
+                Some(t) => t.clone(),
+                None => format!("{apim_base}{default_path}"),
+            };
+            match outbound_url(&text) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    if given.is_some() || apim.is_some() {
+                        problems.push(p(key, e));
+                    }
+                    None
+                }
+            }
+        };
+        let admin_api_url = url_of("admin_api_url", &s.admin_api_url, "/api/am/admin/v4");
+        let token_url = url_of("token_url", &s.token_url, "/oauth2/token");
+        let dcr_url = url_of("dcr_url", &s.dcr_url, "/client-registration/v0.17/register");
+
+        let auth = match s.auth.as_deref().unwrap_or("password") {
+            "password" => AdminAuth::Password,
+            "client_credentials" => AdminAuth::ClientCredentials,
+            "basic" => AdminAuth::Basic,
+            _ => {
+                problems.push(p("auth", "must be \"password\", \"client_credentials\" or \"basic\""));
+                AdminAuth::Password
+            }
+        };
+        let username = s.username.clone().unwrap_or_default();
+        if username.is_empty() {
+            problems.push(p("username", "missing"));
+        }
+        let secret = |env: &Option<String>, file: &Option<String>, inline: &Option<String>, key: &str| {
+            match (env, file, inline) {
+                (Some(e), None, None) => Ok(SecretSource::Env(e.clone())),
+                (None, Some(f), None) => Ok(SecretSource::File(base.join(f))),
+                (None, None, Some(i)) => Ok(SecretSource::Inline(i.clone())),
+                (None, None, None) => Err(p(&format!("{key}_env"), format!("missing: set {key}_env or {key}_file"))),
+                _ => Err(p(&format!("{key}_env"), format!("set only one of {key}_env, {key}_file{}", if key == "password" { ", password" } else { "" }))),
+            }
+        };
+        let password = secret(&s.password_env, &s.password_file, &s.password, "password")
+            .map_err(|e| problems.push(e))
+            .unwrap_or(SecretSource::Inline(String::new()));
+        if s.password.is_some() {
+            tracing::warn!("key_manager_sync.password is inline in the config file; prefer password_env or password_file");
+        }
+        let mgmt_client_secret = secret(&s.mgmt_client_secret_env, &s.mgmt_client_secret_file, &None, "mgmt_client_secret")
+            .map_err(|e| problems.push(e))
+            .unwrap_or(SecretSource::Inline(String::new()));
+        let ca_file = s.ca_file.as_ref().map(|f| base.join(f));
+        if let Some(f) = &ca_file {
+            if !f.is_file() {
+                problems.push(p("ca_file", format!("{} is not a readable file", f.display())));
+            }
+        }
+        if s.insecure_skip_verify && !apim.as_ref().is_some_and(is_loopback_host) {
+            problems.push(p("insecure_skip_verify", "refused: allowed only when apim_url is a loopback address"));
+        }
+
+        let issuer_index = match &s.issuer {
+            Some(name) => config.issuers.iter().position(|i| &i.name == name),
+            None if config.issuers.len() == 1 => Some(0),
+            None => None,
+        };
+        let Some(issuer_index) = issuer_index else {
+            problems.push(p("issuer", "must name one [[issuers]] entry"));
+            return Err(problems);
+        };
+        let issuer = config.issuers[issuer_index].clone();
+        let org_name = match s.org_name.clone().or_else(|| org_from_url(&issuer.discovery_url)) {
+            Some(o) => o,
+            None => {
+                problems.push(p("org_name", "cannot be derived from the issuer's URL (no /t/{org}/); set it"));
+                String::new()
+            }
+        };
+        let issuer_origin = origin(&issuer.discovery_url);
+        let mgmt_client_id = s.mgmt_client_id.clone().unwrap_or_default();
+        if mgmt_client_id.is_empty() {
+            problems.push(p("mgmt_client_id", "missing"));
+        }
+        let token_type = s.token_type.clone().unwrap_or_else(|| "DIRECT".into());
+        if !matches!(token_type.as_str(), "DIRECT" | "EXCHANGED" | "BOTH") {
+            problems.push(p("token_type", "must be DIRECT, EXCHANGED or BOTH"));
+        }
+        let name = s.name.clone().unwrap_or_else(|| "Asgardeo".into());
+        if name.is_empty() || name.len() > 100 {
+            problems.push(p("name", "must be 1 to 100 characters"));
+        }
+        if s.display_name.as_ref().is_some_and(|d| d.len() > 100) {
+            problems.push(p("display_name", "must be at most 100 characters"));
+        }
+        if s.description.as_ref().is_some_and(|d| d.len() > 256) {
+            problems.push(p("description", "must be at most 256 characters"));
+        }
+        if s.grant_types.as_ref().is_some_and(|g| g.is_empty() || g.iter().any(String::is_empty)) {
+            problems.push(p("grant_types", "must list non-empty grant types"));
+        }
+        let interval = s.interval_seconds.unwrap_or(300);
+        if !(5..=86_400).contains(&interval) {
+            problems.push(p("interval_seconds", "must be between 5 and 86400"));
+        }
+        let jitter = s.jitter_seconds.unwrap_or(interval / 10);
+        if jitter > interval {
+            problems.push(p("jitter_seconds", "must not exceed interval_seconds"));
+        }
+        let max_backoff = s.max_backoff_seconds.unwrap_or(30);
+        if !(1..=3600).contains(&max_backoff) {
+            problems.push(p("max_backoff_seconds", "must be between 1 and 3600"));
+        }
+        let request_timeout = s.request_timeout_seconds.unwrap_or(10);
+        if !(1..=300).contains(&request_timeout) {
+            problems.push(p("request_timeout_seconds", "must be between 1 and 300"));
+        }
+        let endpoint = |given: &Option<String>, key: &str, default: String, problems: &mut Vec<ConfigProblem>| match given {
+            Some(e) => match outbound_url(e) {
+                Ok(_) => e.trim().to_string(),
+                Err(err) => {
+                    problems.push(p(key, err));
+                    String::new()
+                }
+            },
+            None => default,
+        };
+        let api_resource_management_endpoint = endpoint(
+            &s.api_resource_management_endpoint,
+            "api_resource_management_endpoint",
+            format!("{issuer_origin}/t/{org_name}/api/server/v1/api-resources"),
+            &mut problems,
+        );
+        let roles_endpoint =
+            endpoint(&s.roles_endpoint, "roles_endpoint", format!("{issuer_origin}/t/{org_name}/scim2/v2/Roles"), &mut problems);
+        let (Some(admin_api_url), Some(token_url), Some(dcr_url)) = (admin_api_url, token_url, dcr_url) else {
+            return Err(problems);
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Settings {
+            enabled: s.enabled,
+            admin_api_url,
+            token_url,
+            dcr_url,
+            auth,
+            username,
+            password,
+            ca_file,
+            insecure_skip_verify: s.insecure_skip_verify,
+            issuer_index,
+            default_dcr_endpoint: format!("{issuer_origin}/t/{org_name}/api/identity/oauth2/dcr/v1.1/register"),
+            issuer,
+            name,
+            display_name: s.display_name.clone(),
+            description: s.description.clone(),
+            grant_types: s.grant_types.clone(),
+            org_name,
+            mgmt_client_id,
+            mgmt_client_secret,
+            api_resource_management_endpoint,
+            roles_endpoint,
+            token_type,
+            interval: Duration::from_secs(interval),
+            jitter: Duration::from_secs(jitter),
+            max_backoff: Duration::from_secs(max_backoff),
+            request_timeout: Duration::from_secs(request_timeout),
+        })
+    }
+
+    /// Reads both secrets now.
+    pub fn secrets(&self) -> Result<Secrets, String> {
+        let admin_password = self.password.read().map_err(|e| format!("admin password: {e}"))?;
+        let mgmt_client_secret =
+            self.mgmt_client_secret.read().map_err(|e| format!("Asgardeo management client secret: {e}"))?;
+        Ok(Secrets { admin_password, mgmt_client_secret })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_is_derived_from_t_segment() {
+        let u = Url::parse("https://api.asgardeo.io/t/acme/oauth2/token/.well-known/openid-configuration").unwrap();
+        assert_eq!(org_from_url(&u).as_deref(), Some("acme"));
+        assert_eq!(org_from_url(&Url::parse("https://idp.example/.well-known/x").unwrap()), None);
+    }
+}
