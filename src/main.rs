@@ -48,6 +48,17 @@ enum Command {
         /// The token, or - to read it from standard input.
         token: String,
     },
+    /// Reconcile WSO2 API Manager's key-manager registration once, printing the plan.
+    KmSync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run one pass (the only mode; the background sync runs inside `serve`).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Print the plan but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Parse and validate the configuration; print problems with their key paths.
     CheckConfig(ConfigArg),
     /// Start an embedded Asgardeo-like issuer, an echo upstream and the gateway on loopback.
@@ -59,6 +70,15 @@ fn config_path(arg: &ConfigArg) -> PathBuf {
         .clone()
         .or_else(|| std::env::var_os("JWTGATE_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("config/jwtgate.toml"))
+}
+
+/// Loads the file and validates every section, `[key_manager_sync]` included.
+fn load_checked(path: &std::path::Path) -> Result<Config, jwtgate::config::ConfigError> {
+    let c = Config::load(path)?;
+    match jwtgate::km_sync::settings::Settings::from_config(&c) {
+        Ok(_) => Ok(c),
+        Err(problems) => Err(jwtgate::config::ConfigError { file: Some(path.to_path_buf()), problems }),
+    }
 }
 
 fn init_logging(format: &str, level: &str) {
@@ -94,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig(arg) => {
             let path = config_path(&arg);
-            match Config::load(&path) {
+            match load_checked(&path) {
                 Ok(c) => {
                     println!(
                         "{}: ok ({} issuer(s), {} route(s){})",
@@ -117,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(arg) => {
             let path = config_path(&arg);
-            let config = match Config::load(&path) {
+            let config = match load_checked(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -154,6 +174,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             println!("{}", verdict.json);
             Ok(ExitCode::from(verdict.exit_code as u8))
+        }
+        Command::KmSync { config, once: _, dry_run } => {
+            let path = config_path(&config);
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            init_logging("text", "warn");
+            let result = jwtgate::km_sync::run_once(&config, dry_run, std::time::Duration::from_secs(30)).await;
+            if result.exit_code == 0 {
+                println!("{}", result.output);
+            } else {
+                eprintln!("{}", result.output);
+            }
+            Ok(ExitCode::from(result.exit_code as u8))
         }
         Command::Dev => {
             init_logging("text", "info");

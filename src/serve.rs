@@ -151,7 +151,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         shutdown_rx,
         ServerLimits { drain: ADMIN_DRAIN, ..limits },
     ));
-    let background = keys.spawn_refreshers();
+    let mut background = keys.spawn_refreshers();
+    let km = crate::km_sync::spawn(&config, &keys.issuers, metrics.clone(), km_status.clone(), shutdown.subscribe())
+        .map_err(StartError::Config)?;
+    background.extend(km);
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), "jwtgate listening");
     Ok(Running { proxy_addr, admin_addr, keys, metrics, km_status, shutdown, servers: vec![proxy, admin], background })
 }

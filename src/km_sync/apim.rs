@@ -125,7 +125,9 @@ impl ApimClient {
             }
         }
         if settings.insecure_skip_verify {
-            tracing::warn!("key_manager_sync.insecure_skip_verify: APIM's TLS certificate is not verified (loopback only)");
+            tracing::warn!(
+                "key_manager_sync.insecure_skip_verify: APIM's TLS certificate is not verified (loopback only)"
+            );
             b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| format!("cannot build the APIM HTTP client: {e}"))?;
@@ -184,7 +186,8 @@ impl ApimClient {
         }
         let v: Value =
             serde_json::from_slice(&bytes).map_err(|_| ApimError::Local(format!("{what}: the answer is not JSON")))?;
-        let (Some(id), Some(secret)) = (v.get("clientId").and_then(Value::as_str), v.get("clientSecret").and_then(Value::as_str))
+        let (Some(id), Some(secret)) =
+            (v.get("clientId").and_then(Value::as_str), v.get("clientSecret").and_then(Value::as_str))
         else {
             return Err(ApimError::Local(format!("{what}: the answer lacks clientId/clientSecret")));
         };
@@ -227,8 +230,8 @@ impl ApimClient {
             if !status.is_success() {
                 return Err(rejected(what, status, &bytes));
             }
-            let v: Value =
-                serde_json::from_slice(&bytes).map_err(|_| ApimError::Local(format!("{what}: the answer is not JSON")))?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|_| ApimError::Local(format!("{what}: the answer is not JSON")))?;
             let Some(token) = v.get("access_token").and_then(Value::as_str) else {
                 return Err(ApimError::Local(format!("{what}: the answer has no access_token")));
             };
@@ -247,13 +250,21 @@ impl ApimClient {
     }
 
     /// One Admin API call; on 401 a fresh token is fetched once and the call retried.
-    async fn admin(&self, what: &str, method: Method, path: &str, body: Option<&Value>, secrets: &Secrets) -> Result<(StatusCode, Value), ApimError> {
+    async fn admin(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        secrets: &Secrets,
+    ) -> Result<(StatusCode, Value), ApimError> {
         for attempt in 0..2 {
             let auth = match self.settings.auth {
                 AdminAuth::Basic => basic(&self.settings.username, &secrets.admin_password),
                 _ => format!("Bearer {}", self.bearer(secrets, attempt > 0).await?),
             };
-            let mut req = self.http.request(method.clone(), self.admin_url(path)).header(reqwest::header::AUTHORIZATION, auth);
+            let mut req =
+                self.http.request(method.clone(), self.admin_url(path)).header(reqwest::header::AUTHORIZATION, auth);
             req = req.header(reqwest::header::ACCEPT, "application/json");
             if let Some(b) = body {
                 req = req.json(b);
@@ -269,7 +280,8 @@ impl ApimClient {
             let v = if bytes.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&bytes).map_err(|_| ApimError::Local(format!("{what}: the answer is not JSON")))?
+                serde_json::from_slice(&bytes)
+                    .map_err(|_| ApimError::Local(format!("{what}: the answer is not JSON")))?
             };
             return Ok((status, v));
         }
@@ -287,7 +299,8 @@ impl ApimClient {
 
     /// `GET /key-managers/{id}`.
     pub async fn get(&self, id: &str, secrets: &Secrets) -> Result<Value, ApimError> {
-        let (_, v) = self.admin("reading the key manager", Method::GET, &format!("/key-managers/{id}"), None, secrets).await?;
+        let (_, v) =
+            self.admin("reading the key manager", Method::GET, &format!("/key-managers/{id}"), None, secrets).await?;
         if !v.is_object() {
             return Err(ApimError::Local("reading the key manager: the answer is not an object".into()));
         }
@@ -305,8 +318,9 @@ impl ApimClient {
 
     /// `PUT /key-managers/{id}` (APIM replaces the whole object).
     pub async fn update(&self, id: &str, body: &Value, secrets: &Secrets) -> Result<Value, ApimError> {
-        let (_, v) =
-            self.admin("updating the key manager", Method::PUT, &format!("/key-managers/{id}"), Some(body), secrets).await?;
+        let (_, v) = self
+            .admin("updating the key manager", Method::PUT, &format!("/key-managers/{id}"), Some(body), secrets)
+            .await?;
         Ok(v)
     }
 }

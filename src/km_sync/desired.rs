@@ -77,7 +77,8 @@ pub fn grant_types(settings: &Settings, discovery: &Discovery) -> Vec<String> {
 /// Every managed field.
 pub fn managed_fields(settings: &Settings, discovery: &Discovery, discovery_url: &Url, secret: &str) -> Vec<Managed> {
     let mut out = Vec::new();
-    let mut add = |path: &str, value: Value, compare: Compare| out.push(Managed { path: path.to_string(), value, compare });
+    let mut add =
+        |path: &str, value: Value, compare: Compare| out.push(Managed { path: path.to_string(), value, compare });
     add("type", json!(ASGARDEO_TYPE), Compare::Text);
     add("enabled", json!(true), Compare::Exact);
     add("wellKnownEndpoint", json!(discovery_url.as_str()), Compare::Text);
@@ -112,7 +113,11 @@ pub fn managed_fields(settings: &Settings, discovery: &Discovery, discovery_url:
     add(&ap("mgmt_client_id"), json!(settings.mgmt_client_id), Compare::Text);
     add(&ap("mgmt_client_secret"), json!(secret), Compare::Secret);
     add(&ap("APIM_GLOBAL_SCOPES"), json!("APIM_GLOBAL_SCOPES"), Compare::Text);
-    add(&ap("asgardeo_api_resource_management_endpoint"), json!(settings.api_resource_management_endpoint), Compare::Text);
+    add(
+        &ap("asgardeo_api_resource_management_endpoint"),
+        json!(settings.api_resource_management_endpoint),
+        Compare::Text,
+    );
     add(&ap("asgardeo_roles_endpoint"), json!(settings.roles_endpoint), Compare::Text);
     add(&ap(FINGERPRINT_KEY), json!(fingerprint(secret)), Compare::Text);
     out

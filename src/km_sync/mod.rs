@@ -1,9 +1,182 @@
 //! Keeps WSO2 API Manager's Asgardeo key-manager registration in step with the configuration
-//! and the live discovery document, through APIM's Admin REST API. This module's status type is
-//! what the admin listener's `/status` reports.
+//! and the live discovery document, through APIM's Admin REST API, as a reconciled resource:
+//! desired state from config + discovery, actual state from APIM, and only the difference is
+//! written. The background task runs at start, every interval (plus jitter), and at once when
+//! the key refresher sees the discovery document change; it never blocks the hot path and never
+//! panics the process. `km-sync --once` runs one pass from the command line.
 
-pub mod status;
-pub mod settings;
 pub mod apim;
 pub mod desired;
 pub mod reconcile;
+pub mod settings;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::fetch::HttpFetcher;
+use crate::keys::IssuerKeys;
+use crate::metrics::Metrics;
+use apim::ApimError;
+use reconcile::{timestamp, Outcome, Syncer};
+use settings::Settings;
+use status::{SyncState, SyncStatus};
+
+fn jittered(base: Duration, jitter: Duration) -> Duration {
+    let extra = if jitter.is_zero() { 0 } else { rand::rng().random_range(0..=jitter.as_millis() as u64) };
+    base + Duration::from_millis(extra)
+}
+
+/// The background sync: waits for the refresher's first discovery document, then passes at
+/// start, every interval and on every discovery change, retrying transient failures with
+/// exponential backoff (with jitter) up to `max_backoff_seconds`.
+pub async fn run_task(syncer: Arc<Syncer>, keys: Arc<IssuerKeys>, mut shutdown: watch::Receiver<bool>) {
+    let mut discovery = keys.subscribe_discovery();
+    let settings = syncer.settings.clone();
+    loop {
+        let doc = discovery.borrow_and_update().clone();
+        let Some(doc) = doc else {
+            tokio::select! {
+                r = discovery.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        };
+        let url = keys.discovery_url();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match syncer.pass(&doc, &url, false).await {
+                Ok(outcome) => {
+                    if let Outcome::Conflict { detail } = &outcome {
+                        tracing::error!("key-manager sync: {detail}; nothing changed");
+                    }
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    let wait = jittered(backoff, backoff / 5).min(settings.max_backoff.max(Duration::from_secs(1)));
+                    tracing::warn!(retry_in_ms = wait.as_millis() as u64, "key-manager sync failed, retrying: {e}");
+                    syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        r = discovery.changed() => if r.is_err() { return } else { break },
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(settings.max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "key-manager sync refused by APIM or misconfigured (no retry until the next pass): {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        let wait = jittered(settings.interval, settings.jitter);
+        syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = discovery.changed() => {
+                if r.is_err() { return }
+                tracing::info!("the discovery document changed; syncing the APIM key manager now");
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Starts the background sync for `serve` when `[key_manager_sync] enabled = true`.
+pub fn spawn(
+    config: &Config,
+    keys: &[Arc<IssuerKeys>],
+    metrics: Arc<Metrics>,
+    status: Arc<SyncStatus>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let settings = match Settings::from_config(config) {
+        Ok(Some(s)) if s.enabled => s,
+        Ok(_) => return Ok(None),
+        Err(problems) => return Err(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
+    };
+    let Some(issuer) = keys.get(settings.issuer_index).cloned() else {
+        return Err("key_manager_sync.issuer: no such issuer".into());
+    };
+    status.update(|s| s.state = SyncState::Drifted);
+    let syncer = Arc::new(Syncer::new(settings, metrics, status)?);
+    Ok(Some(tokio::spawn(run_task(syncer, issuer, shutdown))))
+}
+
+/// The result of `km-sync --once`: what to print and the exit code.
+pub struct OnceResult {
+    /// Lines for stdout.
+    pub output: String,
+    /// 0 success, 1 failure, 2 configuration error.
+    pub exit_code: i32,
+}
+
+/// `km-sync --once [--dry-run]`: fetches discovery itself, runs one pass, retries transient
+/// failures for at most `budget`, and prints the plan.
+pub async fn run_once(config: &Config, dry_run: bool, budget: Duration) -> OnceResult {
+    let fail = |output: String, exit_code| OnceResult { output, exit_code };
+    let settings = match Settings::from_config(config) {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail("no [key_manager_sync] section in the configuration".into(), 2),
+        Err(problems) => return fail(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"), 2),
+    };
+    if let Err(e) = settings.secrets() {
+        return fail(format!("key_manager_sync: {e}"), 2);
+    }
+    let fetcher = match HttpFetcher::new() {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot build the HTTP client: {e}"), 1),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let keys = IssuerKeys::new(settings.issuer.clone(), fetcher, metrics.clone());
+    let doc = match keys.fetch_discovery().await {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot read the issuer's discovery document: {e}"), 1),
+    };
+    let url = keys.discovery_url();
+    let name = settings.name.clone();
+    let max_backoff = settings.max_backoff;
+    let syncer = match Syncer::new(settings, metrics, Arc::new(SyncStatus::new(SyncState::Drifted))) {
+        Ok(s) => s,
+        Err(e) => return fail(e, 2),
+    };
+    let deadline = Instant::now() + budget;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match syncer.pass(&doc, &url, dry_run).await {
+            Ok(outcome) => {
+                let mut output = outcome.plan(&name);
+                let code = if matches!(outcome, Outcome::Conflict { .. }) { 1 } else { 0 };
+                if code == 0 {
+                    output.push('\n');
+                    output.push_str(match (&outcome, dry_run) {
+                        (Outcome::InSync { .. }, _) => "nothing to do",
+                        (_, true) => "dry run: nothing written",
+                        _ => "applied",
+                    });
+                }
+                return OnceResult { output, exit_code: code };
+            }
+            Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                eprintln!("km-sync: {e}; retrying in {} s", backoff.as_secs());
+                tokio::time::sleep(jittered(backoff, backoff / 5)).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+            Err(e) => {
+                let last = match &e {
+                    ApimError::Transient { status: Some(s), .. } => format!(" (last status: HTTP {s})"),
+                    _ => String::new(),
+                };
+                let prefix =
+                    if e.is_transient() { format!("giving up after {} s: ", budget.as_secs()) } else { String::new() };
+                return fail(format!("km-sync failed: {prefix}{e}{last}"), 1);
+            }
+        }
+    }
+}

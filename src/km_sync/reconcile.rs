@@ -127,7 +127,12 @@ impl Syncer {
         result
     }
 
-    async fn pass_inner(&self, discovery: &Discovery, discovery_url: &Url, dry_run: bool) -> Result<Outcome, ApimError> {
+    async fn pass_inner(
+        &self,
+        discovery: &Discovery,
+        discovery_url: &Url,
+        dry_run: bool,
+    ) -> Result<Outcome, ApimError> {
         let secrets = self.settings.secrets().map_err(ApimError::Local)?;
         let desired = desired::managed_fields(&self.settings, discovery, discovery_url, &secrets.mgmt_client_secret);
         let name = self.settings.name.as_str();
@@ -149,11 +154,18 @@ impl Syncer {
                     Created::Created(obj) => {
                         self.metrics.km_sync_writes.with_label_values(&["create"]).inc();
                         let id = obj.get("id").and_then(Value::as_str).map(str::to_string);
-                        tracing::info!(key_manager = name, id = id.as_deref().unwrap_or(""), "created the APIM key manager");
+                        tracing::info!(
+                            key_manager = name,
+                            id = id.as_deref().unwrap_or(""),
+                            "created the APIM key manager"
+                        );
                         return Ok(Outcome::Create { id, fields, applied: true });
                     }
                     Created::AlreadyExists => {
-                        tracing::info!(key_manager = name, "another writer created the key manager first; reconciling it");
+                        tracing::info!(
+                            key_manager = name,
+                            "another writer created the key manager first; reconciling it"
+                        );
                         created_elsewhere = true;
                         continue;
                     }
@@ -262,7 +274,8 @@ impl Syncer {
                 *counts.entry(f.as_str()).or_default() += 1;
             }
         }
-        let fighting: Vec<String> = counts.into_iter().filter(|(_, n)| *n >= FLAP_LIMIT).map(|(f, _)| f.to_string()).collect();
+        let fighting: Vec<String> =
+            counts.into_iter().filter(|(_, n)| *n >= FLAP_LIMIT).map(|(f, _)| f.to_string()).collect();
         for field in fighting {
             tracing::warn!(
                 field = %field,

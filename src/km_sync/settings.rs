@@ -196,24 +196,33 @@ impl Settings {
         if username.is_empty() {
             problems.push(p("username", "missing"));
         }
-        let secret = |env: &Option<String>, file: &Option<String>, inline: &Option<String>, key: &str| {
-            match (env, file, inline) {
+        let secret =
+            |env: &Option<String>, file: &Option<String>, inline: &Option<String>, key: &str| match (env, file, inline)
+            {
                 (Some(e), None, None) => Ok(SecretSource::Env(e.clone())),
                 (None, Some(f), None) => Ok(SecretSource::File(base.join(f))),
                 (None, None, Some(i)) => Ok(SecretSource::Inline(i.clone())),
                 (None, None, None) => Err(p(&format!("{key}_env"), format!("missing: set {key}_env or {key}_file"))),
-                _ => Err(p(&format!("{key}_env"), format!("set only one of {key}_env, {key}_file{}", if key == "password" { ", password" } else { "" }))),
-            }
-        };
+                _ => Err(p(
+                    &format!("{key}_env"),
+                    format!(
+                        "set only one of {key}_env, {key}_file{}",
+                        if key == "password" { ", password" } else { "" }
+                    ),
+                )),
+            };
         let password = secret(&s.password_env, &s.password_file, &s.password, "password")
             .map_err(|e| problems.push(e))
             .unwrap_or(SecretSource::Inline(String::new()));
         if s.password.is_some() {
-            tracing::warn!("key_manager_sync.password is inline in the config file; prefer password_env or password_file");
+            tracing::warn!(
+                "key_manager_sync.password is inline in the config file; prefer password_env or password_file"
+            );
         }
-        let mgmt_client_secret = secret(&s.mgmt_client_secret_env, &s.mgmt_client_secret_file, &None, "mgmt_client_secret")
-            .map_err(|e| problems.push(e))
-            .unwrap_or(SecretSource::Inline(String::new()));
+        let mgmt_client_secret =
+            secret(&s.mgmt_client_secret_env, &s.mgmt_client_secret_file, &None, "mgmt_client_secret")
+                .map_err(|e| problems.push(e))
+                .unwrap_or(SecretSource::Inline(String::new()));
         let ca_file = s.ca_file.as_ref().map(|f| base.join(f));
         if let Some(f) = &ca_file {
             if !f.is_file() {
@@ -279,24 +288,29 @@ impl Settings {
         if !(1..=300).contains(&request_timeout) {
             problems.push(p("request_timeout_seconds", "must be between 1 and 300"));
         }
-        let endpoint = |given: &Option<String>, key: &str, default: String, problems: &mut Vec<ConfigProblem>| match given {
-            Some(e) => match outbound_url(e) {
-                Ok(_) => e.trim().to_string(),
-                Err(err) => {
-                    problems.push(p(key, err));
-                    String::new()
-                }
-            },
-            None => default,
-        };
+        let endpoint =
+            |given: &Option<String>, key: &str, default: String, problems: &mut Vec<ConfigProblem>| match given {
+                Some(e) => match outbound_url(e) {
+                    Ok(_) => e.trim().to_string(),
+                    Err(err) => {
+                        problems.push(p(key, err));
+                        String::new()
+                    }
+                },
+                None => default,
+            };
         let api_resource_management_endpoint = endpoint(
             &s.api_resource_management_endpoint,
             "api_resource_management_endpoint",
             format!("{issuer_origin}/t/{org_name}/api/server/v1/api-resources"),
             &mut problems,
         );
-        let roles_endpoint =
-            endpoint(&s.roles_endpoint, "roles_endpoint", format!("{issuer_origin}/t/{org_name}/scim2/v2/Roles"), &mut problems);
+        let roles_endpoint = endpoint(
+            &s.roles_endpoint,
+            "roles_endpoint",
+            format!("{issuer_origin}/t/{org_name}/scim2/v2/Roles"),
+            &mut problems,
+        );
         let (Some(admin_api_url), Some(token_url), Some(dcr_url)) = (admin_api_url, token_url, dcr_url) else {
             return Err(problems);
         };

@@ -4,6 +4,8 @@
 //! HTTP client plus a raw-socket client for requests no well-behaved client would send.
 #![allow(dead_code)]
 
+pub mod apim;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
