@@ -493,3 +493,18 @@ fn km_sync_cli_dry_run_and_usage() {
     assert_eq!(out.status.code(), Some(2), "--once is required");
     drop(k);
 }
+
+#[test]
+fn the_fakes_spec_copy_is_the_published_admin_api() {
+    // tests/support/apim/admin-api.json is a copy of shared/apim/admin-api.json (see SOURCE.md
+    // beside it). Where the shared folder is present, check both the JSON and the YAML agree.
+    let copy: Value = serde_json::from_str(include_str!("support/apim/admin-api.json")).unwrap();
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/apim");
+    if let Ok(yaml) = std::fs::read_to_string(shared.join("admin-api.yaml")) {
+        let from_yaml: Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(from_yaml["components"]["schemas"]["KeyManager"], copy["components"]["schemas"]["KeyManager"]);
+        assert_eq!(from_yaml["paths"]["/key-managers"], copy["paths"]["/key-managers"]);
+    }
+    assert_eq!(copy["info"]["version"], "v4");
+    assert!(copy["components"]["schemas"]["KeyManager"]["properties"]["additionalProperties"].is_object());
+}

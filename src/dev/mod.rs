@@ -110,6 +110,13 @@ pub async fn start_dev(
     let text = dev_config(&issuer.discovery_url(), upstream.addr, lo(gateway_port), lo(admin_port));
     let config = Config::parse(&text, None)?;
     let gateway = start(config, Arc::new(SystemClock)).await?;
+    // Print the curl lines only once they work: wait (briefly) for the first key load.
+    for _ in 0..100 {
+        if gateway.keys.all_usable() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let now = SystemClock.now_unix();
     let allowed_token = key.token(&issuer.claims(now, "alice", DEV_AUDIENCE, "openid orders:read"));
     let refused_token = key.token(&issuer.claims(now, "bob", DEV_AUDIENCE, "openid profile"));
