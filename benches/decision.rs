@@ -1,1 +1,149 @@
-fn main() {}
+//! Decision-path benchmarks, each next to its baseline in the same group so the ratio is read
+//! off one run (this machine is shared and noisy; absolute numbers drift, ratios hold):
+//! - `cached`: a repeated token — cache lookup, time and scope checks, building the forwarded
+//!   claim headers — against an empty baseline of building those headers alone.
+//! - `rs256`, `es256`, `eddsa`: a new token every time (cache off) — split, decode, issuer and
+//!   key choice, verification, claim checks — against raw aws-lc-rs verification of the very
+//!   same signature with the same pre-parsed key.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use jwtgate::auth::alg::Alg;
+use jwtgate::auth::Authenticator;
+use jwtgate::clock::{Clock, SystemClock};
+use jwtgate::config::Config;
+use jwtgate::dev::issuer::FakeIssuer;
+use jwtgate::dev::mint::SigningKey;
+use jwtgate::fetch::HttpFetcher;
+use jwtgate::keys::KeyRegistry;
+use jwtgate::metrics::Metrics;
+
+/// Runs a future that never suspends on this path (no refetch) to completion in one poll.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the decision waited (a refetch?) — the benchmark setup is wrong"),
+    }
+}
+
+struct Setup {
+    _rt: tokio::runtime::Runtime,
+    _idp: FakeIssuer,
+    cached: Authenticator,
+    uncached: Authenticator,
+    keys: Vec<Arc<SigningKey>>,
+    claims: serde_json::Value,
+}
+
+fn setup() -> Setup {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let idp = rt.block_on(FakeIssuer::start("bench")).unwrap();
+    let keys: Vec<_> = [Alg::RS256, Alg::ES256, Alg::EdDSA]
+        .iter()
+        .map(|a| idp.add_key(SigningKey::generate(*a, &format!("k_{}", a.name())).unwrap()))
+        .collect();
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:9\"\n[[issuers]]\nname = \"bench\"\ndiscovery_url = \"{}\"\naudiences = [\"aud\"]\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\n",
+        idp.discovery_url()
+    );
+    let config = Config::parse(&text, None).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(KeyRegistry::new(&config.issuers, HttpFetcher::new().unwrap(), metrics.clone()));
+    rt.block_on(registry.issuers[0].refresh()).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let cached = Authenticator::new(registry.clone(), clock.clone(), 100_000, 16384, metrics.clone());
+    let uncached = Authenticator::new(registry, clock, 0, 16384, metrics);
+    let claims = idp.claims(SystemClock.now_unix(), "alice", "aud", "openid orders:read orders:write");
+    Setup { _rt: rt, _idp: idp, cached, uncached, keys, claims }
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    h
+}
+
+static X_JWT_PAYLOAD: HeaderName = HeaderName::from_static("x-jwt-payload");
+static X_JWT_SUB: HeaderName = HeaderName::from_static("x-jwt-sub");
+
+fn raw_key(key: &SigningKey) -> ParsedPublicKey {
+    let jwk = key.jwk();
+    let b = |k: &str| URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap();
+    match key.alg {
+        Alg::RS256 => RsaPublicKeyComponents { n: b("n"), e: b("e") }
+            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+            .unwrap(),
+        Alg::ES256 => {
+            let mut p = vec![4u8];
+            p.extend(b("x"));
+            p.extend(b("y"));
+            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, p).unwrap()
+        }
+        _ => ParsedPublicKey::new(&signature::ED25519, b("x")).unwrap(),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let s = setup();
+    let scopes = vec!["orders:read".to_string()];
+
+    {
+        let token = s.keys[0].token(&s.claims);
+        let headers = bearer(&token);
+        assert!(ready(s.cached.authorize(&headers, &scopes)).is_ok());
+        let mut g = c.benchmark_group("cached");
+        g.bench_function("baseline_build_claim_headers", |b| {
+            let v = ready(s.cached.authorize(&headers, &scopes)).unwrap();
+            b.iter(|| {
+                let mut out = HeaderMap::with_capacity(4);
+                out.insert(&X_JWT_PAYLOAD, v.payload_header.clone());
+                if let Some(sub) = &v.sub_header {
+                    out.insert(&X_JWT_SUB, sub.clone());
+                }
+                out
+            })
+        });
+        g.bench_function("jwtgate_cached_decision", |b| {
+            b.iter(|| {
+                let v = ready(s.cached.authorize(std::hint::black_box(&headers), &scopes)).unwrap();
+                let mut out = HeaderMap::with_capacity(4);
+                out.insert(&X_JWT_PAYLOAD, v.payload_header.clone());
+                if let Some(sub) = &v.sub_header {
+                    out.insert(&X_JWT_SUB, sub.clone());
+                }
+                out
+            })
+        });
+        g.finish();
+    }
+
+    for (i, name) in ["rs256", "es256", "eddsa"].iter().enumerate() {
+        let key = &s.keys[i];
+        let token = key.token(&s.claims);
+        let headers = bearer(&token);
+        assert!(ready(s.uncached.authorize(&headers, &scopes)).is_ok(), "{name}");
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let raw = raw_key(key);
+        assert!(raw.verify_sig(input.as_bytes(), &sig).is_ok());
+        let mut g = c.benchmark_group(*name);
+        g.bench_function("raw_aws_lc_verify", |b| {
+            b.iter(|| raw.verify_sig(std::hint::black_box(input.as_bytes()), std::hint::black_box(&sig)).unwrap())
+        });
+        g.bench_function("jwtgate_uncached_decision", |b| {
+            b.iter(|| ready(s.uncached.authorize(std::hint::black_box(&headers), &scopes)).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(decision, benches);
+criterion_main!(decision);

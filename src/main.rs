@@ -63,6 +63,25 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Start an embedded Asgardeo-like issuer, an echo upstream and the gateway on loopback.
     Dev,
+    /// Benchmark helper: run only the Asgardeo-like dev issuer and mint tokens into a file.
+    #[command(hide = true)]
+    DevIssuer {
+        /// Loopback port to listen on.
+        #[arg(long, default_value_t = 9400)]
+        port: u16,
+        /// How many distinct tokens to mint.
+        #[arg(long, default_value_t = 1)]
+        tokens: usize,
+        /// Where to write them, one per line.
+        #[arg(long)]
+        out: PathBuf,
+        /// The `aud` they carry.
+        #[arg(long, default_value = jwtgate::dev::DEV_AUDIENCE)]
+        audience: String,
+        /// The `scope` they carry.
+        #[arg(long, default_value = "openid orders:read")]
+        scope: String,
+    },
 }
 
 fn config_path(arg: &ConfigArg) -> PathBuf {
@@ -196,6 +215,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{}", result.output);
             }
             Ok(ExitCode::from(result.exit_code as u8))
+        }
+        Command::DevIssuer { port, tokens, out, audience, scope } => {
+            init_logging("text", "warn");
+            let issuer =
+                jwtgate::dev::issuer::FakeIssuer::start_on(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "dev")
+                    .await
+                    .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+            let key = issuer
+                .add_key(jwtgate::dev::mint::SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "bench_RS256")?);
+            let now = jwtgate::clock::Clock::now_unix(&SystemClock);
+            let claims = issuer.claims(now, "bench", &audience, &scope);
+            let minted = jwtgate::dev::mint_many(&key, &claims, tokens).await;
+            std::fs::write(&out, minted.join("\n") + "\n").with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", issuer.discovery_url());
+            wait_for_signal().await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dev => {
             init_logging("text", "info");

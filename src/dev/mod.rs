@@ -149,3 +149,32 @@ pub fn banner(d: &DevSetup) -> String {
         no = d.refused_token,
     )
 }
+
+/// Mints `n` distinct tokens over `claims` (each with its own `jti` and `sub`), signing on every
+/// core: RSA signing is slow and a load test wants thousands.
+pub async fn mint_many(key: &Arc<mint::SigningKey>, claims: &serde_json::Value, n: usize) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(2, |p| p.get()).max(1);
+    let per = n.div_ceil(threads).max(1);
+    let mut tasks = Vec::new();
+    for t in 0..threads {
+        let (key, claims) = (key.clone(), claims.clone());
+        let range = (t * per)..((t + 1) * per).min(n);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            range
+                .map(|i| {
+                    let mut c = claims.clone();
+                    c["jti"] = format!("bench-{i}").into();
+                    c["sub"] = format!("user-{i}").into();
+                    key.token(&c)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        if let Ok(v) = t.await {
+            out.extend(v);
+        }
+    }
+    out
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Load test: jwtgate against nginx's plain reverse proxy, on this machine, in one run.
+#
+#   benches/load.sh            # full: 10 s per scenario, 3 interleaved rounds, 10,000 tokens
+#   benches/load.sh --quick    # CI: 2 s, 1 round, 200 tokens, no memory test
+#
+# Starts (and only ever kills) its own processes, all on 127.0.0.1:
+#   upstream   nginx-light, one worker, `return 200`                      (core 1)
+#   nginx      plain reverse proxy to the upstream, one worker, keepalive  (core 0)  <- baseline
+#   issuer     `jwtgate dev-issuer`: Asgardeo-like discovery + JWKS, mints the tokens (core 1)
+#   jwtgate    `jwtgate serve`, one tokio worker                           (core 0)
+#   wrk        1 thread, 32 connections                                    (core 1)
+# Scenarios run for the same duration in interleaved rounds. For every run it prints req/s,
+# p50, p99, unexpected statuses and the proxy process's CPU µs per request, read from
+# /proc/<pid>/stat before and after (steadier than req/s on a shared machine). Any response
+# with an unexpected status fails the script.
+set -euo pipefail
+
+DURATION=10; ROUNDS=3; NTOKENS=10000; MEMTOKENS=100000; CONNS=32; RATE=5000; QUICK=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; DURATION=2; ROUNDS=1; NTOKENS=200; MEMTOKENS=0 ;;
+    --duration) DURATION=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --tokens) NTOKENS=$2; shift ;;
+    --mem-tokens) MEMTOKENS=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--duration S] [--rounds N] [--tokens N] [--mem-tokens N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+for tool in wrk nginx taskset; do
+  command -v "$tool" >/dev/null || { echo "load.sh needs $tool (apt-get install wrk nginx-light util-linux)" >&2; exit 2; }
+done
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then PROXY_CPU=0; LOAD_CPU=1; else PROXY_CPU=0; LOAD_CPU=0; fi
+
+BIN=${JWTGATE_BIN:-}
+if [ -z "$BIN" ]; then
+  (cd "$ROOT" && cargo build --release --quiet)
+  BIN="$ROOT/target/release/jwtgate"
+fi
+
+WORK=$(mktemp -d /tmp/jwtgate-load.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_UP=$(free_port); P_NGX=$(free_port); P_GW=$(free_port); P_ADM=$(free_port); P_ISS=$(free_port)
+
+wait_http() { # url, expected status
+  for _ in $(seq 1 300); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
+    [ "$code" = "$2" ] && return 0
+    sleep 0.05
+  done
+  echo "timed out waiting for $1 to answer $2" >&2; exit 1
+}
+
+# --- upstream and nginx baseline -------------------------------------------------------
+nginx_conf() { # name port body
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1;
+  proxy_temp_path $WORK/$1;
+  fastcgi_temp_path $WORK/$1;
+  uwsgi_temp_path $WORK/$1;
+  scgi_temp_path $WORK/$1;
+  keepalive_requests 1000000;
+  upstream api { server 127.0.0.1:$P_UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$2;
+    $3
+  }
+}
+CONF
+}
+nginx_conf upstream "$P_UP" 'location / { return 200 "ok\n"; }'
+nginx_conf passthrough "$P_NGX" 'location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+taskset -c "$LOAD_CPU" nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" & PIDS+=($!)
+taskset -c "$PROXY_CPU" nginx -c "$WORK/passthrough/nginx.conf" -e "$WORK/passthrough/error.log" & PIDS+=($!)
+wait_http "http://127.0.0.1:$P_UP/" 200
+wait_http "http://127.0.0.1:$P_NGX/" 200
+NGX_MASTER=$(cat "$WORK/passthrough/nginx.pid")
+NGX_WORKER=$(pgrep -P "$NGX_MASTER" | head -1)
+
+# --- issuer, tokens, jwtgate -----------------------------------------------------------
+echo "minting $((NTOKENS + MEMTOKENS)) RS256 tokens..."
+ALL_TOKENS="$WORK/all-tokens.txt"
+TOKENS="$WORK/tokens.txt"
+taskset -c "$LOAD_CPU" "$BIN" dev-issuer --port "$P_ISS" --tokens "$((NTOKENS + MEMTOKENS))" --out "$ALL_TOKENS" > "$WORK/issuer.out" & PIDS+=($!)
+for _ in $(seq 1 1200); do [ -s "$WORK/issuer.out" ] && break; sleep 0.1; done
+DISCOVERY=$(head -1 "$WORK/issuer.out")
+[ -n "$DISCOVERY" ] || { echo "the dev issuer did not start" >&2; exit 1; }
+head -n "$NTOKENS" "$ALL_TOKENS" > "$TOKENS"
+
+cat > "$WORK/jwtgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$P_GW"
+admin_listen = "127.0.0.1:$P_ADM"
+token_cache_entries = 200000
+log_level = "warn"
+[upstream]
+url = "http://127.0.0.1:$P_UP"
+[[issuers]]
+name = "bench"
+discovery_url = "$DISCOVERY"
+audiences = ["jwtgate-dev-client"]
+algorithms = ["RS256"]
+[[routes]]
+name = "anon"
+path_prefix = "/anon"
+auth = "anonymous"
+[[routes]]
+name = "api"
+path_prefix = "/api"
+scopes = ["orders:read"]
+CONF
+TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/jwtgate.toml" 2> "$WORK/jwtgate.log" & GW_PID=$!; PIDS+=($GW_PID)
+wait_http "http://127.0.0.1:$P_ADM/readyz" 200
+RSS_IDLE=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+
+# --- running scenarios -----------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+FAIL=0
+
+# run NAME PID URL SCRIPT [RATE]
+run() {
+  local name=$1 pid=$2 url=$3 script=$4 rate=${5:-0}
+  local before after out
+  before=$( [ "$pid" = "-" ] && echo 0 || cpu_ticks "$pid")
+  out=$(LUA_DIR="$HERE/lua" TOKENS="$TOKENS" RATE="$rate" CONNS="$CONNS" \
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$HERE/lua/$script" "$url")
+  after=$( [ "$pid" = "-" ] && echo 0 || cpu_ticks "$pid")
+  local reqs rps p50 p99 bad non2xx
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  bad=$(echo "$out" | awk '/UNEXPECTED_STATUS/ {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  local errs
+  errs=$(echo "$out" | awk '/Socket errors/ {print}' )
+  local cpu_us="-"
+  if [ "$pid" != "-" ] && [ "${reqs:-0}" -gt 0 ]; then
+    cpu_us=$(awk -v d=$((after - before)) -v t="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", d / t * 1e6 / n}')
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${bad:-?}" "$cpu_us" "$reqs" >> "$RESULTS"
+  if [ "${bad:-1}" != "0" ] || [ -n "$non2xx" ] || [ -n "$errs" ]; then
+    echo "FAIL: $name: ${bad:-?} unexpected statuses ${non2xx:+($non2xx non-2xx)} $errs" >&2
+    FAIL=1
+  fi
+}
+
+# Prime: the rotating scenario is about misses, the one-token one about hits.
+curl -s -o /dev/null -H "Authorization: Bearer $(head -1 "$TOKENS")" "http://127.0.0.1:$P_GW/api/x"
+
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r/$ROUNDS"
+  run direct_upstream - "http://127.0.0.1:$P_UP/api/x" plain.lua
+  run nginx_passthrough "$NGX_WORKER" "http://127.0.0.1:$P_NGX/api/x" plain.lua
+  run jwtgate_anonymous "$GW_PID" "http://127.0.0.1:$P_GW/anon/x" plain.lua
+  run jwtgate_one_token "$GW_PID" "http://127.0.0.1:$P_GW/api/x" one_token.lua
+  run jwtgate_rotating "$GW_PID" "http://127.0.0.1:$P_GW/api/x" rotating.lua
+  run direct_upstream@${RATE}rps - "http://127.0.0.1:$P_UP/api/x" plain.lua "$RATE"
+  run jwtgate_one_token@${RATE}rps "$GW_PID" "http://127.0.0.1:$P_GW/api/x" one_token.lua "$RATE"
+done
+
+RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+
+# --- report ----------------------------------------------------------------------------
+echo
+echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'); duration ${DURATION}s x $ROUNDS rounds, $CONNS connections"
+printf '%-28s %10s %9s %9s %6s %9s\n' scenario "req/s" p50 p99 bad "cpu_us/req"
+sort -s -t$'\t' -k1,1 "$RESULTS" | awk -F'\t' '{printf "%-28s %10s %9s %9s %6s %9s\n", $1, $2, $3, $4, $5, $6}'
+
+# Medians per scenario and the ratios the targets are stated in.
+python3 - "$RESULTS" <<'PY'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, rps, p50, p99, bad, cpu, reqs = line.rstrip("\n").split("\t")
+    def ms(x):
+        if x.endswith("us"): return float(x[:-2]) / 1000
+        if x.endswith("ms"): return float(x[:-2])
+        if x.endswith("s"): return float(x[:-1]) * 1000
+        return float("nan")
+    rows[name].append((float(rps), ms(p50), ms(p99), float(cpu) if cpu != "-" else float("nan")))
+med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
+print("\nmedians: " + ", ".join(f"{k} {v[0]:.0f} req/s {v[3]:.1f} cpu_us" for k, v in sorted(med.items())))
+def get(k, i):
+    return next((v[i] for n, v in med.items() if n == k), float("nan"))
+ngx = get("nginx_passthrough", 3)
+print(f"jwtgate one-token CPU/req vs nginx passthrough: {get('jwtgate_one_token', 3) / ngx:.2f}x  (target <= 1.00)")
+print(f"jwtgate rotating CPU/req vs nginx passthrough:  {get('jwtgate_rotating', 3) / ngx:.2f}x")
+print(f"jwtgate one-token throughput vs its anonymous route: {get('jwtgate_one_token', 0) / get('jwtgate_anonymous', 0):.2f}x  (target >= 0.95)")
+d = next((v for n, v in med.items() if n.startswith("direct_upstream@")), None)
+g = next((v for n, v in med.items() if n.startswith("jwtgate_one_token@")), None)
+if d and g:
+    print(f"p99 at fixed rate: jwtgate {g[2]:.3f} ms - direct {d[2]:.3f} ms = {g[2] - d[2]:.3f} ms  (target <= 0.3)")
+PY
+echo "jwtgate RSS: idle ${RSS_IDLE} KiB, after the runs ${RSS_LOADED} KiB"
+
+# --- memory with many distinct cached tokens ---------------------------------------------
+if [ "$MEMTOKENS" -gt 0 ]; then
+  MEM="$WORK/mem-tokens.txt"
+  tail -n +"$((NTOKENS + 1))" "$ALL_TOKENS" > "$MEM"
+  misses() { curl -s "http://127.0.0.1:$P_ADM/metrics" | awk '/^jwtgate_token_cache_total\{result="miss"\}/ {print $2}'; }
+  m0=$(misses)
+  echo "sending each of $(wc -l < "$MEM") more distinct tokens through jwtgate..."
+  out=$(LUA_DIR="$HERE/lua" TOKENS="$MEM" TOKEN_OFFSET=0 SEQUENTIAL=1 CONNS=$CONNS \
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((MEMTOKENS / 4000 + 10))s" -s "$HERE/lua/rotating.lua" "http://127.0.0.1:$P_GW/api/x")
+  m1=$(misses)
+  bad=$(echo "$out" | awk '/UNEXPECTED_STATUS/ {print $2}')
+  [ "${bad:-1}" = "0" ] || { echo "FAIL: memory run: $bad unexpected statuses" >&2; FAIL=1; }
+  RSS_MEM=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
+  echo "jwtgate RSS after $((m1 - m0)) more cache misses (>= $MEMTOKENS distinct tokens cached, cache bound 200000): ${RSS_MEM} KiB = $((RSS_MEM / 1024)) MiB (target <= 64 MiB)"
+fi
+
+[ "$FAIL" = 0 ] || { echo "load test FAILED: unexpected statuses" >&2; exit 1; }
+echo "load test passed: every response had the expected status"
