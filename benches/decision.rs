@@ -105,7 +105,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let mut out = HeaderMap::with_capacity(4);
                 out.insert(&X_JWT_PAYLOAD, v.payload_header.clone());
-                if let Some(sub) = &v.sub_header {
+                if let Some(sub) = v.sub_header() {
                     out.insert(&X_JWT_SUB, sub.clone());
                 }
                 out
@@ -115,9 +115,9 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let v = ready(s.cached.authorize(std::hint::black_box(&headers), &scopes)).unwrap();
                 let mut out = HeaderMap::with_capacity(4);
-                out.insert(&X_JWT_PAYLOAD, v.payload_header.clone());
-                if let Some(sub) = &v.sub_header {
-                    out.insert(&X_JWT_SUB, sub.clone());
+                out.insert(&X_JWT_PAYLOAD, v.payload_header);
+                if let Some(sub) = v.verdict.sub_header.clone() {
+                    out.insert(&X_JWT_SUB, sub);
                 }
                 out
             })

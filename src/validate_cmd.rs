@@ -130,7 +130,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                     200,
                     None,
                     format!("the token is valid for {method} {path} (route {:?})", route.cfg.name),
-                    name(v.issuer),
+                    name(v.issuer()),
                     claims,
                 )
             } else {
@@ -149,7 +149,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                         missing.join(" "),
                         route.cfg.name
                     ),
-                    name(v.issuer),
+                    name(v.issuer()),
                     claims,
                 )
             }

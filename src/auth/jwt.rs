@@ -5,8 +5,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::alg::Alg;
 use super::error::TokenError;
@@ -48,59 +50,155 @@ pub struct Claims {
 }
 
 #[derive(Deserialize)]
-struct RawHeader {
-    alg: Value,
-    kid: Option<Value>,
-    crit: Option<Value>,
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct RawClaims {
-    iss: Option<Value>,
-    sub: Option<Value>,
-    aud: Option<Value>,
-    exp: Option<Value>,
-    nbf: Option<Value>,
-    iat: Option<Value>,
-    scope: Option<Value>,
-    scp: Option<Value>,
+struct RawClaims<'a> {
+    #[serde(borrow, default)]
+    iss: Option<Typed<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    sub: Option<Typed<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    aud: Option<Typed<Vec<Cow<'a, str>>>>,
+    #[serde(default)]
+    exp: Option<Typed<f64>>,
+    #[serde(default)]
+    nbf: Option<Typed<f64>>,
+    #[serde(default)]
+    iat: Option<Typed<f64>>,
+    #[serde(borrow, default)]
+    scope: Option<Typed<Vec<Cow<'a, str>>>>,
+    #[serde(borrow, default)]
+    scp: Option<Typed<Vec<Cow<'a, str>>>>,
+}
+
+/// A claim of the expected JSON type, or `WrongType` (the value is consumed either way), so a
+/// wrong type becomes a precise error instead of a parse failure. Parsing borrows from the
+/// decoded payload: no allocation for strings without escapes.
+enum Typed<T> {
+    Ok(T),
+    WrongType,
+}
+
+/// Which JSON shapes a `Typed<T>` accepts.
+trait Shape<'de>: Sized {
+    fn from_str(s: Cow<'de, str>) -> Option<Self>;
+    fn from_f64(_v: f64) -> Option<Self> {
+        None
+    }
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        drain_seq(seq).map(|_| None)
+    }
+}
+
+impl<'de: 'a, 'a> Shape<'de> for Cow<'a, str> {
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(s)
+    }
+}
+
+impl<'de> Shape<'de> for f64 {
+    fn from_str(_s: Cow<'de, str>) -> Option<Self> {
+        None
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl<'de: 'a, 'a> Shape<'de> for Vec<Cow<'a, str>> {
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(vec![s])
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        while let Some(item) = seq.next_element::<Typed<Cow<'a, str>>>()? {
+            match item {
+                Typed::Ok(s) => out.push(s),
+                Typed::WrongType => ok = false,
+            }
+        }
+        Ok(ok.then_some(out))
+    }
+}
+
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+struct TypedVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Shape<'de>> Visitor<'de> for TypedVisitor<T> {
+    type Value = Typed<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(T::from_str(Cow::Borrowed(v)).map_or(Typed::WrongType, Typed::Ok))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(T::from_str(Cow::Owned(v.to_string())).map_or(Typed::WrongType, Typed::Ok))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(T::from_str(Cow::Owned(v)).map_or(Typed::WrongType, Typed::Ok))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(T::from_f64(v).map_or(Typed::WrongType, Typed::Ok))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_bool<E: de::Error>(self, _v: bool) -> Result<Self::Value, E> {
+        Ok(Typed::WrongType)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Typed::WrongType)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Ok(T::from_seq(seq)?.map_or(Typed::WrongType, Typed::Ok))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Typed::WrongType)
+    }
+}
+
+impl<'de, T: Shape<'de>> Deserialize<'de> for Typed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TypedVisitor(std::marker::PhantomData))
+    }
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::BadEncoding)
 }
 
-fn time(v: Option<Value>) -> Result<Option<f64>, TokenError> {
+fn typed<T>(v: Option<Typed<T>>, wrong: TokenError) -> Result<Option<T>, TokenError> {
     match v {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(TokenError::BadTimeClaim),
-        Some(_) => Err(TokenError::BadTimeClaim),
+        Some(Typed::Ok(t)) => Ok(Some(t)),
+        Some(Typed::WrongType) => Err(wrong),
     }
 }
 
-fn string(v: Option<Value>) -> Result<Option<String>, TokenError> {
-    match v {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(TokenError::BadClaimType),
+fn push_scopes(list: Vec<Cow<'_, str>>, out: &mut Vec<Box<str>>) {
+    for item in list {
+        // `scope` strings are space-separated (RFC 8693 §4.2); array items may be too.
+        out.extend(item.split(' ').filter(|x| !x.is_empty()).map(Box::<str>::from));
     }
-}
-
-fn string_list(v: Value, split: bool, out: &mut Vec<String>) -> Result<(), TokenError> {
-    match v {
-        Value::String(s) if split => out.extend(s.split(' ').filter(|x| !x.is_empty()).map(str::to_string)),
-        Value::String(s) => out.push(s),
-        Value::Array(a) => {
-            for item in a {
-                match item {
-                    Value::String(s) => out.push(s),
-                    _ => return Err(TokenError::BadClaimType),
-                }
-            }
-        }
-        _ => return Err(TokenError::BadClaimType),
-    }
-    Ok(())
 }
 
 /// Splits and decodes `token`.
@@ -120,47 +218,32 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
     let payload_json = b64(p)?;
     let signature = b64(s)?;
 
-    let header: RawHeader = serde_json::from_slice(&header_json).map_err(|_| TokenError::BadHeader)?;
-    let Value::String(alg_name) = header.alg else {
-        return Err(TokenError::BadHeader);
-    };
-    let kid = match header.kid {
-        None => None,
-        Some(Value::String(k)) => Some(k),
-        Some(_) => return Err(TokenError::BadHeader),
-    };
+    let header: RawHeader<'_> = serde_json::from_slice(&header_json).map_err(|_| TokenError::BadHeader)?;
     if header.crit.is_some() {
         return Err(TokenError::CritUnsupported);
     }
+    let alg = Alg::from_name(&header.alg);
+    let kid = header.kid.map(Cow::into_owned);
 
-    let raw: RawClaims = serde_json::from_slice(&payload_json).map_err(|_| TokenError::BadPayload)?;
-    let iss = match raw.iss {
-        None => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(TokenError::BadClaimType),
-    };
-    let mut aud = Vec::new();
-    if let Some(a) = raw.aud {
-        string_list(a, false, &mut aud)?;
-    }
+    let raw: RawClaims<'_> = serde_json::from_slice(&payload_json).map_err(|_| TokenError::BadPayload)?;
     let mut scopes = Vec::new();
-    if let Some(sc) = raw.scope {
-        string_list(sc, true, &mut scopes)?;
+    if let Some(sc) = typed(raw.scope, TokenError::BadClaimType)? {
+        push_scopes(sc, &mut scopes);
     }
-    if let Some(sc) = raw.scp {
-        string_list(sc, true, &mut scopes)?;
+    if let Some(sc) = typed(raw.scp, TokenError::BadClaimType)? {
+        push_scopes(sc, &mut scopes);
     }
     let claims = Claims {
-        iss,
-        sub: string(raw.sub)?,
-        aud,
-        exp: time(raw.exp)?,
-        nbf: time(raw.nbf)?,
-        iat: time(raw.iat)?,
-        scopes: scopes.into_iter().map(String::into_boxed_str).collect(),
+        iss: typed(raw.iss, TokenError::BadClaimType)?.map(Cow::into_owned),
+        sub: typed(raw.sub, TokenError::BadClaimType)?.map(Cow::into_owned),
+        aud: typed(raw.aud, TokenError::BadClaimType)?.unwrap_or_default().into_iter().map(Cow::into_owned).collect(),
+        exp: typed(raw.exp, TokenError::BadTimeClaim)?,
+        nbf: typed(raw.nbf, TokenError::BadTimeClaim)?,
+        iat: typed(raw.iat, TokenError::BadTimeClaim)?,
+        scopes,
     };
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
-    Ok(Decoded { alg: Alg::from_name(&alg_name), kid, signing_input, payload_b64: p, signature, claims })
+    Ok(Decoded { alg, kid, signing_input, payload_b64: p, signature, claims })
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl Key {
 
 /// The outcome of looking a key up and checking a signature with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum SigCheck {
     /// The signature verified.
     Valid,
     /// No key carries the token's `kid`.
@@ -142,25 +142,25 @@ impl KeySet {
 
     /// Verifies `signature` over `message`. With a `kid`, only keys with that `kid` are used —
     /// never another key of the set. Without one, every key usable for `alg` is tried.
-    pub fn verify(&self, kid: Option<&str>, alg: Alg, message: &[u8], signature: &[u8]) -> Verdict {
+    pub fn verify(&self, kid: Option<&str>, alg: Alg, message: &[u8], signature: &[u8]) -> SigCheck {
         match kid {
             Some(kid) => {
                 let Some(idx) = self.by_kid.get(kid) else {
-                    return Verdict::UnknownKid;
+                    return SigCheck::UnknownKid;
                 };
                 let mut tried = false;
                 for &i in idx {
                     if let Some(v) = self.keys[i].verifier(alg) {
                         tried = true;
                         if v.verify_sig(message, signature).is_ok() {
-                            return Verdict::Valid;
+                            return SigCheck::Valid;
                         }
                     }
                 }
                 if tried {
-                    Verdict::BadSignature
+                    SigCheck::BadSignature
                 } else {
-                    Verdict::NoKeyForAlg
+                    SigCheck::NoKeyForAlg
                 }
             }
             None => {
@@ -169,14 +169,14 @@ impl KeySet {
                     if let Some(v) = k.verifier(alg) {
                         tried = true;
                         if v.verify_sig(message, signature).is_ok() {
-                            return Verdict::Valid;
+                            return SigCheck::Valid;
                         }
                     }
                 }
                 if tried {
-                    Verdict::BadSignature
+                    SigCheck::BadSignature
                 } else {
-                    Verdict::NoKeyForAlg
+                    SigCheck::NoKeyForAlg
                 }
             }
         }

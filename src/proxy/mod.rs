@@ -164,7 +164,7 @@ impl Gateway {
             }
         };
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
-        let resp = match self.forward(req, peer, verified.as_deref()).await {
+        let resp = match self.forward(req, peer, verified).await {
             Ok(resp) => {
                 route.metrics.count(outcome);
                 resp.map(Either::Left)
@@ -187,7 +187,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        verified: Option<&Verified>,
+        verified: Option<Verified>,
     ) -> Result<Response<Incoming>, Outcome> {
         let (mut parts, body) = req.into_parts();
         let host = parts
@@ -214,9 +214,9 @@ impl Gateway {
         }
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(v) = verified {
-            h.insert(&X_JWT_PAYLOAD, v.payload_header.clone());
-            if let Some(sub) = &v.sub_header {
-                h.insert(&X_JWT_SUB, sub.clone());
+            h.insert(&X_JWT_PAYLOAD, v.payload_header);
+            if let Some(sub) = v.verdict.sub_header.clone() {
+                h.insert(&X_JWT_SUB, sub);
             }
         }
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
