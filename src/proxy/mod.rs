@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -45,12 +46,39 @@ pub struct Gateway {
     auth: Arc<Authenticator>,
     client: Client<HttpConnector, Incoming>,
     upstream: Upstream,
+    authority: Authority,
     max_header_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
+/// The peer address as a header value, formatted without a heap `String`.
+fn ip_header(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    write!(cur, "{ip}").ok()?;
+    let n = cur.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).ok()
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+}
+
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names instead of nine removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -96,7 +124,9 @@ impl Gateway {
             .pool_idle_timeout(upstream.pool_idle_timeout)
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .build(connector);
-        Gateway { routes, auth, client, upstream, max_header_bytes, metrics }
+        // Validated at config load as host:port; an invalid one would fail every request (502).
+        let authority = Authority::try_from(upstream.authority.as_str()).unwrap_or_else(|_| Authority::from_static("invalid"));
+        Gateway { routes, auth, client, upstream, authority, max_header_bytes, metrics }
     }
 
     /// The authenticator (shared with `validate` and the admin listener).
@@ -204,12 +234,11 @@ impl Gateway {
             }
             h.insert(&X_FORWARDED_HOST, host.clone());
         }
-        let ip = peer.ip().to_string();
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok(),
+            None => ip_header(peer.ip()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             h.insert(&X_FORWARDED_FOR, v);
         }
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -219,13 +248,13 @@ impl Gateway {
                 h.insert(&X_JWT_SUB, sub);
             }
         }
-        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = match Uri::builder()
-            .scheme("http")
-            .authority(self.upstream.authority.as_str())
-            .path_and_query(pq)
-            .build()
-        {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(uri) {
             Ok(u) => u,
             Err(_) => return Err(Outcome::UpstreamError),
         };
