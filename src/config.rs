@@ -103,6 +103,9 @@ pub struct ServerSection {
     pub log_format: String,
     /// The default log filter (`RUST_LOG` overrides it).
     pub log_level: String,
+    /// Runtime threads for `serve`: 0 = one per core (or `TOKIO_WORKER_THREADS`); 1 runs a
+    /// single-threaded runtime, the cheapest for a sidecar pinned to one core.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerSection {
@@ -116,6 +119,7 @@ impl Default for ServerSection {
             token_cache_entries: 100_000,
             log_format: "text".into(),
             log_level: "info".into(),
+            worker_threads: 0,
         }
     }
 }
@@ -440,6 +444,9 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     }
     if !matches!(s.log_format.as_str(), "text" | "json") {
         problems.push(problem("server.log_format", "must be \"text\" or \"json\""));
+    }
+    if s.worker_threads > 256 {
+        problems.push(problem("server.worker_threads", "must be at most 256"));
     }
     if s.drain_timeout_seconds > 3600 {
         problems.push(problem("server.drain_timeout_seconds", "must be at most 3600"));

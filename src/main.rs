@@ -117,7 +117,23 @@ fn init_logging(format: &str, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `serve` sizes its runtime from `server.worker_threads`: one thread means a current-thread
+    // runtime (no work stealing, no cross-thread wake-ups), the cheapest way to run a sidecar
+    // pinned to one core. Errors in the file are reported by `run` with their key paths.
+    let threads = match &cli.command {
+        Command::Serve(arg) => Config::load(&config_path(arg)).map(|c| c.server.worker_threads).unwrap_or(0),
+        _ => 0,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("jwtgate: cannot start the async runtime: {e}");

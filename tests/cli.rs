@@ -65,7 +65,7 @@ async fn setup() -> Setup {
     let idp = FakeIssuer::start("acme").await.unwrap();
     let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
     let upstream = EchoUpstream::start().await.unwrap();
-    let config = temp_file("jwtgate.toml", &config_text(&idp.discovery_url(), upstream.addr, "", ""));
+    let config = temp_file("jwtgate.toml", &config_text(&idp.discovery_url(), upstream.addr, "", "worker_threads = 1"));
     Setup { idp, _upstream: upstream, key, config }
 }
 

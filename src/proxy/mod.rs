@@ -125,7 +125,8 @@ impl Gateway {
             .pool_max_idle_per_host(upstream.pool_max_idle)
             .build(connector);
         // Validated at config load as host:port; an invalid one would fail every request (502).
-        let authority = Authority::try_from(upstream.authority.as_str()).unwrap_or_else(|_| Authority::from_static("invalid"));
+        let authority =
+            Authority::try_from(upstream.authority.as_str()).unwrap_or_else(|_| Authority::from_static("invalid"));
         Gateway { routes, auth, client, upstream, authority, max_header_bytes, metrics }
     }
 
