@@ -240,3 +240,22 @@ async fn cache_control_max_age_shortens_the_refresh() {
     // And the floor holds: max-age=0 would not make it spin.
     assert!(idp.jwks_fetches() <= 6, "{} JWKS fetches", idp.jwks_fetches());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_key_stops_cached_tokens_too() {
+    let h =
+        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_min_refetch_seconds = 0", "")
+            .await;
+    let t = h.token("");
+    echoed(h.get_with("/api/x", &t).await).await;
+    echoed(h.get_with("/api/x", &t).await).await;
+    let m = h.metrics().await;
+    assert!(metric(&m, "jwtgate_token_cache_total{result=\"hit\"}") >= 1.0, "{m}");
+    // The IdP revokes the key (rotation): once the refresher has seen it, the cached verdict
+    // for the old key's token is not used any more.
+    h.idp.add_key(SigningKey::generate(Alg::RS256, "k2_RS256").unwrap());
+    h.idp.remove_key("k1_RS256");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let resp = h.get_with("/api/x", &t).await;
+    assert_eq!(resp.status(), 401, "a token of a removed key was still accepted");
+}

@@ -1,20 +1,19 @@
 //! The hot path's decision: from an `Authorization` header to `Verified` claims or a precise
 //! refusal. It reads key sets through `ArcSwap` and never does I/O, except the one
 //! rate-limited, single-flight JWKS refetch an unknown `kid` may trigger. A verified-token
-//! cache (keyed by the whole token, entry life capped by `exp`) lets a repeated token skip the
-//! signature check; the time claims and scopes are still checked on every request.
+//! cache (keyed by a keyed 128-bit digest of the whole token, see [`cache`]) lets a repeated
+//! token skip the signature check; the time claims and scopes are still checked on every request,
+//! and a cached verdict is used only while the issuer's key set is the one it was checked with.
 
 pub mod alg;
 pub mod bearer;
+pub mod cache;
 pub mod error;
 pub mod jwt;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
-use moka::sync::Cache;
-use moka::Expiry;
 
 use crate::clock::Clock;
 use crate::keys::jwks::SigCheck;
@@ -27,6 +26,8 @@ pub use error::{AuthError, TokenError};
 /// cached tokens fit in a few MiB).
 #[derive(Debug)]
 pub struct Verdict {
+    /// The cache key: the token's keyed digest.
+    pub key: u128,
     /// Index of the issuer in the configuration.
     pub issuer: usize,
     /// The issuer's key generation it was verified against.
@@ -41,8 +42,6 @@ pub struct Verdict {
     pub scopes: Box<[Box<str>]>,
     /// The value of `x-jwt-sub`, when the token has a `sub`.
     pub sub_header: Option<HeaderValue>,
-    /// How long the cache may keep it.
-    ttl: Duration,
 }
 
 impl Verdict {
@@ -109,36 +108,6 @@ impl TokenDigester {
     }
 }
 
-/// The digest is already uniformly random: the cache's own hash just folds it.
-#[derive(Clone, Default)]
-struct FoldDigest;
-
-#[derive(Default)]
-struct FoldHasher(u64);
-
-impl std::hash::Hasher for FoldHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
-    }
-}
-
-impl std::hash::BuildHasher for FoldDigest {
-    type Hasher = FoldHasher;
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher(0)
-    }
-}
-
 /// A refusal, with the issuer when it was known (for metrics and `validate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
@@ -154,28 +123,17 @@ impl From<AuthError> for Rejected {
     }
 }
 
-struct ExpireWithToken;
-
-impl Expiry<u128, Arc<Verdict>> for ExpireWithToken {
-    fn expire_after_create(&self, _key: &u128, value: &Arc<Verdict>, _created_at: Instant) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
-
 /// Decides whether a token is acceptable.
 pub struct Authenticator {
     keys: Arc<KeyRegistry>,
     clock: Arc<dyn Clock>,
-    cache: Option<Cache<u128, Arc<Verdict>, FoldDigest>>,
+    cache: Option<cache::TokenCache>,
     digester: TokenDigester,
     max_token_bytes: usize,
     metrics: Arc<Metrics>,
     cache_hit: prometheus::IntCounter,
     cache_miss: prometheus::IntCounter,
 }
-
-/// Cached entries never outlive this, whatever `exp` says.
-const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Authenticator {
     /// An authenticator over `keys`; `cache_entries == 0` turns the verified-token cache off.
@@ -186,9 +144,7 @@ impl Authenticator {
         max_token_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Authenticator {
-        let cache = (cache_entries > 0).then(|| {
-            Cache::builder().max_capacity(cache_entries).expire_after(ExpireWithToken).build_with_hasher(FoldDigest)
-        });
+        let cache = (cache_entries > 0).then(|| cache::TokenCache::new(cache_entries));
         Authenticator {
             cache_hit: metrics.token_cache.with_label_values(&["hit"]),
             cache_miss: metrics.token_cache.with_label_values(&["miss"]),
@@ -229,9 +185,9 @@ impl Authenticator {
         if token.len() > self.max_token_bytes {
             return Err(invalid(TokenError::TooLong, None));
         }
-        let key = self.cache.as_ref().map(|_| self.digester.digest(token));
-        if let (Some(cache), Some(key)) = (&self.cache, key) {
-            if let Some(v) = cache.get(&key) {
+        let key = self.digester.digest(token);
+        if let Some(cache) = &self.cache {
+            if let Some(v) = cache.get(key) {
                 if let Some(k) = self.keys.issuers.get(v.issuer) {
                     if k.generation() == v.generation {
                         self.cache_hit.inc();
@@ -251,12 +207,10 @@ impl Authenticator {
             self.cache_miss.inc();
         }
         let token = std::str::from_utf8(token).map_err(|_| invalid(TokenError::BadEncoding, None))?;
-        let (verdict, payload_header) = self.verify_uncached(token, only_issuer).await?;
+        let (verdict, payload_header) = self.verify_uncached(token, key, only_issuer).await?;
         self.check_time(&verdict).map_err(|t| invalid(t, Some(verdict.issuer)))?;
-        if let (Some(cache), Some(key)) = (&self.cache, key) {
-            if !verdict.ttl.is_zero() {
-                cache.insert(key, verdict.clone());
-            }
+        if let Some(cache) = &self.cache {
+            cache.insert(verdict.clone());
         }
         Ok(Verified { verdict, payload_header })
     }
@@ -279,6 +233,7 @@ impl Authenticator {
     async fn verify_uncached(
         &self,
         token: &str,
+        key: u128,
         only_issuer: Option<usize>,
     ) -> Result<(Arc<Verdict>, HeaderValue), Rejected> {
         let invalid = |t: TokenError, issuer: Option<usize>| Rejected { error: AuthError::InvalidToken(t), issuer };
@@ -360,14 +315,8 @@ impl Authenticator {
         // The payload segment is unpadded base64url: always a valid header value.
         let payload_header =
             HeaderValue::from_str(d.payload_b64).map_err(|_| invalid(TokenError::BadEncoding, Some(idx)))?;
-        let now = self.clock.now_unix() as f64;
-        let remaining = exp + issuer.cfg.leeway as f64 - now;
-        let ttl = if remaining > 0.0 {
-            Duration::from_secs_f64(remaining.min(MAX_CACHE_TTL.as_secs_f64()))
-        } else {
-            Duration::ZERO
-        };
         let verdict = Verdict {
+            key,
             issuer: idx,
             generation: loaded.generation,
             exp,
@@ -375,7 +324,6 @@ impl Authenticator {
             iat: d.claims.iat,
             scopes: d.claims.scopes.into_boxed_slice(),
             sub_header,
-            ttl,
         };
         Ok((Arc::new(verdict), payload_header))
     }
