@@ -144,42 +144,29 @@ impl KeySet {
     /// never another key of the set. Without one, every key usable for `alg` is tried.
     pub fn verify(&self, kid: Option<&str>, alg: Alg, message: &[u8], signature: &[u8]) -> SigCheck {
         match kid {
-            Some(kid) => {
-                let Some(idx) = self.by_kid.get(kid) else {
-                    return SigCheck::UnknownKid;
-                };
-                let mut tried = false;
-                for &i in idx {
-                    if let Some(v) = self.keys[i].verifier(alg) {
-                        tried = true;
-                        if v.verify_sig(message, signature).is_ok() {
-                            return SigCheck::Valid;
-                        }
-                    }
-                }
-                if tried {
-                    SigCheck::BadSignature
-                } else {
-                    SigCheck::NoKeyForAlg
-                }
-            }
-            None => {
-                let mut tried = false;
-                for k in &self.keys {
-                    if let Some(v) = k.verifier(alg) {
-                        tried = true;
-                        if v.verify_sig(message, signature).is_ok() {
-                            return SigCheck::Valid;
-                        }
-                    }
-                }
-                if tried {
-                    SigCheck::BadSignature
-                } else {
-                    SigCheck::NoKeyForAlg
-                }
-            }
+            Some(kid) => match self.by_kid.get(kid) {
+                Some(idx) => try_keys(idx.iter().map(|&i| &self.keys[i]), alg, message, signature),
+                None => SigCheck::UnknownKid,
+            },
+            None => try_keys(self.keys.iter(), alg, message, signature),
         }
+    }
+}
+
+/// Tries each key that may verify `alg`: valid on the first success; otherwise a bad signature
+/// if any key was tried, or no key for this algorithm.
+fn try_keys<'a>(keys: impl Iterator<Item = &'a Key>, alg: Alg, message: &[u8], signature: &[u8]) -> SigCheck {
+    let mut tried = false;
+    for verifier in keys.filter_map(|k| k.verifier(alg)) {
+        tried = true;
+        if verifier.verify_sig(message, signature).is_ok() {
+            return SigCheck::Valid;
+        }
+    }
+    if tried {
+        SigCheck::BadSignature
+    } else {
+        SigCheck::NoKeyForAlg
     }
 }
 
