@@ -35,14 +35,20 @@ impl Km {
     }
 
     async fn start_with(km_extra: &str, issuer_extra: &str) -> Km {
+        Km::start_on(FakeApim::start().await, None, km_extra, issuer_extra).await
+    }
+
+    async fn start_on(apim: FakeApim, ca_pem: Option<&str>, km_extra: &str, issuer_extra: &str) -> Km {
         let idp = FakeIssuer::start("acme").await.unwrap();
         let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
-        let apim = FakeApim::start().await;
         let upstream = EchoUpstream::start().await.unwrap();
         let dir = std::env::temp_dir().join(format!("jwtgate-km-{:x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         write(&dir, "admin-password", &format!("{ADMIN_PASSWORD}\n"));
         write(&dir, "mgmt-secret", SECRET);
+        if let Some(pem) = ca_pem {
+            write(&dir, "apim-ca.pem", pem);
+        }
         let mut text = config_text(&idp.discovery_url(), upstream.addr, issuer_extra, "");
         text.push_str(&format!(
             r#"
@@ -507,4 +513,53 @@ fn the_fakes_spec_copy_is_the_published_admin_api() {
     }
     assert_eq!(copy["info"]["version"], "v4");
     assert!(copy["components"]["schemas"]["KeyManager"]["properties"]["additionalProperties"].is_object());
+}
+
+/// A CA and a `localhost` certificate it signed: (CA PEM, leaf DER, leaf key PKCS#8 DER).
+fn test_pki() -> (String, Vec<u8>, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    (ca.pem(), leaf.der().to_vec(), leaf_key.serialize_der())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_apim_is_trusted_through_ca_file_only() {
+    let (ca_pem, leaf, key) = test_pki();
+    // With the CA bundle: the whole pass works over TLS.
+    let k = Km::start_on(
+        FakeApim::start_tls(vec![leaf.clone()], key.clone()).await,
+        Some(&ca_pem),
+        "ca_file = \"apim-ca.pem\"",
+        "",
+    )
+    .await;
+    assert!(k.apim.url().starts_with("https://"));
+    assert!(ok(&k.once().await).starts_with("create:"));
+    k.apim.assert_clean();
+    // Without it the self-signed chain is refused: a clear error, nothing written.
+    let k = Km::start_on(FakeApim::start_tls(vec![leaf.clone()], key.clone()).await, None, "", "").await;
+    let out = k.once().await;
+    assert_eq!(out.exit_code, 1, "{}", out.output);
+    assert!(out.output.to_lowercase().contains("certificate"), "{}", out.output);
+    assert!(out.output.contains("ca_file"), "the error says what to do: {}", out.output);
+    assert_eq!(k.apim.writes(), 0);
+    // insecure_skip_verify works, because apim_url is loopback.
+    let k = Km::start_on(FakeApim::start_tls(vec![leaf], key).await, None, "insecure_skip_verify = true", "").await;
+    assert!(ok(&k.once().await).starts_with("create:"));
+}
+
+#[test]
+fn insecure_skip_verify_is_refused_off_loopback() {
+    let text = format!(
+        "{}\n[key_manager_sync]\napim_url = \"https://apim.example:9443\"\nusername = \"admin\"\npassword_env = \"X\"\n\
+         mgmt_client_id = \"c\"\nmgmt_client_secret_env = \"Y\"\ninsecure_skip_verify = true\n",
+        config_text("https://api.asgardeo.io/t/acme/oauth2/token/.well-known/openid-configuration", "127.0.0.1:1".parse().unwrap(), "", "")
+    );
+    let config = Config::parse(&text, None).unwrap();
+    let problems = jwtgate::km_sync::settings::Settings::from_config(&config).unwrap_err();
+    assert!(problems.iter().any(|p| p.path == "key_manager_sync.insecure_skip_verify"), "{problems:?}");
 }

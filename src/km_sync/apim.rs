@@ -140,10 +140,19 @@ impl ApimClient {
     }
 
     async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<(StatusCode, bytes::Bytes), ApimError> {
-        let resp = req.send().await.map_err(|e| ApimError::Transient {
-            what: what.to_string(),
-            detail: if e.is_timeout() { "timed out".into() } else { error_chain(&e) },
-            status: None,
+        let resp = req.send().await.map_err(|e| {
+            let detail = error_chain(&e);
+            // An untrusted certificate will not fix itself: fail now, and say what to do.
+            if detail.to_ascii_lowercase().contains("certificate") {
+                return ApimError::Local(format!(
+                    "{what}: APIM's TLS certificate is not trusted ({detail}); set key_manager_sync.ca_file to its CA bundle"
+                ));
+            }
+            ApimError::Transient {
+                what: what.to_string(),
+                detail: if e.is_timeout() { "timed out".into() } else { detail },
+                status: None,
+            }
         })?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| ApimError::Transient {

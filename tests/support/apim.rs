@@ -109,6 +109,7 @@ pub struct ApimState {
 
 pub struct FakeApim {
     pub addr: SocketAddr,
+    tls: bool,
     pub state: Arc<ApimState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -152,30 +153,67 @@ fn basic_credentials(req: &Request<Incoming>) -> Option<(String, String)> {
 
 impl FakeApim {
     pub async fn start() -> FakeApim {
+        FakeApim::start_inner(None).await
+    }
+
+    /// Serves HTTPS with `cert_chain` and `key` (PKCS#8 DER) instead of plain HTTP.
+    pub async fn start_tls(cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> FakeApim {
+        use tokio_rustls::rustls;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                cert_chain.into_iter().map(rustls::pki_types::CertificateDer::from).collect(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+            )
+            .unwrap();
+        FakeApim::start_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_inner(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeApim {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state =
             Arc::new(ApimState { schema: Some(load_schema()), token_life: Mutex::new(3600), ..Default::default() });
         let st = state.clone();
+        let is_tls = tls.is_some();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
                         async move { st.handle(req).await }
                     });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            // A client that refuses the certificate ends the handshake: nothing to serve.
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
-        FakeApim { addr, state, task }
+        FakeApim { addr, tls: is_tls, state, task }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            // The certificate names localhost; the listener is on 127.0.0.1.
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// Injects faults for the next requests (one fault per request, in order).
