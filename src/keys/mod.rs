@@ -152,10 +152,9 @@ impl IssuerKeys {
         let url = self.discovery_url();
         let timeout = self.cfg.fetch_timeout;
         let limit = self.cfg.max_response_bytes;
-        let fetched = match self.fetcher.get(&url, timeout, limit).await {
-            Ok(f) => (url, f),
-            Err(FetchError::Status { status: 404, .. }) if discovery::token_form(&url).is_some() => {
-                let Some(alt) = discovery::token_form(&url) else { unreachable!("checked by the guard") };
+        let fetched = match (self.fetcher.get(&url, timeout, limit).await, discovery::token_form(&url)) {
+            (Ok(f), _) => (url, f),
+            (Err(FetchError::Status { status: 404, .. }), Some(alt)) => {
                 let f = self.fetcher.get(&alt, timeout, limit).await?;
                 tracing::info!(
                     issuer = %self.cfg.name,
@@ -168,7 +167,7 @@ impl IssuerKeys {
                 }
                 (alt, f)
             }
-            Err(e) => return Err(e.into()),
+            (Err(e), _) => return Err(e.into()),
         };
         let doc = Discovery::parse(&fetched.0, &fetched.1.body)?;
         Ok(doc)
