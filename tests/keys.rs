@@ -259,3 +259,19 @@ async fn a_removed_key_stops_cached_tokens_too() {
     let resp = h.get_with("/api/x", &t).await;
     assert_eq!(resp.status(), 401, "a token of a removed key was still accepted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_idp_times_out_and_known_keys_keep_working() {
+    let h =
+        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\nfetch_timeout_seconds = 1", "")
+            .await;
+    h.idp.set_delay(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let status: serde_json::Value = h.client.get(h.admin("/status")).send().await.unwrap().json().await.unwrap();
+    let err = status["issuers"][0]["last_error"].as_str().unwrap_or("");
+    assert!(err.contains("did not answer within 1 s"), "{status}");
+    let fresh = h.key.token(&h.idp.claims(now(), "carol", AUD, ""));
+    let started = std::time::Instant::now();
+    echoed(h.get_with("/api/x", &fresh).await).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "the hot path waited for the slow IdP");
+}
