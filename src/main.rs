@@ -120,8 +120,12 @@ fn main() -> ExitCode {
     // `serve` sizes its runtime from `server.worker_threads`: one thread means a current-thread
     // runtime (no work stealing, no cross-thread wake-ups), the cheapest way to run a sidecar
     // pinned to one core. Errors in the file are reported by `run` with their key paths.
-    let threads = match &cli.command {
-        Command::Serve(arg) => Config::load(&config_path(arg)).map(|c| c.server.worker_threads).unwrap_or(0),
+    let serve_config = match &cli.command {
+        Command::Serve(arg) => Some(load_checked(&config_path(arg))),
+        _ => None,
+    };
+    let threads = match &serve_config {
+        Some(Ok(c)) => c.server.worker_threads,
         _ => 0,
     };
     let mut builder = if threads == 1 {
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, serve_config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("jwtgate: {e:#}");
@@ -149,7 +153,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command; `serve_config` is `serve`'s configuration, already loaded by `main`.
+async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::ConfigError>>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig(arg) => {
             let path = config_path(&arg);
@@ -175,8 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Serve(arg) => {
-            let path = config_path(&arg);
-            let config = match load_checked(&path) {
+            let config = match serve_config.unwrap_or_else(|| load_checked(&config_path(&arg))) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");

@@ -73,16 +73,6 @@ impl Running {
             b.abort();
         }
     }
-
-    /// Adds a background task stopped at shutdown.
-    pub fn add_background(&mut self, task: JoinHandle<()>) {
-        self.background.push(task);
-    }
-
-    /// A receiver that turns true at shutdown.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
 }
 
 /// Starts the gateway; the first key load runs in the background (readiness waits for it).
