@@ -124,10 +124,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let gw = gateway.clone();
     let proxy = tokio::spawn(serve(
         proxy_listener,
-        move |req, peer| {
-            let gw = gw.clone();
-            async move { gw.handle(req, peer).await }
-        },
+        move |req, peer| Gateway::handle(gw.clone(), req, peer),
         shutdown_rx.clone(),
         limits,
     ));

@@ -208,7 +208,9 @@ impl Authenticator {
             self.cache_miss.inc();
         }
         let token = std::str::from_utf8(token).map_err(|_| invalid(TokenError::BadEncoding, None))?;
-        let (verdict, payload_header) = self.verify_uncached(token, key, only_issuer).await?;
+        // Boxed: the uncached path (which may wait for a JWKS refetch) is the large part of this
+        // future; keeping it out of line keeps the future every request moves around small.
+        let (verdict, payload_header) = Box::pin(self.verify_uncached(token, key, only_issuer)).await?;
         self.check_time(&verdict).map_err(|t| invalid(t, Some(verdict.issuer)))?;
         if let Some(cache) = &self.cache {
             cache.insert(verdict.clone());

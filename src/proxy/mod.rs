@@ -1,11 +1,12 @@
 //! The proxy: a hyper 1 server (HTTP/1.1 and h2c) whose handler routes, authenticates and
-//! forwards to the upstream over a pooled hyper-util client. Bodies stream both ways and are
+//! forwards to the upstream over the keep-alive pool in [`upstream`]. Bodies stream both ways and are
 //! never buffered. Hop-by-hop headers (RFC 9110 §7.6.1, and those named in `Connection`) are
 //! dropped, `x-forwarded-*` set, and the claim headers replaced by the verified values. A
 //! refused request never reaches the upstream. Nothing here panics on input.
 
 pub mod response;
 pub mod server;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,22 +14,20 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::auth::{AuthError, Authenticator, Verified};
 use crate::config::Upstream;
 use crate::metrics::{Metrics, Outcome};
 use crate::routes::{self, RouteTable};
 use response::{error_response, reject};
+use upstream::{UpstreamBody, UpstreamError, UpstreamPool};
 
 /// The body of every response: the upstream's, streamed, or a small error document.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// `x-jwt-payload`: the verified payload, base64url.
 pub static X_JWT_PAYLOAD: HeaderName = HeaderName::from_static("x-jwt-payload");
@@ -44,23 +43,51 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub struct Gateway {
     routes: RouteTable,
     auth: Arc<Authenticator>,
-    client: Client<HttpConnector, Incoming>,
+    pool: Arc<UpstreamPool>,
     upstream: Upstream,
-    authority: Authority,
+    /// `Host` for requests that arrive without one (HTTP/1.0).
+    upstream_host: HeaderValue,
     max_header_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
-/// The peer address as a header value, formatted without a heap `String`.
+/// The peer address as a header value. IPv4, the common case, is formatted by hand: going
+/// through `Display` cost about a thousand instructions a request.
 fn ip_header(ip: std::net::IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
     let mut buf = [0u8; 64];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    write!(cur, "{ip}").ok()?;
-    let n = cur.position() as usize;
+    let n = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            write!(cur, "{v6}").ok()?;
+            cur.position() as usize
+        }
+    };
     HeaderValue::from_bytes(&buf[..n]).ok()
 }
 
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (and the old `Keep-Alive`/`Proxy-Connection`).
+/// `TE` is handled apart: `TE: trailers` is end to end (gRPC relies on it).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == KEEP_ALIVE
@@ -75,40 +102,48 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none: one pass over the names instead of nine removals.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names notes which are present: most messages carry none, and the
+    // usual one is a bare `Connection: keep-alive`, which costs one removal, not nine.
+    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut count = 0;
+    // `keys()` yields each name once, and there are only nine such names.
+    for name in headers.keys() {
+        if count < present.len() && is_hop_by_hop(name) {
+            present[count] = Some(name.clone());
+            count += 1;
+        }
+    }
+    if count == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `close` and `keep-alive` are options, not header names (a `Keep-Alive` header
+            // is hop-by-hop anyway).
+            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive") && !n.is_empty())
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(n);
-    }
-    // `TE: trailers` is meaningful end to end (gRPC); anything else is hop-by-hop.
-    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
-        headers.remove(header::TE);
+    for name in present.into_iter().flatten() {
+        // `TE: trailers` is meaningful end to end (gRPC); anything else is hop-by-hop.
+        if name == header::TE && headers.get(header::TE).is_none_or(|v| v.as_bytes() == b"trailers") {
+            continue;
+        }
+        headers.remove(name);
     }
 }
 
 impl Gateway {
-    /// Builds the handler state and the upstream connection pool.
+    /// Builds the handler state and the upstream connection pool; must run inside the runtime
+    /// (it starts the pool's idle reaper).
     pub fn new(
         routes: RouteTable,
         auth: Arc<Authenticator>,
@@ -116,18 +151,14 @@ impl Gateway {
         max_header_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Gateway {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(upstream.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(upstream.pool_idle_timeout)
-            .pool_max_idle_per_host(upstream.pool_max_idle)
-            .build(connector);
-        // Validated at config load as host:port; an invalid one would fail every request (502).
-        let authority =
-            Authority::try_from(upstream.authority.as_str()).unwrap_or_else(|_| Authority::from_static("invalid"));
-        Gateway { routes, auth, client, upstream, authority, max_header_bytes, metrics }
+        // Config validation guarantees an http URL with a host; the fallbacks only keep this total.
+        let host = upstream.url.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
+        let port = upstream.url.port_or_known_default().unwrap_or(80);
+        let pool = UpstreamPool::new(host, port, upstream.connect_timeout, upstream.pool_max_idle);
+        tokio::spawn(UpstreamPool::reap_idle(Arc::downgrade(&pool), upstream.pool_idle_timeout));
+        let upstream_host =
+            HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        Gateway { routes, auth, pool, upstream, upstream_host, max_header_bytes, metrics }
     }
 
     /// The authenticator (shared with `validate` and the admin listener).
@@ -136,7 +167,7 @@ impl Gateway {
     }
 
     /// Handles one request end to end.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
         if header_bytes > self.max_header_bytes {
@@ -195,7 +226,9 @@ impl Gateway {
             }
         };
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
-        let resp = match self.forward(req, peer, verified).await {
+        let req = self.upstream_request(req, peer, verified);
+        let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send(req)).await;
+        let resp = match self.upstream_outcome(sent) {
             Ok(resp) => {
                 route.metrics.count(outcome);
                 resp.map(Either::Left)
@@ -214,12 +247,14 @@ impl Gateway {
         resp
     }
 
-    async fn forward(
+    /// The request as the upstream gets it: hop-by-hop headers gone, forwarding and claim
+    /// headers set, origin-form URI, HTTP/1.1.
+    fn upstream_request(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         verified: Option<Verified>,
-    ) -> Result<Response<Incoming>, Outcome> {
+    ) -> Request<Incoming> {
         let (mut parts, body) = req.into_parts();
         let host = parts
             .headers
@@ -228,12 +263,18 @@ impl Gateway {
             .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         strip_hop_by_hop(&mut parts.headers);
         let h = &mut parts.headers;
-        if let Some(host) = &host {
-            // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and sees it as Host.
-            if !h.contains_key(header::HOST) {
-                h.insert(header::HOST, host.clone());
+        match &host {
+            Some(host) => {
+                // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and sees it as Host.
+                if !h.contains_key(header::HOST) {
+                    h.insert(header::HOST, host.clone());
+                }
+                h.insert(&X_FORWARDED_HOST, host.clone());
             }
-            h.insert(&X_FORWARDED_HOST, host.clone());
+            // HTTP/1.1 requires a Host; an HTTP/1.0 client may have sent none.
+            None => {
+                h.insert(header::HOST, self.upstream_host.clone());
+            }
         }
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok(),
@@ -249,28 +290,31 @@ impl Gateway {
                 h.insert(&X_JWT_SUB, sub);
             }
         }
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(self.authority.clone());
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        // Origin-form (`/path?query`) whatever form the client used; HTTP/2 and absolute-form
+        // requests carry a scheme and authority. The usual origin-form request is left as is.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() || parts.uri.path_and_query().is_none() {
+            let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(pq);
         }
-        parts.uri = match Uri::from_parts(uri) {
-            Ok(u) => u,
-            Err(_) => return Err(Outcome::UpstreamError),
-        };
         parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.upstream.timeout, self.client.request(req)).await {
+        Request::from_parts(parts, body)
+    }
+
+    /// Maps the exchange's result to the response head or the failure to count and answer.
+    fn upstream_outcome(
+        &self,
+        sent: Result<Result<Response<UpstreamBody>, UpstreamError>, tokio::time::error::Elapsed>,
+    ) -> Result<Response<UpstreamBody>, Outcome> {
+        match sent {
             Err(_) => {
                 self.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
                 tracing::warn!(status = 504, timeout_s = self.upstream.timeout.as_secs(), "upstream timed out");
                 Err(Outcome::UpstreamTimeout)
             }
             Ok(Err(e)) => {
-                let kind = if e.is_connect() { "connect" } else { "other" };
+                let kind = if matches!(e, UpstreamError::Connect(_)) { "connect" } else { "other" };
                 self.metrics.upstream_errors.with_label_values(&[kind]).inc();
-                tracing::warn!(status = 502, kind, "upstream request failed: {}", crate::fetch::error_chain(&e));
+                tracing::warn!(status = 502, kind, "upstream request failed: {e}");
                 Err(Outcome::UpstreamError)
             }
             Ok(Ok(mut resp)) => {
@@ -278,5 +322,52 @@ impl Gateway {
                 Ok(resp)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_header_matches_display() {
+        let samples: Vec<std::net::IpAddr> = vec![
+            "0.0.0.0".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            "10.9.99.100".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "1.20.203.4".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "2001:db8::ff00:42:8329".parse().unwrap(),
+        ];
+        for ip in samples {
+            assert_eq!(ip_header(ip).unwrap().to_str().unwrap(), ip.to_string());
+        }
+        for octet in 0..=255u8 {
+            let ip = std::net::IpAddr::from([octet, 255 - octet, octet / 3, 7]);
+            assert_eq!(ip_header(ip).unwrap().to_str().unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret, close"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "te"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic eDp5"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 }

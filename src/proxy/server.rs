@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -78,10 +79,9 @@ pub async fn serve<F, Fut, B>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let svc = service_fn(move |req| {
-                    let fut = handler(req, peer);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
+                // `map` instead of an `async` wrapper: each wrapping async block copies the whole
+                // request future once more when first polled.
+                let svc = service_fn(move |req| handler(req, peer).map(Ok::<_, Infallible>));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

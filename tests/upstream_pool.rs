@@ -1,0 +1,204 @@
+//! The upstream keep-alive pool, seen from a raw HTTP/1.1 upstream that counts its
+//! connections: reuse, upstreams that close (politely or not), the idle timeout, and a
+//! response abandoned half-way never leaking into the next request.
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jwtgate::clock::SystemClock;
+use jwtgate::config::Config;
+use jwtgate::serve::{start, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::*;
+
+/// How the raw upstream treats its connections.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Keeps every connection open.
+    KeepAlive,
+    /// Answers with `Connection: close` and closes.
+    CloseHeader,
+    /// Closes the connection this long after each answer, without saying so.
+    SilentClose(Duration),
+}
+
+struct RawUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// Connections the gateway closed (EOF seen by the upstream).
+    closed_by_gateway: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    async fn start(mode: Mode) -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (accepted.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_conn(stream, mode, c.clone()));
+            }
+        });
+        RawUpstream { addr, accepted, closed_by_gateway: closed }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Requests here are GETs without a body: read up to the end of the head.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        buf.drain(..head_end);
+        if head.starts_with("GET /public/slow ") {
+            // Half the body now, the rest much later.
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = stream.write_all(b"world").await;
+            continue;
+        }
+        let close = matches!(mode, Mode::CloseHeader);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n{}\r\nok",
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if stream.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+        match mode {
+            Mode::KeepAlive => {}
+            Mode::CloseHeader => return,
+            Mode::SilentClose(after) => {
+                tokio::time::sleep(after).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn gateway(upstream: SocketAddr, upstream_extra: &str) -> (FakeIssuer, Running) {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let text = config_text(&idp.discovery_url(), upstream, "", "").replacen(
+        "timeout_seconds = 2\n",
+        &format!("timeout_seconds = 2\n{upstream_extra}\n"),
+        1,
+    );
+    let config = Config::parse(&text, None).expect("config");
+    let gw = start(config, Arc::new(SystemClock)).await.expect("gateway");
+    (idp, gw)
+}
+
+async fn get_ok(client: &reqwest::Client, gw: &Running, path: &str) {
+    let resp = client.get(format!("http://{}{path}", gw.proxy_addr)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = RawUpstream::start(Mode::KeepAlive).await;
+    let (_idp, gw) = gateway(up.addr, "").await;
+    let client = http_client();
+    for _ in 0..30 {
+        get_ok(&client, &gw, "/public/a").await;
+    }
+    assert_eq!(up.accepted(), 1, "sequential requests share one upstream connection");
+
+    let many: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, gw_addr) = (http_client(), gw.proxy_addr);
+            tokio::spawn(async move { client.get(format!("http://{gw_addr}/public/b")).send().await.unwrap().status() })
+        })
+        .collect();
+    for t in many {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let after_burst = up.accepted();
+    assert!((1..=17).contains(&after_burst), "{after_burst} connections for 16 concurrent requests");
+    for _ in 0..30 {
+        get_ok(&client, &gw, "/public/c").await;
+    }
+    assert_eq!(up.accepted(), after_burst, "idle connections from the burst are reused, not reopened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_every_connection_still_gets_every_request() {
+    let up = RawUpstream::start(Mode::CloseHeader).await;
+    let (_idp, gw) = gateway(up.addr, "").await;
+    let client = http_client();
+    for _ in 0..10 {
+        get_ok(&client, &gw, "/public/a").await;
+    }
+    assert_eq!(up.accepted(), 10, "Connection: close is honoured: a new connection per request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
+    let up = RawUpstream::start(Mode::SilentClose(Duration::from_millis(50))).await;
+    let (_idp, gw) = gateway(up.addr, "").await;
+    let client = http_client();
+    for _ in 0..5 {
+        get_ok(&client, &gw, "/public/a").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(up.accepted(), 5);
+    let m = reqwest::get(format!("http://{}/metrics", gw.admin_addr)).await.unwrap().text().await.unwrap();
+    assert!(!m.contains("jwtgate_upstream_errors_total{"), "no request failed: {m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let up = RawUpstream::start(Mode::KeepAlive).await;
+    let (_idp, gw) = gateway(up.addr, "pool_idle_timeout_seconds = 1").await;
+    let client = http_client();
+    get_ok(&client, &gw, "/public/a").await;
+    assert_eq!(up.closed_by_gateway.load(Ordering::SeqCst), 0);
+    let mut waited = Duration::ZERO;
+    while up.closed_by_gateway.load(Ordering::SeqCst) == 0 {
+        assert!(waited < Duration::from_secs(4), "the idle connection was never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert!(waited >= Duration::from_millis(700), "closed after {waited:?}, before the idle timeout");
+    get_ok(&client, &gw, "/public/b").await;
+    assert_eq!(up.accepted(), 2, "a fresh connection after the idle one was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_abandoned_half_way_never_leaks_into_the_next_request() {
+    let up = RawUpstream::start(Mode::KeepAlive).await;
+    let (_idp, gw) = gateway(up.addr, "").await;
+    let client = http_client();
+    let resp = client.get(format!("http://{}/public/slow", gw.proxy_addr)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp); // the client goes away with half the body unread
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        get_ok(&client, &gw, "/public/a").await;
+    }
+    assert_eq!(up.accepted(), 2, "the half-read connection was not put back in the pool");
+}
