@@ -116,7 +116,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if count == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    // `Connection: keep-alive` / `close` (the usual values) name no header: skip the parsing.
+    let names_headers = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !(b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close"))
+    };
+    if present[..count].iter().any(|n| n.as_ref() == Some(&header::CONNECTION))
+        && headers.get_all(header::CONNECTION).iter().any(names_headers)
+    {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -193,9 +200,6 @@ impl Gateway {
             return error_response(http::StatusCode::NOT_FOUND, "no_route", "no route matches this path and method");
         };
         drop(form);
-        // Client copies of the claim headers are never trusted, on any route.
-        req.headers_mut().remove(&X_JWT_PAYLOAD);
-        req.headers_mut().remove(&X_JWT_SUB);
 
         let verified = if route.cfg.anonymous {
             None
@@ -226,7 +230,7 @@ impl Gateway {
             }
         };
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
-        let req = self.upstream_request(req, peer, verified);
+        self.upstream_request(&mut req, peer, verified);
         let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send(req)).await;
         let resp = match self.upstream_outcome(sent) {
             Ok(resp) => {
@@ -249,27 +253,29 @@ impl Gateway {
 
     /// The request as the upstream gets it: hop-by-hop headers gone, forwarding and claim
     /// headers set, origin-form URI, HTTP/1.1.
-    fn upstream_request(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        verified: Option<Verified>,
-    ) -> Request<Incoming> {
-        let (mut parts, body) = req.into_parts();
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        strip_hop_by_hop(&mut parts.headers);
-        let h = &mut parts.headers;
-        match &host {
+    fn upstream_request(&self, req: &mut Request<Incoming>, peer: SocketAddr, verified: Option<Verified>) {
+        // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and sees it as Host.
+        let authority_host = match req.headers().contains_key(header::HOST) {
+            true => None,
+            false => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        *req.version_mut() = Version::HTTP_11;
+        // Origin-form (`/path?query`) whatever form the client used; HTTP/2 and absolute-form
+        // requests carry a scheme and authority. The usual origin-form request is left as is.
+        let uri = req.uri();
+        if uri.scheme().is_some() || uri.authority().is_some() || uri.path_and_query().is_none() {
+            let pq = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        let h = req.headers_mut();
+        strip_hop_by_hop(h);
+        if let Some(host) = authority_host {
+            h.insert(header::HOST, host);
+        }
+        match h.get(header::HOST) {
             Some(host) => {
-                // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and sees it as Host.
-                if !h.contains_key(header::HOST) {
-                    h.insert(header::HOST, host.clone());
-                }
-                h.insert(&X_FORWARDED_HOST, host.clone());
+                let host = host.clone();
+                h.insert(&X_FORWARDED_HOST, host);
             }
             // HTTP/1.1 requires a Host; an HTTP/1.0 client may have sent none.
             None => {
@@ -280,24 +286,26 @@ impl Gateway {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok(),
             None => ip_header(peer.ip()),
         };
-        if let Some(v) = xff {
-            h.insert(&X_FORWARDED_FOR, v);
-        }
+        match xff {
+            Some(v) => h.insert(&X_FORWARDED_FOR, v),
+            None => h.remove(&X_FORWARDED_FOR),
+        };
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Some(v) = verified {
-            h.insert(&X_JWT_PAYLOAD, v.payload_header);
-            if let Some(sub) = v.verdict.sub_header.clone() {
-                h.insert(&X_JWT_SUB, sub);
+        // Client copies of the claim headers are never trusted, on any route: `insert`
+        // replaces them, and on anonymous routes they are removed.
+        match verified {
+            Some(v) => {
+                h.insert(&X_JWT_PAYLOAD, v.payload_header);
+                match v.verdict.sub_header.clone() {
+                    Some(sub) => h.insert(&X_JWT_SUB, sub),
+                    None => h.remove(&X_JWT_SUB),
+                };
+            }
+            None => {
+                h.remove(&X_JWT_PAYLOAD);
+                h.remove(&X_JWT_SUB);
             }
         }
-        // Origin-form (`/path?query`) whatever form the client used; HTTP/2 and absolute-form
-        // requests carry a scheme and authority. The usual origin-form request is left as is.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() || parts.uri.path_and_query().is_none() {
-            let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-            parts.uri = Uri::from(pq);
-        }
-        parts.version = Version::HTTP_11;
-        Request::from_parts(parts, body)
     }
 
     /// Maps the exchange's result to the response head or the failure to count and answer.
