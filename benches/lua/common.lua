@@ -1,8 +1,6 @@
 -- Shared by every scenario: count responses whose status is not the expected one, so a fast
 -- wrong answer cannot pass, and report it in a line load.sh parses.
 expected = tonumber(os.getenv("EXPECT_STATUS") or "200")
-local rate = tonumber(os.getenv("RATE") or "0")
-local conns = tonumber(os.getenv("CONNS") or "32")
 local threads = {}
 bad = 0
 
@@ -13,14 +11,6 @@ end
 function response(status, headers, body)
   if status ~= expected then
     bad = bad + 1
-  end
-end
-
-if rate > 0 then
-  -- A fixed total rate: every connection waits conns/rate seconds between requests.
-  local gap = conns * 1000 / rate
-  function delay()
-    return gap
   end
 end
 
