@@ -53,7 +53,8 @@ fn parse_args() -> Result<Args, String> {
         Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
         None => (rest.to_string(), "/".to_string()),
     };
-    if !(rate > 0.0) || connections == 0 || !(duration > 0.0) {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(rate) || connections == 0 || !positive(duration) {
         return Err("--rate, --connections and --duration must be positive".into());
     }
     Ok(Args { authority, path, rate, connections, duration: Duration::from_secs_f64(duration), headers, expect })
