@@ -32,6 +32,8 @@ struct RawUpstream {
     accepted: Arc<AtomicUsize>,
     /// Connections the gateway closed (EOF seen by the upstream).
     closed_by_gateway: Arc<AtomicUsize>,
+    /// The head of the last request, as it came over the wire.
+    last_head: Arc<std::sync::Mutex<String>>,
 }
 
 impl RawUpstream {
@@ -40,14 +42,15 @@ impl RawUpstream {
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
-        let (a, c) = (accepted.clone(), closed.clone());
+        let last_head = Arc::new(std::sync::Mutex::new(String::new()));
+        let (a, c, l) = (accepted.clone(), closed.clone(), last_head.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_conn(stream, mode, c.clone()));
+                tokio::spawn(serve_conn(stream, mode, c.clone(), l.clone()));
             }
         });
-        RawUpstream { addr, accepted, closed_by_gateway: closed }
+        RawUpstream { addr, accepted, closed_by_gateway: closed, last_head }
     }
 
     fn accepted(&self) -> usize {
@@ -55,7 +58,7 @@ impl RawUpstream {
     }
 }
 
-async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>) {
+async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>, last: Arc<std::sync::Mutex<String>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -74,6 +77,7 @@ async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>)
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         buf.drain(..head_end);
+        *last.lock().unwrap() = head.clone();
         if head.starts_with("GET /public/slow ") {
             // Half the body now, the rest much later.
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
@@ -201,4 +205,28 @@ async fn a_response_abandoned_half_way_never_leaks_into_the_next_request() {
         get_ok(&client, &gw, "/public/a").await;
     }
     assert_eq!(up.accepted(), 2, "the half-read connection was not put back in the pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_origin_form_http_1_1_with_a_host() {
+    let up = RawUpstream::start(Mode::KeepAlive).await;
+    let (_idp, gw) = gateway(up.addr, "").await;
+
+    // Absolute-form from the client: origin-form to the upstream, Host kept.
+    let (status, _, body) = raw(
+        gw.proxy_addr,
+        "GET http://api.example/public/a?x=1 HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let head = up.last_head.lock().unwrap().clone();
+    assert!(head.starts_with("GET /public/a?x=1 HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("\r\nhost: api.example\r\n"), "{head}");
+
+    // HTTP/1.0 without Host: the upstream still gets a Host (HTTP/1.1 requires one).
+    let (status, _, body) = raw(gw.proxy_addr, "GET /public/b HTTP/1.0\r\n\r\n").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let head = up.last_head.lock().unwrap().clone();
+    assert!(head.starts_with("GET /public/b HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("\r\nhost: {}\r\n", up.addr)), "{head}");
 }
