@@ -25,6 +25,9 @@ enum Mode {
     CloseHeader,
     /// Closes the connection this long after each answer, without saying so.
     SilentClose(Duration),
+    /// Answers the first request of a connection; closes it, unanswered, on the second (an
+    /// upstream whose keep-alive timeout fired just as the request arrived).
+    DropSecondRequest,
 }
 
 struct RawUpstream {
@@ -61,6 +64,7 @@ impl RawUpstream {
 async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>, last: Arc<std::sync::Mutex<String>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut served = 0;
     loop {
         // Requests here are GETs without a body: read up to the end of the head.
         let head_end = loop {
@@ -78,6 +82,10 @@ async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>,
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         buf.drain(..head_end);
         *last.lock().unwrap() = head.clone();
+        served += 1;
+        if matches!(mode, Mode::DropSecondRequest) && served == 2 {
+            return;
+        }
         if head.starts_with("GET /public/slow ") {
             // Half the body now, the rest much later.
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
@@ -94,7 +102,7 @@ async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>,
             return;
         }
         match mode {
-            Mode::KeepAlive => {}
+            Mode::KeepAlive | Mode::DropSecondRequest => {}
             Mode::CloseHeader => return,
             Mode::SilentClose(after) => {
                 tokio::time::sleep(after).await;
@@ -229,4 +237,27 @@ async fn the_upstream_gets_origin_form_http_1_1_with_a_host() {
     let head = up.last_head.lock().unwrap().clone();
     assert!(head.starts_with("GET /public/b HTTP/1.1\r\n"), "{head}");
     assert!(head.to_ascii_lowercase().contains(&format!("\r\nhost: {}\r\n", up.addr)), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
+    let up = RawUpstream::start(Mode::DropSecondRequest).await;
+    // A 1 s idle timeout makes the pool's clock tick every 250 ms.
+    let (_idp, gw) = gateway(up.addr, "pool_idle_timeout_seconds = 1").await;
+    let client = http_client();
+    get_ok(&client, &gw, "/public/a").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Goes out on the idle connection, which the upstream then closes without answering:
+    // the GET is sent again on a new connection instead of becoming a 502.
+    get_ok(&client, &gw, "/public/b").await;
+    assert_eq!(up.accepted(), 2);
+    assert!(up.last_head.lock().unwrap().starts_with("GET /public/b "));
+
+    // A POST is not idempotent: the same failure is a 502, never a second delivery.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let resp = client.post(format!("http://{}/public/c", gw.proxy_addr)).body("x").send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(up.accepted(), 2, "the POST was not sent a second time");
+    let m = reqwest::get(format!("http://{}/metrics", gw.admin_addr)).await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "jwtgate_upstream_errors_total{kind=\"other\"}"), 1.0, "{m}");
 }

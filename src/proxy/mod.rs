@@ -161,8 +161,13 @@ impl Gateway {
         // Config validation guarantees an http URL with a host; the fallbacks only keep this total.
         let host = upstream.url.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
         let port = upstream.url.port_or_known_default().unwrap_or(80);
-        let pool = UpstreamPool::new(host, port, upstream.connect_timeout, upstream.pool_max_idle);
-        tokio::spawn(UpstreamPool::reap_idle(Arc::downgrade(&pool), upstream.pool_idle_timeout));
+        let pool = UpstreamPool::start(
+            host,
+            port,
+            upstream.connect_timeout,
+            upstream.pool_max_idle,
+            upstream.pool_idle_timeout,
+        );
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         Gateway { routes, auth, pool, upstream, upstream_host, max_header_bytes, metrics }

@@ -9,6 +9,13 @@
 //! HTTP/1.1 requires. Idle connections are reused last-in-first-out, dropped once the upstream
 //! closes them, and closed after `pool_idle_timeout_seconds` by a background reaper that counts
 //! ticks, so the hot path reads no clock.
+//!
+//! An upstream may close an idle keep-alive connection just as a request goes out on it (Node's
+//! default keep-alive timeout is 5 s, shorter than most pools'). If the request was not yet
+//! written, it goes out again on another connection. If it was, and it is idempotent with no
+//! body (RFC 9110 §9.2.2) and the connection had sat idle across a reaper tick, it is sent once
+//! more on a fresh connection — like nginx does — rather than answered with 502. Only such
+//! requests pay for the copy of their head that this takes.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +24,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -42,8 +50,11 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+/// The body of a request to the upstream: the client's, streamed, or none for a replay.
+pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
+
 struct IdleConn {
-    tx: SendRequest<Incoming>,
+    tx: SendRequest<UpstreamRequestBody>,
     /// The reaper tick at which it was returned.
     since: u64,
 }
@@ -61,29 +72,46 @@ pub struct UpstreamPool {
     idle_ticks: u64,
 }
 
-/// How often the reaper looks at idle connections, as a fraction of the idle timeout.
-const REAP_DIVISIONS: u32 = 4;
+/// How often the reaper ticks: at most this, and at least four times per idle timeout.
+const MAX_TICK: Duration = Duration::from_secs(1);
 /// A pooled connection may turn out closed by the upstream; at most this many are tried
 /// before a fresh connection is made.
 const MAX_STALE_TRIES: usize = 4;
 
 impl UpstreamPool {
-    /// A pool for `host:port`; call [`UpstreamPool::reap_idle`] in a task to enforce the idle timeout.
-    pub fn new(host: String, port: u16, connect_timeout: Duration, max_idle: usize) -> Arc<UpstreamPool> {
-        Arc::new(UpstreamPool {
+    /// The reaper's period and the number of its ticks that make up `idle_timeout`.
+    fn tick_period(idle_timeout: Duration) -> (Duration, u64) {
+        let period = (idle_timeout / 4).clamp(Duration::from_millis(100), MAX_TICK);
+        let ticks = idle_timeout.as_nanos().div_ceil(period.as_nanos()).max(1);
+        (period, u64::try_from(ticks).unwrap_or(u64::MAX))
+    }
+
+    /// A pool whose idle connections are closed after `idle_timeout` by a reaper task spawned
+    /// here (so it must be called inside the runtime); the task ends when the pool is dropped.
+    pub fn start(
+        host: String,
+        port: u16,
+        connect_timeout: Duration,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Arc<UpstreamPool> {
+        let (period, idle_ticks) = Self::tick_period(idle_timeout);
+        let pool = Arc::new(UpstreamPool {
             host,
             port,
             connect_timeout,
             max_idle,
             idle: Mutex::new(Vec::with_capacity(max_idle.min(1024))),
             tick: AtomicU64::new(0),
-            idle_ticks: u64::from(REAP_DIVISIONS),
-        })
+            idle_ticks,
+        });
+        tokio::spawn(Self::reap_idle(Arc::downgrade(&pool), period));
+        pool
     }
 
-    /// Closes connections idle for longer than `idle_timeout`; returns when the pool is dropped.
-    pub async fn reap_idle(pool: Weak<UpstreamPool>, idle_timeout: Duration) {
-        let period = (idle_timeout / REAP_DIVISIONS).max(Duration::from_millis(100));
+    /// Every `period`: advances the tick and closes connections idle for longer than the
+    /// pool's `idle_ticks`; returns when the pool is dropped.
+    async fn reap_idle(pool: Weak<UpstreamPool>, period: Duration) {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
@@ -100,11 +128,6 @@ impl UpstreamPool {
         }
     }
 
-    /// How many connections are idle in the pool (for tests and `/status`).
-    pub fn idle_count(&self) -> usize {
-        self.lock_idle().len()
-    }
-
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleConn>> {
         // The critical sections below cannot panic, so a poisoned lock still holds a valid list.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
@@ -112,27 +135,42 @@ impl UpstreamPool {
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
     /// streams from the connection and hands it back to the pool when it ends.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Incoming>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut req = req.map(Either::Left);
         let mut stale = 0;
+        let mut replayed = false;
         loop {
-            let pooled = if stale < MAX_STALE_TRIES { self.checkout() } else { None };
+            let pooled = if stale < MAX_STALE_TRIES && !replayed { self.checkout() } else { None };
             let reused = pooled.is_some();
-            let mut tx = match pooled {
-                Some(tx) => tx,
+            let (mut tx, replay) = match pooled {
+                Some((tx, since)) => {
+                    let idled = self.tick.load(Ordering::Relaxed) > since;
+                    (tx, if idled { replayable_copy(&req) } else { None })
+                }
                 // Boxed: connecting is rare and its future large; the common path stays small.
-                None => Box::pin(self.connect()).await?,
+                None => (Box::pin(self.connect()).await?, None),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     let lease = Lease { tx, pool: Arc::clone(self) };
                     return Ok(resp.map(|inner| UpstreamBody { inner, lease: Some(lease) }));
                 }
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), replay) {
                     // The connection closed before the request was written (the upstream
                     // dropped an idle connection just now): nothing was sent, so try again.
-                    Some(r) if reused => {
+                    (Some(r), _) if reused => {
                         stale += 1;
                         req = r;
+                    }
+                    // Written, then the connection failed without an answer: an idempotent,
+                    // bodiless request may be sent once more, on a fresh connection.
+                    (None, Some(copy)) => {
+                        tracing::debug!(
+                            "pooled upstream connection failed ({}); sending the request again on a new one",
+                            crate::fetch::error_chain(e.error())
+                        );
+                        replayed = true;
+                        req = copy;
                     }
                     _ => return Err(UpstreamError::Exchange(e.into_error())),
                 },
@@ -141,7 +179,7 @@ impl UpstreamPool {
     }
 
     /// The most recently returned connection that is ready; closed ones are dropped.
-    fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self) -> Option<(SendRequest<UpstreamRequestBody>, u64)> {
         let mut idle = self.lock_idle();
         let mut i = idle.len();
         while i > 0 {
@@ -150,14 +188,15 @@ impl UpstreamPool {
                 idle.swap_remove(i);
             } else if idle[i].tx.is_ready() {
                 // swap_remove moves the last entry here; it has been looked at already.
-                return Some(idle.swap_remove(i).tx);
+                let c = idle.swap_remove(i);
+                return Some((c.tx, c.since));
             }
             // Otherwise it is finishing its previous exchange; it will be ready shortly.
         }
         None
     }
 
-    fn put_back(&self, tx: SendRequest<Incoming>) {
+    fn put_back(&self, tx: SendRequest<UpstreamRequestBody>) {
         if tx.is_closed() {
             return;
         }
@@ -168,7 +207,7 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<SendRequest<UpstreamRequestBody>, UpstreamError> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect((self.host.as_str(), self.port))).await
             {
@@ -190,8 +229,26 @@ impl UpstreamPool {
     }
 }
 
+/// A copy of an idempotent request without a body, to send again if its connection fails.
+fn replayable_copy(req: &Request<UpstreamRequestBody>) -> Option<Request<UpstreamRequestBody>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    // PUT and DELETE are idempotent but carry a body more often than not; only empty ones count.
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 struct Lease {
-    tx: SendRequest<Incoming>,
+    tx: SendRequest<UpstreamRequestBody>,
     pool: Arc<UpstreamPool>,
 }
 
