@@ -38,34 +38,9 @@ cleanup() {
   if [ "$KEEP" = 1 ]; then echo "callgrind files kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+. "$HERE/common.sh"
 P_UP=$(free_port); P_NGX=$(free_port); P_ISS=$(free_port); P_GW=$(free_port); P_ADM=$(free_port)
-wait_http() {
-  for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = "$2" ] && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for $1" >&2; exit 1
-}
-nginx_conf() { # name port body [extra main-context line]
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-${4:-}
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
-  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
-  keepalive_requests 1000000;
-  upstream api { server 127.0.0.1:$P_UP; keepalive 64; }
-  server { listen 127.0.0.1:$2; $3 }
-}
-CONF
-}
 nginx_conf upstream "$P_UP" 'location / { return 200 "ok\n"; }'
 nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$P_UP/" 200
@@ -99,28 +74,7 @@ nginx_conf passthrough "$P_NGX" 'location / { proxy_pass http://api; proxy_http_
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no nginx -c "$WORK/passthrough/nginx.conf" -e "$WORK/passthrough/error.log" 2> "$WORK/vg-nginx.log" & NGX=$!; PIDS+=($NGX)
 wait_http "http://127.0.0.1:$P_NGX/" 200
 
-cat > "$WORK/jwtgate.toml" <<CONF
-[server]
-listen = "127.0.0.1:$P_GW"
-admin_listen = "127.0.0.1:$P_ADM"
-log_level = "warn"
-worker_threads = 1
-[upstream]
-url = "http://127.0.0.1:$P_UP"
-[[issuers]]
-name = "bench"
-discovery_url = "$DISCOVERY"
-audiences = ["jwtgate-dev-client"]
-algorithms = ["RS256"]
-[[routes]]
-name = "anon"
-path_prefix = "/anon"
-auth = "anonymous"
-[[routes]]
-name = "api"
-path_prefix = "/api"
-scopes = ["orders:read"]
-CONF
+jwtgate_conf "$WORK/jwtgate.toml" "$P_GW" "$P_ADM" "$DISCOVERY" 10000
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no "$BIN" serve --config "$WORK/jwtgate.toml" 2> "$WORK/vg-jwtgate.log" & GW=$!; PIDS+=($GW)
 wait_http "http://127.0.0.1:$P_ADM/readyz" 200
 

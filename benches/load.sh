@@ -60,44 +60,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/common.sh
+. "$HERE/common.sh"
 P_UP=$(free_port); P_NGX=$(free_port); P_GW=$(free_port); P_ADM=$(free_port); P_ISS=$(free_port)
 P_GW2=$(free_port); P_ADM2=$(free_port)
 
-wait_http() { # url, expected status
-  for _ in $(seq 1 300); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
-    [ "$code" = "$2" ] && return 0
-    sleep 0.05
-  done
-  echo "timed out waiting for $1 to answer $2" >&2; exit 1
-}
-
 # --- upstream and nginx baseline -------------------------------------------------------
-nginx_conf() { # name port body
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1;
-  proxy_temp_path $WORK/$1;
-  fastcgi_temp_path $WORK/$1;
-  uwsgi_temp_path $WORK/$1;
-  scgi_temp_path $WORK/$1;
-  keepalive_requests 1000000;
-  upstream api { server 127.0.0.1:$P_UP; keepalive 64; }
-  server {
-    listen 127.0.0.1:$2;
-    $3
-  }
-}
-CONF
-}
 nginx_conf upstream "$P_UP" 'location / { return 200 "ok\n"; }'
 nginx_conf passthrough "$P_NGX" 'location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }'
 taskset -c "$LOAD_CPU" nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" & PIDS+=($!)
@@ -117,34 +85,11 @@ DISCOVERY=$(head -1 "$WORK/issuer.out")
 [ -n "$DISCOVERY" ] || { echo "the dev issuer did not start" >&2; exit 1; }
 head -n "$NTOKENS" "$ALL_TOKENS" > "$TOKENS"
 
-cat > "$WORK/jwtgate.toml" <<CONF
-[server]
-listen = "127.0.0.1:$P_GW"
-admin_listen = "127.0.0.1:$P_ADM"
-token_cache_entries = 200000
-log_level = "warn"
-worker_threads = 1
-[upstream]
-url = "http://127.0.0.1:$P_UP"
-[[issuers]]
-name = "bench"
-discovery_url = "$DISCOVERY"
-audiences = ["jwtgate-dev-client"]
-algorithms = ["RS256"]
-[[routes]]
-name = "anon"
-path_prefix = "/anon"
-auth = "anonymous"
-[[routes]]
-name = "api"
-path_prefix = "/api"
-scopes = ["orders:read"]
-CONF
+jwtgate_conf "$WORK/jwtgate.toml" "$P_GW" "$P_ADM" "$DISCOVERY" 200000
 taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/jwtgate.toml" 2> "$WORK/jwtgate.log" & GW_PID=$!; PIDS+=($GW_PID)
 wait_http "http://127.0.0.1:$P_ADM/readyz" 200
 # The same gateway with the verified-token cache off: every request is a full RS256 check.
-sed -e "s/127.0.0.1:$P_GW/127.0.0.1:$P_GW2/" -e "s/127.0.0.1:$P_ADM/127.0.0.1:$P_ADM2/" \
-    -e "s/token_cache_entries = 200000/token_cache_entries = 0/" "$WORK/jwtgate.toml" > "$WORK/jwtgate-nocache.toml"
+jwtgate_conf "$WORK/jwtgate-nocache.toml" "$P_GW2" "$P_ADM2" "$DISCOVERY" 0
 taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/jwtgate-nocache.toml" 2> "$WORK/jwtgate-nocache.log" & GW2_PID=$!; PIDS+=($GW2_PID)
 wait_http "http://127.0.0.1:$P_ADM2/readyz" 200
 RSS_IDLE=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)

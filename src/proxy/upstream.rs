@@ -298,3 +298,17 @@ impl Drop for UpstreamBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reaper_ticks_at_most_every_second_and_counts_the_idle_timeout_in_ticks() {
+        let ms = Duration::from_millis;
+        assert_eq!(UpstreamPool::tick_period(Duration::from_secs(90)), (Duration::from_secs(1), 90));
+        assert_eq!(UpstreamPool::tick_period(Duration::from_secs(1)), (ms(250), 4));
+        assert_eq!(UpstreamPool::tick_period(ms(1500)), (ms(375), 4));
+        assert_eq!(UpstreamPool::tick_period(ms(0)), (ms(100), 1));
+    }
+}
