@@ -1,8 +1,8 @@
 //! The proxy: a hyper 1 server (HTTP/1.1 and h2c) whose handler routes, authenticates and
-//! forwards to the upstream over the keep-alive pool in [`upstream`]. Bodies stream both ways and are
-//! never buffered. Hop-by-hop headers (RFC 9110 §7.6.1, and those named in `Connection`) are
-//! dropped, `x-forwarded-*` set, and the claim headers replaced by the verified values. A
-//! refused request never reaches the upstream. Nothing here panics on input.
+//! forwards to the upstream over the keep-alive pool in [`upstream`]. Bodies stream both ways
+//! and are never buffered. Hop-by-hop headers (RFC 9110 §7.6.1, and those named in
+//! `Connection`) are dropped, `x-forwarded-*` set, and the claim headers replaced by the
+//! verified values. A refused request never reaches the upstream. Nothing here panics on input.
 
 pub mod response;
 pub mod server;
