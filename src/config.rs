@@ -91,10 +91,15 @@ pub struct ServerSection {
     pub listen: SocketAddr,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/status`).
     pub admin_listen: SocketAddr,
-    /// A longer bearer token is an `invalid_token` without being decoded.
-    pub max_token_bytes: usize,
-    /// Larger request headers (all names and values together) get 431.
-    pub max_header_bytes: usize,
+    /// A longer bearer token is an `invalid_token` without being decoded. Default 16384, or
+    /// less when `max_header_bytes` is set below that (the token must fit in the headers);
+    /// always `Some` once validated (read it through [`ServerSection::max_token_bytes`]).
+    #[serde(rename = "max_token_bytes")]
+    pub max_token_bytes_set: Option<usize>,
+    /// Larger request headers (all names and values together) get 431. Default 65536, or more
+    /// when `max_token_bytes` needs it; always `Some` once validated.
+    #[serde(rename = "max_header_bytes")]
+    pub max_header_bytes_set: Option<usize>,
     /// How long SIGTERM/SIGINT waits for in-flight requests before exiting anyway.
     pub drain_timeout_seconds: u64,
     /// Entries in the verified-token cache; 0 turns it off.
@@ -113,13 +118,42 @@ impl Default for ServerSection {
         ServerSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-            max_token_bytes: 16 * 1024,
-            max_header_bytes: 64 * 1024,
+            max_token_bytes_set: None,
+            max_header_bytes_set: None,
             drain_timeout_seconds: 30,
             token_cache_entries: 100_000,
             log_format: "text".into(),
             log_level: "info".into(),
             worker_threads: 0,
+        }
+    }
+}
+
+/// Room for `Bearer ` and the rest of a request's headers beside the longest token.
+const HEADER_ROOM_FOR_TOKEN: usize = 8 * 1024;
+
+impl ServerSection {
+    /// The longest bearer token accepted.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes_set.unwrap_or(16 * 1024)
+    }
+
+    /// The largest request head accepted (431 beyond).
+    pub fn max_header_bytes(&self) -> usize {
+        self.max_header_bytes_set.unwrap_or(64 * 1024)
+    }
+
+    /// Fills in the two dependent defaults: each follows the other one when only that one was
+    /// written, so that a single value the user chose never conflicts with a default.
+    fn resolve_limits(&mut self) {
+        match (self.max_token_bytes_set, self.max_header_bytes_set) {
+            (Some(t), None) => self.max_header_bytes_set = Some((64 * 1024).max(t + HEADER_ROOM_FOR_TOKEN)),
+            (None, Some(h)) => self.max_token_bytes_set = Some((16 * 1024).min(h.saturating_sub(7))),
+            (None, None) => {
+                self.max_token_bytes_set = Some(16 * 1024);
+                self.max_header_bytes_set = Some(64 * 1024);
+            }
+            (Some(_), Some(_)) => {}
         }
     }
 }
@@ -177,11 +211,12 @@ pub struct IssuerSection {
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
     /// Re-read discovery, then the JWKS, this often (the upper bound for `Cache-Control`).
-    #[serde(default = "default_refresh")]
-    pub jwks_refresh_seconds: u64,
-    /// A `Cache-Control: max-age` never makes refreshes more frequent than this.
-    #[serde(default = "default_refresh_floor")]
-    pub jwks_refresh_min_seconds: u64,
+    /// Default 300, or half of `jwks_max_stale_seconds` when that is shorter, so that the set
+    /// is refreshed before it goes stale.
+    pub jwks_refresh_seconds: Option<u64>,
+    /// A `Cache-Control: max-age` never makes refreshes more frequent than this. Default
+    /// `min(30, jwks_refresh_seconds)`.
+    pub jwks_refresh_min_seconds: Option<u64>,
     /// At most one unknown-`kid` refetch per this many seconds.
     #[serde(default = "default_min_refetch")]
     pub jwks_min_refetch_seconds: u64,
@@ -201,12 +236,6 @@ fn default_algorithms() -> Vec<String> {
 }
 fn default_leeway() -> u64 {
     60
-}
-fn default_refresh() -> u64 {
-    300
-}
-fn default_refresh_floor() -> u64 {
-    30
 }
 fn default_min_refetch() -> u64 {
     10
@@ -305,6 +334,16 @@ pub struct KmSyncSection {
     pub max_backoff_seconds: Option<u64>,
     /// Timeout of each APIM request (10).
     pub request_timeout_seconds: Option<u64>,
+    /// `enableOAuthAppCreation` (true): the Developer Portal may create OAuth clients
+    /// ("Generate Keys"). APIM stores `false` when a create body omits it.
+    pub oauth_app_creation: Option<bool>,
+    /// `enableMapOAuthConsumerApps` (true): existing OAuth clients may be mapped.
+    pub map_oauth_consumer_apps: Option<bool>,
+    /// `enableTokenGeneration` (true): the Developer Portal may generate tokens.
+    pub token_generation: Option<bool>,
+    /// The Asgardeo API resource holding the global scopes (`APIM_GLOBAL_SCOPES`); the
+    /// connector looks it up by this name and fails when it does not exist.
+    pub global_scopes_resource: Option<String>,
 }
 
 // === the validated model ===
@@ -426,18 +465,41 @@ fn toml_message(e: &toml::de::Error) -> String {
     }
 }
 
+/// Bounds of `server.max_token_bytes`.
+pub const MIN_TOKEN_BYTES: usize = 64;
+/// Upper bound of `server.max_token_bytes`.
+pub const MAX_TOKEN_BYTES: usize = 1024 * 1024;
+/// Lower bound of `server.max_header_bytes`.
+pub const MIN_HEADER_BYTES: usize = 1024;
+/// Upper bound of `server.max_header_bytes`: the longest token plus room for the rest.
+pub const MAX_HEADER_BYTES: usize = MAX_TOKEN_BYTES + HEADER_ROOM_FOR_TOKEN;
+/// Upper bound of `server.token_cache_entries` (about 1 GiB of cache; more is a typo).
+pub const MAX_TOKEN_CACHE_ENTRIES: u64 = 10_000_000;
+
 fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
+    let mut file = file;
+    file.server.resolve_limits();
     let s = &file.server;
-    if s.max_token_bytes < 64 || s.max_token_bytes > 1024 * 1024 {
-        problems.push(problem("server.max_token_bytes", "must be between 64 and 1048576"));
+    if !(MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES).contains(&s.max_token_bytes()) {
+        problems.push(problem(
+            "server.max_token_bytes",
+            format!("must be between {MIN_TOKEN_BYTES} and {MAX_TOKEN_BYTES}"),
+        ));
     }
-    if s.max_header_bytes < 1024 || s.max_header_bytes > 1024 * 1024 {
-        problems.push(problem("server.max_header_bytes", "must be between 1024 and 1048576"));
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&s.max_header_bytes()) {
+        problems.push(problem(
+            "server.max_header_bytes",
+            format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+        ));
     }
-    if s.max_token_bytes + 7 > s.max_header_bytes {
+    // Only reachable when both were written: each default follows the other.
+    if s.max_token_bytes() + 7 > s.max_header_bytes() {
         problems
             .push(problem("server.max_token_bytes", "must leave room for `Bearer ` within server.max_header_bytes"));
+    }
+    if s.token_cache_entries > MAX_TOKEN_CACHE_ENTRIES {
+        problems.push(problem("server.token_cache_entries", format!("must be at most {MAX_TOKEN_CACHE_ENTRIES}")));
     }
     if s.listen == s.admin_listen && s.listen.port() != 0 {
         problems.push(problem("server.admin_listen", "must differ from server.listen"));
@@ -456,18 +518,8 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     let issuers = validate_issuers(&file.issuers, &mut problems);
     let routes = validate_routes(&file.routes, &mut problems);
 
-    if let Some(km) = &file.key_manager_sync {
-        if let Some(name) = &km.issuer {
-            if !file.issuers.iter().any(|i| &i.name == name) {
-                problems.push(problem("key_manager_sync.issuer", format!("no [[issuers]] entry is named {name:?}")));
-            }
-        } else if file.issuers.len() > 1 {
-            problems.push(problem(
-                "key_manager_sync.issuer",
-                "required when more than one [[issuers]] entry is configured",
-            ));
-        }
-    }
+    // `[key_manager_sync]` beyond key names and types is checked only where the sync runs
+    // (`km_sync::settings`): a switched-off section must not block start-up.
 
     match upstream {
         Some(upstream) if problems.is_empty() => Ok(Config {
@@ -502,11 +554,16 @@ fn validate_upstream(u: &UpstreamSection, problems: &mut Vec<ConfigProblem>) -> 
         problems.push(problem("upstream.url", "must be only scheme, host and port (the path is forwarded unchanged)"));
     }
     let port = url.port_or_known_default().unwrap_or(80);
-    if u.connect_timeout_seconds == 0 {
-        problems.push(problem("upstream.connect_timeout_seconds", "must be at least 1"));
-    }
-    if u.timeout_seconds == 0 {
-        problems.push(problem("upstream.timeout_seconds", "must be at least 1"));
+    let ranges: [(&str, u64, u64, u64); 4] = [
+        ("connect_timeout_seconds", u.connect_timeout_seconds, 1, 300),
+        ("timeout_seconds", u.timeout_seconds, 1, 86_400),
+        ("pool_idle_timeout_seconds", u.pool_idle_timeout_seconds, 1, 86_400),
+        ("pool_max_idle", u.pool_max_idle as u64, 0, 100_000),
+    ];
+    for (key, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            problems.push(problem(format!("upstream.{key}"), format!("must be between {lo} and {hi}")));
+        }
     }
     let authority = match url.host() {
         Some(url::Host::Ipv6(a)) => format!("[{a}]:{port}"),
@@ -619,10 +676,13 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 problems.push(problem(format!("issuers[{i}].audiences[{j}]"), "must not be empty"));
             }
         }
+        // Dependent defaults follow the keys they depend on; only two written values conflict.
+        let refresh = s.jwks_refresh_seconds.unwrap_or_else(|| 300.min((s.jwks_max_stale_seconds / 2).max(1)));
+        let refresh_floor = s.jwks_refresh_min_seconds.unwrap_or(30.min(refresh));
         let checks: [(&str, u64, u64, u64); 6] = [
             ("leeway_seconds", s.leeway_seconds, 0, 3600),
-            ("jwks_refresh_seconds", s.jwks_refresh_seconds, 1, 86_400),
-            ("jwks_refresh_min_seconds", s.jwks_refresh_min_seconds, 1, 86_400),
+            ("jwks_refresh_seconds", refresh, 1, 86_400),
+            ("jwks_refresh_min_seconds", refresh_floor, 1, 86_400),
             ("jwks_min_refetch_seconds", s.jwks_min_refetch_seconds, 0, 86_400),
             ("jwks_max_stale_seconds", s.jwks_max_stale_seconds, 1, 30 * 86_400),
             ("fetch_timeout_seconds", s.fetch_timeout_seconds, 1, 120),
@@ -632,7 +692,7 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 problems.push(problem(at(key), format!("must be between {lo} and {hi}")));
             }
         }
-        if s.jwks_refresh_min_seconds > s.jwks_refresh_seconds {
+        if refresh_floor > refresh {
             problems.push(problem(at("jwks_refresh_min_seconds"), "must not exceed jwks_refresh_seconds"));
         }
         if s.max_response_bytes < 1024 || s.max_response_bytes > 16 * 1024 * 1024 {
@@ -645,8 +705,8 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 audiences: s.audiences.clone(),
                 algorithms,
                 leeway: s.leeway_seconds as i64,
-                refresh: Duration::from_secs(s.jwks_refresh_seconds),
-                refresh_floor: Duration::from_secs(s.jwks_refresh_min_seconds),
+                refresh: Duration::from_secs(refresh),
+                refresh_floor: Duration::from_secs(refresh_floor),
                 min_refetch: Duration::from_secs(s.jwks_min_refetch_seconds),
                 max_stale: Duration::from_secs(s.jwks_max_stale_seconds),
                 fetch_timeout: Duration::from_secs(s.fetch_timeout_seconds),
@@ -742,7 +802,9 @@ discovery_url = "http://127.0.0.1:1/t/x/oauth2/token/.well-known/openid-configur
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(MINIMAL, None).expect("valid");
-        assert_eq!(c.server.max_token_bytes, 16384);
+        assert_eq!(c.server.max_token_bytes(), 16384);
+        assert_eq!(c.server.max_header_bytes(), 65536);
+        assert_eq!(c.issuers[0].refresh_floor, Duration::from_secs(30));
         assert_eq!(c.issuers[0].algorithms, vec![Alg::RS256]);
         assert_eq!(c.issuers[0].leeway, 60);
     }

@@ -58,6 +58,10 @@ enum Command {
         /// Print the plan but write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Send the configured management secret even when its fingerprint matches (after the
+        /// secret was changed by hand in the APIM Admin Portal, which jwtgate cannot see).
+        #[arg(long)]
+        push_secret: bool,
     },
     /// Parse and validate the configuration; print problems with their key paths.
     CheckConfig(ConfigArg),
@@ -91,12 +95,22 @@ fn config_path(arg: &ConfigArg) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config/jwtgate.toml"))
 }
 
-/// Loads the file and validates every section, `[key_manager_sync]` included.
+/// Loads the file and validates what `serve` runs: `[key_manager_sync]` in full only when it
+/// is enabled (a switched-off section needs only valid key names and types).
 fn load_checked(path: &std::path::Path) -> Result<Config, jwtgate::config::ConfigError> {
     let c = Config::load(path)?;
-    match jwtgate::km_sync::settings::Settings::from_config(&c) {
+    match jwtgate::km_sync::settings::Settings::for_serve(&c) {
         Ok(_) => Ok(c),
         Err(problems) => Err(jwtgate::config::ConfigError { file: Some(path.to_path_buf()), problems }),
+    }
+}
+
+/// What a switched-off `[key_manager_sync]` still lacks before it could run (`check-config`
+/// shows these as warnings; they do not fail the check).
+fn sync_warnings(c: &Config) -> Vec<jwtgate::config::ConfigProblem> {
+    match &c.key_manager_sync {
+        Some(s) if !s.enabled => jwtgate::km_sync::settings::Settings::from_config(c).err().unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
@@ -160,17 +174,26 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             let path = config_path(&arg);
             match load_checked(&path) {
                 Ok(c) => {
+                    let sync = match &c.key_manager_sync {
+                        Some(k) if k.enabled => ", key-manager sync enabled",
+                        Some(_) => ", key-manager sync switched off",
+                        None => "",
+                    };
                     println!(
-                        "{}: ok ({} issuer(s), {} route(s){})",
+                        "{}: ok ({} issuer(s), {} route(s){sync})",
                         path.display(),
                         c.issuers.len(),
-                        c.routes.len(),
-                        if c.key_manager_sync.as_ref().is_some_and(|k| k.enabled) {
-                            ", key-manager sync enabled"
-                        } else {
-                            ""
-                        }
+                        c.routes.len()
                     );
+                    let warnings = sync_warnings(&c);
+                    if !warnings.is_empty() {
+                        eprintln!(
+                            "warning: [key_manager_sync] is switched off; before enabling it (or running km-sync --once), fix:"
+                        );
+                        for w in warnings {
+                            eprintln!("  {w}");
+                        }
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -218,7 +241,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             println!("{}", verdict.json);
             Ok(ExitCode::from(verdict.exit_code as u8))
         }
-        Command::KmSync { config, once: _, dry_run } => {
+        Command::KmSync { config, once: _, dry_run, push_secret } => {
             let path = config_path(&config);
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -228,7 +251,12 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                 }
             };
             init_logging("text", "warn");
-            let result = jwtgate::km_sync::run_once(&config, dry_run, std::time::Duration::from_secs(30)).await;
+            let result = jwtgate::km_sync::run_once(
+                &config,
+                jwtgate::km_sync::PassOptions { dry_run, push_secret },
+                std::time::Duration::from_secs(30),
+            )
+            .await;
             if result.exit_code == 0 {
                 println!("{}", result.output);
             } else {

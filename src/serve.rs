@@ -89,15 +89,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         keys.clone(),
         clock,
         config.server.token_cache_entries,
-        config.server.max_token_bytes,
+        config.server.max_token_bytes(),
         metrics.clone(),
     ));
     let routes = RouteTable::new(&config.routes, &metrics);
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");
     }
-    let gateway =
-        Arc::new(Gateway::new(routes, auth, config.upstream.clone(), config.server.max_header_bytes, metrics.clone()));
+    let gateway = Arc::new(Gateway::new(
+        routes,
+        auth,
+        config.upstream.clone(),
+        config.server.max_header_bytes(),
+        metrics.clone(),
+    ));
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
     };
@@ -117,7 +122,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let limits = ServerLimits {
-        max_header_bytes: config.server.max_header_bytes,
+        max_header_bytes: config.server.max_header_bytes(),
         header_read_timeout: Duration::from_secs(30),
         drain: Duration::from_secs(config.server.drain_timeout_seconds),
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jwtgate::auth::alg::Alg;
 use jwtgate::config::Config;
 use jwtgate::km_sync::desired::fingerprint;
-use jwtgate::km_sync::{run_once, OnceResult};
+use jwtgate::km_sync::{run_once, OnceResult, PassOptions};
 use serde_json::{json, Value};
 use support::apim::{FakeApim, Fault, ADMIN_PASSWORD};
 use support::*;
@@ -70,11 +70,11 @@ max_backoff_seconds = 2
     }
 
     async fn once(&self) -> OnceResult {
-        run_once(&self.config, false, Duration::from_secs(30)).await
+        run_once(&self.config, PassOptions::default(), Duration::from_secs(30)).await
     }
 
     async fn dry(&self) -> OnceResult {
-        run_once(&self.config, true, Duration::from_secs(30)).await
+        run_once(&self.config, PassOptions { dry_run: true, push_secret: false }, Duration::from_secs(30)).await
     }
 
     fn rotate_secret(&self, s: &str) {
@@ -324,7 +324,7 @@ async fn two_syncers_converge_without_flapping() {
     let k = Km::start("").await;
     let other = Config::load(&k.dir.join("jwtgate.toml")).unwrap();
     for _ in 0..3 {
-        let (a, b) = tokio::join!(k.once(), run_once(&other, false, Duration::from_secs(30)));
+        let (a, b) = tokio::join!(k.once(), run_once(&other, PassOptions::default(), Duration::from_secs(30)));
         assert_eq!((a.exit_code, b.exit_code), (0, 0), "{} / {}", a.output, b.output);
     }
     assert_eq!(k.apim.stored("Asgardeo").map(|_| 1), Some(1));
@@ -332,7 +332,7 @@ async fn two_syncers_converge_without_flapping() {
     let before = k.apim.writes();
     for _ in 0..3 {
         ok(&k.once().await);
-        ok(&run_once(&other, false, Duration::from_secs(30)).await);
+        ok(&run_once(&other, PassOptions::default(), Duration::from_secs(30)).await);
     }
     assert_eq!(k.apim.writes(), before, "converged replicas do not write");
     k.apim.assert_clean();
@@ -352,7 +352,7 @@ async fn outage_then_recovery() {
 async fn persistent_5xx_gives_up_naming_the_last_status() {
     let k = Km::start("").await;
     k.apim.inject(&[Fault::ServerError; 40]);
-    let out = run_once(&k.config, false, Duration::from_secs(3)).await;
+    let out = run_once(&k.config, PassOptions::default(), Duration::from_secs(3)).await;
     assert_eq!(out.exit_code, 1);
     assert!(out.output.contains("HTTP 500"), "{}", out.output);
     assert!(out.output.contains("giving up"), "{}", out.output);
@@ -381,12 +381,12 @@ async fn an_expired_admin_token_is_renewed_once() {
     let keys = jwtgate::keys::IssuerKeys::new(k.config.issuers[0].clone(), fetcher, metrics.clone());
     let doc = keys.fetch_discovery().await.unwrap();
     let url = keys.discovery_url();
-    syncer.pass(&doc, &url, false).await.unwrap();
+    syncer.pass(&doc, &url, PassOptions::default()).await.unwrap();
     k.apim.expire_tokens();
     let token_requests =
         |apim: &FakeApim| apim.state.log.lock().unwrap().iter().filter(|(_, p)| p == "/oauth2/token").count();
     let before = token_requests(&k.apim);
-    syncer.pass(&doc, &url, false).await.unwrap();
+    syncer.pass(&doc, &url, PassOptions::default()).await.unwrap();
     assert_eq!(token_requests(&k.apim), before + 1);
     // And a syncer that keeps correcting the same field warns and counts a conflict.
     for _ in 0..3 {
@@ -396,7 +396,7 @@ async fn an_expired_admin_token_is_renewed_once() {
                 .unwrap()
                 .insert("token_endpoint".into(), json!("https://other-writer"));
         });
-        syncer.pass(&doc, &url, false).await.unwrap();
+        syncer.pass(&doc, &url, PassOptions::default()).await.unwrap();
     }
     let m = metrics.render();
     assert_eq!(metric(&m, "jwtgate_km_sync_conflicts_total"), 1.0, "{m}");
@@ -562,4 +562,109 @@ fn insecure_skip_verify_is_refused_off_loopback() {
     let config = Config::parse(&text, None).unwrap();
     let problems = jwtgate::km_sync::settings::Settings::from_config(&config).unwrap_err();
     assert!(problems.iter().any(|p| p.path == "key_manager_sync.insecure_skip_verify"), "{problems:?}");
+}
+
+// --- issue 8: a registration the Developer Portal can use -------------------------------------
+
+/// Runs the real binary, off the runtime's threads (the fakes run on them):
+/// `jwtgate km-sync --once <extra> --config <dir>/jwtgate.toml`.
+async fn km_sync_cli(k: &Km, extra: &'static [&'static str]) -> std::process::Output {
+    let cfg = k.dir.join("jwtgate.toml");
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .args(["km-sync", "--once"])
+            .args(extra)
+            .arg("--config")
+            .arg(cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_one_pass_the_developer_portal_generates_keys() {
+    let k = Km::start("").await;
+    // Before any pass there is nothing to generate keys with.
+    assert_eq!(k.apim.generate_keys("app-1", "Asgardeo").await.0, 400);
+    ok(&k.once().await);
+    let v = k.apim.get_view("Asgardeo").unwrap();
+    assert_eq!(v["enableOAuthAppCreation"], true);
+    assert_eq!(v["enableMapOAuthConsumerApps"], true);
+    assert_eq!(v["enableTokenGeneration"], true);
+    let (status, keys) = k.apim.generate_keys("app-1", "Asgardeo").await;
+    assert_eq!(status, 200, "{keys}");
+    assert!(keys["consumerKey"].as_str().is_some_and(|c| !c.is_empty()), "{keys}");
+    assert_eq!(keys["keyState"], "COMPLETED");
+    assert!(keys["token"]["accessToken"].is_string(), "token generation is on: {keys}");
+    k.apim.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_stored_with_app_creation_off_is_corrected() {
+    // What APIM stores for a body that omits the flags (an older jwtgate, a script): the fake
+    // applies KeyManagerDTO's defaults, exactly as the real server does.
+    let fresh = Km::start("").await;
+    fresh.apim.seed(json!({"name": "Asgardeo", "type": "Asgardeo", "issuer": "x"}));
+    let (status, err) = fresh.apim.generate_keys("app-1", "Asgardeo").await;
+    assert_eq!((status, err["code"].as_i64()), (400, Some(901405)), "omitted = app creation off: {err}");
+    let v = fresh.apim.get_view("Asgardeo").unwrap();
+    assert_eq!(v["enableOAuthAppCreation"], false);
+    assert_eq!(v["enableMapOAuthConsumerApps"], false);
+    assert!(v.get("enableTokenGeneration").is_none(), "no default: {v}");
+    assert_eq!(v["enableSelfValidationJWT"], true);
+    // One pass corrects the three flags (and everything else), and keys can be generated.
+    let out = ok(&fresh.once().await).to_string();
+    for f in ["enableOAuthAppCreation", "enableMapOAuthConsumerApps", "enableTokenGeneration"] {
+        assert!(out.contains(&format!("update: {f}:")), "{f} corrected: {out}");
+    }
+    assert_eq!(fresh.apim.generate_keys("app-1", "Asgardeo").await.0, 200);
+    fresh.apim.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_switched_off_in_the_config_are_kept_off() {
+    let k = Km::start("oauth_app_creation = false\ntoken_generation = false").await;
+    ok(&k.once().await);
+    let v = k.apim.get_view("Asgardeo").unwrap();
+    assert_eq!(v["enableOAuthAppCreation"], false);
+    assert_eq!(v["enableTokenGeneration"], false);
+    assert_eq!(v["enableMapOAuthConsumerApps"], true);
+    let (status, err) = k.apim.generate_keys("app-1", "Asgardeo").await;
+    assert_eq!((status, err["code"].as_i64()), (400, Some(901405)));
+    assert!(k.once().await.output.starts_with("in sync"), "no fight with our own choice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_scopes_resource_is_the_name_the_user_chose() {
+    let k = Km::start("global_scopes_resource = \"Shop global scopes\"").await;
+    ok(&k.once().await);
+    assert_eq!(k.props()["APIM_GLOBAL_SCOPES"], "Shop global scopes");
+    let k = Km::start("").await;
+    ok(&k.once().await);
+    assert_eq!(k.props()["APIM_GLOBAL_SCOPES"], "APIM_GLOBAL_SCOPES", "the default");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_secret_sends_a_secret_changed_by_hand() {
+    let k = Km::start("").await;
+    ok(&k.once().await);
+    // An administrator types another secret in the Admin Portal: APIM masks it, the
+    // fingerprint still matches, so a normal pass cannot see it.
+    k.apim.admin_edit("Asgardeo", |km| km["additionalProperties"]["mgmt_client_secret"] = json!("typed-by-hand"));
+    let puts = k.apim.puts();
+    let out = km_sync_cli(&k, &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("in sync"));
+    assert_eq!(k.apim.puts(), puts);
+    assert_eq!(k.props()["mgmt_client_secret"], "typed-by-hand");
+    let out = km_sync_cli(&k, &["--push-secret"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("update: additionalProperties.mgmt_client_secret"), "{stdout}");
+    assert!(!stdout.contains(SECRET), "never printed: {stdout}");
+    assert_eq!(k.apim.puts(), puts + 1, "one PUT");
+    assert_eq!(k.props()["mgmt_client_secret"], SECRET, "the configured secret is back");
+    k.apim.assert_clean();
 }

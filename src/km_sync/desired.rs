@@ -17,6 +17,8 @@ use crate::keys::discovery::Discovery;
 pub const MASK: &str = "*****";
 /// The `additionalProperties` key holding the secret's fingerprint.
 pub const FINGERPRINT_KEY: &str = "jwtgate_secret_fingerprint";
+/// The managed field holding the Asgardeo management application's secret.
+pub const SECRET_FIELD: &str = "additionalProperties.mgmt_client_secret";
 /// The connector type.
 pub const ASGARDEO_TYPE: &str = "Asgardeo";
 
@@ -99,6 +101,11 @@ pub fn managed_fields(settings: &Settings, discovery: &Discovery, discovery_url:
     add("clientRegistrationEndpoint", json!(dcr), Compare::Text);
     add("availableGrantTypes", json!(grant_types(settings, discovery)), Compare::Set);
     add("enableSelfValidationJWT", json!(true), Compare::Exact);
+    // APIM stores `false` for the first two (and leaves the third unset) when a body omits
+    // them; with app creation off the Developer Portal cannot "Generate Keys" (901405).
+    add("enableOAuthAppCreation", json!(settings.oauth_app_creation), Compare::Exact);
+    add("enableMapOAuthConsumerApps", json!(settings.map_oauth_consumer_apps), Compare::Exact);
+    add("enableTokenGeneration", json!(settings.token_generation), Compare::Exact);
     add("tokenType", json!(settings.token_type), Compare::Text);
     add("consumerKeyClaim", json!("azp"), Compare::Text);
     add("scopesClaim", json!("scope"), Compare::Text);
@@ -111,8 +118,8 @@ pub fn managed_fields(settings: &Settings, discovery: &Discovery, discovery_url:
     let ap = |k: &str| format!("additionalProperties.{k}");
     add(&ap("org_name"), json!(settings.org_name), Compare::Text);
     add(&ap("mgmt_client_id"), json!(settings.mgmt_client_id), Compare::Text);
-    add(&ap("mgmt_client_secret"), json!(secret), Compare::Secret);
-    add(&ap("APIM_GLOBAL_SCOPES"), json!("APIM_GLOBAL_SCOPES"), Compare::Text);
+    add(SECRET_FIELD, json!(secret), Compare::Secret);
+    add(&ap("APIM_GLOBAL_SCOPES"), json!(settings.global_scopes_resource), Compare::Text);
     add(
         &ap("asgardeo_api_resource_management_endpoint"),
         json!(settings.api_resource_management_endpoint),

@@ -22,6 +22,7 @@ use crate::fetch::HttpFetcher;
 use crate::keys::IssuerKeys;
 use crate::metrics::Metrics;
 use apim::ApimError;
+pub use reconcile::PassOptions;
 use reconcile::{timestamp, Outcome, Syncer};
 use settings::Settings;
 use status::{SyncState, SyncStatus};
@@ -49,7 +50,7 @@ pub async fn run_task(syncer: Arc<Syncer>, keys: Arc<IssuerKeys>, mut shutdown: 
         let url = keys.discovery_url();
         let mut backoff = Duration::from_secs(1);
         loop {
-            match syncer.pass(&doc, &url, false).await {
+            match syncer.pass(&doc, &url, PassOptions::default()).await {
                 Ok(outcome) => {
                     if let Outcome::Conflict { detail } = &outcome {
                         tracing::error!("key-manager sync: {detail}; nothing changed");
@@ -96,9 +97,9 @@ pub fn spawn(
     status: Arc<SyncStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
-    let settings = match Settings::from_config(config) {
-        Ok(Some(s)) if s.enabled => s,
-        Ok(_) => return Ok(None),
+    let settings = match Settings::for_serve(config) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(None),
         Err(problems) => return Err(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
     };
     let Some(issuer) = keys.get(settings.issuer_index).cloned() else {
@@ -117,9 +118,10 @@ pub struct OnceResult {
     pub exit_code: i32,
 }
 
-/// `km-sync --once [--dry-run]`: fetches discovery itself, runs one pass, retries transient
-/// failures for at most `budget`, and prints the plan.
-pub async fn run_once(config: &Config, dry_run: bool, budget: Duration) -> OnceResult {
+/// `km-sync --once [--dry-run] [--push-secret]`: fetches discovery itself, runs one pass,
+/// retries transient failures for at most `budget`, and prints the plan.
+pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration) -> OnceResult {
+    let dry_run = opts.dry_run;
     let fail = |output: String, exit_code| OnceResult { output, exit_code };
     let settings = match Settings::from_config(config) {
         Ok(Some(s)) => s,
@@ -149,7 +151,7 @@ pub async fn run_once(config: &Config, dry_run: bool, budget: Duration) -> OnceR
     let deadline = Instant::now() + budget;
     let mut backoff = Duration::from_secs(1);
     loop {
-        match syncer.pass(&doc, &url, dry_run).await {
+        match syncer.pass(&doc, &url, opts).await {
             Ok(outcome) => {
                 let mut output = outcome.plan(&name);
                 let code = if matches!(outcome, Outcome::Conflict { .. }) { 1 } else { 0 };

@@ -74,6 +74,15 @@ impl Outcome {
     }
 }
 
+/// How a pass runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Print the plan, write nothing.
+    pub dry_run: bool,
+    /// Send the configured management secret even when its fingerprint matches.
+    pub push_secret: bool,
+}
+
 /// How many recent passes are remembered for flap detection.
 const FLAP_WINDOW: usize = 10;
 /// Corrections of one field within the window that count as a fight with another writer.
@@ -120,10 +129,16 @@ impl Syncer {
         Ok(Syncer { settings, client, metrics, status, history: Mutex::new(VecDeque::new()) })
     }
 
-    /// One pass. `dry_run` reads (and may register and get a token) but never POSTs or PUTs.
-    pub async fn pass(&self, discovery: &Discovery, discovery_url: &Url, dry_run: bool) -> Result<Outcome, ApimError> {
-        let result = self.pass_inner(discovery, discovery_url, dry_run).await;
-        self.record(&result, dry_run);
+    /// One pass. A dry run reads (and may register and get a token) but never POSTs or PUTs;
+    /// `push_secret` sends the configured secret even when the stored fingerprint matches.
+    pub async fn pass(
+        &self,
+        discovery: &Discovery,
+        discovery_url: &Url,
+        opts: PassOptions,
+    ) -> Result<Outcome, ApimError> {
+        let result = self.pass_inner(discovery, discovery_url, opts).await;
+        self.record(&result, opts.dry_run);
         result
     }
 
@@ -131,8 +146,9 @@ impl Syncer {
         &self,
         discovery: &Discovery,
         discovery_url: &Url,
-        dry_run: bool,
+        opts: PassOptions,
     ) -> Result<Outcome, ApimError> {
+        let dry_run = opts.dry_run;
         let secrets = self.settings.secrets().map_err(ApimError::Local)?;
         let desired = desired::managed_fields(&self.settings, discovery, discovery_url, &secrets.mgmt_client_secret);
         let name = self.settings.name.as_str();
@@ -181,14 +197,23 @@ impl Syncer {
                 return Err(ApimError::Local("the key-manager list entry has no id".into()));
             };
             let actual = self.client.get(&id, &secrets).await?;
-            let changes = desired::diff(&actual, &desired);
+            let mut changes = desired::diff(&actual, &desired);
+            if opts.push_secret && !changes.iter().any(|c| c.field == desired::SECRET_FIELD) {
+                // APIM masks the stored secret: a secret typed in the Admin Portal leaves the
+                // fingerprint matching, so only the operator can say it must be sent again.
+                changes.push(Change {
+                    field: desired::SECRET_FIELD.into(),
+                    old: Some(serde_json::json!(desired::MASK)),
+                    new: serde_json::json!(format!("{} (pushed)", desired::MASK)),
+                });
+            }
             if changes.is_empty() {
                 return Ok(Outcome::InSync { id });
             }
             if dry_run {
                 return Ok(Outcome::Update { id, changes, applied: false });
             }
-            let rotate = changes.iter().any(|c| c.field == "additionalProperties.mgmt_client_secret");
+            let rotate = changes.iter().any(|c| c.field == desired::SECRET_FIELD);
             let body = desired::update_body(&actual, &desired, rotate);
             self.client.update(&id, &body, &secrets).await?;
             self.metrics.km_sync_writes.with_label_values(&["update"]).inc();

@@ -104,6 +104,14 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// Each APIM request's timeout.
     pub request_timeout: Duration,
+    /// `enableOAuthAppCreation`.
+    pub oauth_app_creation: bool,
+    /// `enableMapOAuthConsumerApps`.
+    pub map_oauth_consumer_apps: bool,
+    /// `enableTokenGeneration`.
+    pub token_generation: bool,
+    /// `additionalProperties.APIM_GLOBAL_SCOPES`: the Asgardeo API resource's name.
+    pub global_scopes_resource: String,
 }
 
 /// The secrets of one pass.
@@ -141,10 +149,20 @@ fn origin(url: &Url) -> String {
 }
 
 impl Settings {
-    /// Validates the section; `None` when the config has no `[key_manager_sync]`.
+    /// Validates the section, whether or not it is enabled (`km-sync --once` runs either way);
+    /// `None` when the config has no `[key_manager_sync]`.
     pub fn from_config(config: &Config) -> Result<Option<Settings>, Vec<ConfigProblem>> {
         let Some(s) = &config.key_manager_sync else { return Ok(None) };
         Settings::resolve(s, config).map(Some)
+    }
+
+    /// The settings `serve` runs the background sync with: `None` when the section is absent or
+    /// says `enabled = false` — then nothing beyond key names and types is required of it.
+    pub fn for_serve(config: &Config) -> Result<Option<Settings>, Vec<ConfigProblem>> {
+        match &config.key_manager_sync {
+            Some(s) if s.enabled => Settings::resolve(s, config).map(Some),
+            _ => Ok(None),
+        }
     }
 
     fn resolve(s: &KmSyncSection, config: &Config) -> Result<Settings, Vec<ConfigProblem>> {
@@ -234,13 +252,19 @@ impl Settings {
         }
 
         let issuer_index = match &s.issuer {
-            Some(name) => config.issuers.iter().position(|i| &i.name == name),
-            None if config.issuers.len() == 1 => Some(0),
-            None => None,
+            Some(name) => config.issuers.iter().position(|i| &i.name == name).ok_or_else(|| {
+                let names: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
+                format!("no [[issuers]] entry is named {name:?} (configured: {})", names.join(", "))
+            }),
+            None if config.issuers.len() == 1 => Ok(0),
+            None => Err("required when more than one [[issuers]] entry is configured".to_string()),
         };
-        let Some(issuer_index) = issuer_index else {
-            problems.push(p("issuer", "must name one [[issuers]] entry"));
-            return Err(problems);
+        let issuer_index = match issuer_index {
+            Ok(i) => i,
+            Err(why) => {
+                problems.push(p("issuer", why));
+                return Err(problems);
+            }
         };
         let issuer = config.issuers[issuer_index].clone();
         let org_name = match s.org_name.clone().or_else(|| org_from_url(&issuer.discovery_url)) {
@@ -276,9 +300,18 @@ impl Settings {
         if !(5..=86_400).contains(&interval) {
             problems.push(p("interval_seconds", "must be between 5 and 86400"));
         }
+        // The jitter only spreads passes out; any value works with any interval, so the
+        // default (a tenth of the interval) never conflicts with a written interval.
         let jitter = s.jitter_seconds.unwrap_or(interval / 10);
-        if jitter > interval {
-            problems.push(p("jitter_seconds", "must not exceed interval_seconds"));
+        if jitter > 86_400 {
+            problems.push(p("jitter_seconds", "must be between 0 and 86400"));
+        }
+        let global_scopes_resource = s.global_scopes_resource.clone().unwrap_or_else(|| "APIM_GLOBAL_SCOPES".into());
+        if global_scopes_resource.trim().is_empty() || global_scopes_resource.len() > 255 {
+            problems.push(p(
+                "global_scopes_resource",
+                "must be the name of an Asgardeo API resource (1 to 255 characters)",
+            ));
         }
         let max_backoff = s.max_backoff_seconds.unwrap_or(30);
         if !(1..=3600).contains(&max_backoff) {
@@ -344,6 +377,10 @@ impl Settings {
             jitter: Duration::from_secs(jitter),
             max_backoff: Duration::from_secs(max_backoff),
             request_timeout: Duration::from_secs(request_timeout),
+            oauth_app_creation: s.oauth_app_creation.unwrap_or(true),
+            map_oauth_consumer_apps: s.map_oauth_consumer_apps.unwrap_or(true),
+            token_generation: s.token_generation.unwrap_or(true),
+            global_scopes_resource: global_scopes_resource.trim().to_string(),
         })
     }
 

@@ -74,6 +74,18 @@ const REQUIRED_ENDPOINTS: [(&str, &str); 4] = [
     ("revokeEndpoint", "revoke_endpoint"),
 ];
 const INSTALLED_TYPES: [&str; 3] = ["Asgardeo", "default", "WSO2-IS"];
+/// What APIM stores for a boolean a create or update body omits: `KeyManagerDTO`'s field
+/// initialisers (admin-api.yaml's `default:`), written into the configuration by
+/// `KeyManagerMappingUtil` whether the client sent them or not. `enableTokenGeneration` has no
+/// default and stays unset. With `enable_oauth_app_creation` false the Developer Portal refuses
+/// "Generate Keys" (901405).
+const OMITTED_DEFAULTS: [(&str, bool); 5] = [
+    ("enable_oauth_app_creation", false),
+    ("enable_map_oauth_consumer_apps", false),
+    ("enable_token_hash", false),
+    ("enable_token_encryption", false),
+    ("self_validate_jwt", true),
+];
 
 /// One fault to inject into the next matching requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +284,24 @@ impl FakeApim {
         *self.state.race.lock().unwrap() = Some(km);
     }
 
+    /// The Developer Portal's "Generate Keys" for application `app` against key manager
+    /// `key_manager`, as the portal sends it (Basic admin credentials): status and body.
+    pub async fn generate_keys(&self, app: &str, key_manager: &str) -> (u16, Value) {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
+            .post(format!("{}/api/am/devportal/v3/applications/{app}/generate-keys", self.url()))
+            .basic_auth(ADMIN_USER, Some(ADMIN_PASSWORD))
+            .json(&json!({"keyType": "PRODUCTION", "keyManager": key_manager,
+                "grantTypesToBeSupported": ["client_credentials"], "callbackUrl": "", "scopes": ["default"]}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Fails the test if any request body violated the spec.
     pub fn assert_clean(&self) {
         let v = self.state.violations.lock().unwrap();
@@ -312,6 +342,9 @@ fn to_stored(mut body: Map<String, Value>, previous: Option<&Map<String, Value>>
                 props.insert(n.to_string(), v.clone());
             }
         }
+    }
+    for (key, default) in OMITTED_DEFAULTS {
+        props.entry(key).or_insert(json!(default));
     }
     for v in props.values_mut() {
         if let Value::String(s) = v {
@@ -416,8 +449,76 @@ impl ApimState {
                     _ => error(StatusCode::METHOD_NOT_ALLOWED, 405, "Method Not Allowed", ""),
                 }
             }
+            (Method::POST, p) if p.starts_with("/api/am/devportal/v3/applications/") => {
+                if !self.authorized(basic, bearer) {
+                    return Ok(unauthenticated());
+                }
+                match p
+                    .strip_prefix("/api/am/devportal/v3/applications/")
+                    .and_then(|r| r.strip_suffix("/generate-keys"))
+                {
+                    Some(app) if !app.is_empty() && !app.contains('/') => self.generate_keys(app, &body),
+                    _ => error(StatusCode::NOT_FOUND, 404, "Not Found", "no such resource"),
+                }
+            }
             _ => error(StatusCode::NOT_FOUND, 404, "Not Found", "no such resource"),
         })
+    }
+
+    /// The Developer Portal's "Generate Keys" (devportal v3 `ApplicationKeyGenerateRequest`):
+    /// the named key manager must exist, be enabled and allow OAuth app creation; the OAuth
+    /// client is then created through the connector (here: made up) and the keys returned.
+    fn generate_keys(&self, app: &str, body: &[u8]) -> Response<Full<Bytes>> {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return error(StatusCode::BAD_REQUEST, 400, "Bad Request", "invalid JSON");
+        };
+        let key_type = v["keyType"].as_str().unwrap_or("");
+        if !matches!(key_type, "PRODUCTION" | "SANDBOX") || !v["grantTypesToBeSupported"].is_array() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                400,
+                "Bad Request",
+                "keyType and grantTypesToBeSupported are required",
+            );
+        }
+        let km_name = v["keyManager"].as_str().unwrap_or("Resident Key Manager");
+        let s = self.store.lock().unwrap();
+        let Some(km) = s.key_managers.iter().find(|k| k["name"] == km_name || k["id"] == km_name) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                900967,
+                "Key Manager not found",
+                &format!("Key Manager {km_name} not found"),
+            );
+        };
+        let props = km.get("additionalProperties").cloned().unwrap_or(json!({}));
+        if km.get("enabled") == Some(&json!(false)) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                900968,
+                "Key Manager is disabled",
+                &format!("Key Manager {km_name} is not enabled"),
+            );
+        }
+        if props.get("enable_oauth_app_creation") != Some(&json!(true)) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                901405,
+                "Key Manager doesn't support generating OAuth applications",
+                &format!("Key Manager {km_name} doesn't support to generate Client Application"),
+            );
+        }
+        let n = rand::random::<u32>();
+        let mut out = json!({
+            "keyMappingId": format!("map-{n:08x}"), "keyManager": km["name"], "consumerKey": format!("ck-{app}-{n:08x}"),
+            "consumerSecret": format!("cs-{n:08x}"), "supportedGrantTypes": v["grantTypesToBeSupported"],
+            "keyState": "COMPLETED", "keyType": key_type, "mode": "CREATED", "groupId": null,
+        });
+        if props.get("enable_token_generation") == Some(&json!(true)) {
+            out["token"] =
+                json!({"accessToken": format!("at-{n:08x}"), "tokenScopes": ["default"], "validityTime": 3600});
+        }
+        reply(StatusCode::OK, out)
     }
 
     fn register(&self, basic: Option<(String, String)>, body: &[u8]) -> Response<Full<Bytes>> {
