@@ -211,8 +211,8 @@ pub struct IssuerSection {
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
     /// Re-read discovery, then the JWKS, this often (the upper bound for `Cache-Control`).
-    /// Default 300, or half of `jwks_max_stale_seconds` when that is shorter, so that the set
-    /// is refreshed before it goes stale.
+    /// Default 300, or half of `jwks_max_stale_seconds` when that is shorter (so that the set
+    /// is refreshed before it goes stale), and never below a written `jwks_refresh_min_seconds`.
     pub jwks_refresh_seconds: Option<u64>,
     /// A `Cache-Control: max-age` never makes refreshes more frequent than this. Default
     /// `min(30, jwks_refresh_seconds)`.
@@ -677,7 +677,13 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
             }
         }
         // Dependent defaults follow the keys they depend on; only two written values conflict.
-        let refresh = s.jwks_refresh_seconds.unwrap_or_else(|| 300.min((s.jwks_max_stale_seconds / 2).max(1)));
+        // The refresh interval defaults to 300 s (or half the staleness limit, so a set is
+        // refreshed before it goes stale), never below a written floor; the floor defaults to
+        // `min(30, interval)`.
+        let refresh = s.jwks_refresh_seconds.unwrap_or_else(|| {
+            let by_staleness = 300.min((s.jwks_max_stale_seconds / 2).max(1));
+            by_staleness.max(s.jwks_refresh_min_seconds.unwrap_or(0))
+        });
         let refresh_floor = s.jwks_refresh_min_seconds.unwrap_or(30.min(refresh));
         let checks: [(&str, u64, u64, u64); 6] = [
             ("leeway_seconds", s.leeway_seconds, 0, 3600),

@@ -275,3 +275,29 @@ async fn a_slow_idp_times_out_and_known_keys_keep_working() {
     echoed(h.get_with("/api/x", &fresh).await).await;
     assert!(started.elapsed() < Duration::from_secs(1), "the hot path waited for the slow IdP");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_never_overwrites_a_newer_key_set() {
+    // The background refresh asks for the JWKS, the IdP rotates, an unknown-kid refetch gets
+    // the new set at once, and only then does the slow answer with the old set arrive. The
+    // new key must stay: one fetch per issuer at a time, a set published only if newer.
+    let h = Harness::start_with("jwks_refresh_seconds = 3\njwks_refresh_min_seconds = 1", "").await;
+    let before = h.idp.jwks_fetches();
+    h.idp.delay_next_jwks(Duration::from_millis(1500));
+    for _ in 0..100 {
+        if h.idp.jwks_fetches() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(h.idp.jwks_fetches() > before, "the background refresh is waiting for its slow answer");
+    let slow_started = tokio::time::Instant::now();
+    let new_key = h.idp.add_key(SigningKey::generate(Alg::RS256, "k2_RS256").unwrap());
+    let first = new_key.token(&h.claims(""));
+    echoed(h.get_with("/api/x", &first).await).await;
+    // Well after the slow answer landed, and before the next background refresh could mend
+    // things: a new token of the new key (no cached verdict) still verifies.
+    tokio::time::sleep_until(slow_started + Duration::from_millis(2000)).await;
+    let second = new_key.token(&h.claims(""));
+    echoed(h.get_with("/api/x", &second).await).await;
+}

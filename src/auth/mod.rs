@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
 use crate::metrics::Metrics;
+use alg::Alg;
 pub use error::{AuthError, TokenError};
 
 /// What the cache keeps about a verified token: everything the per-request checks need and
@@ -83,6 +84,21 @@ impl Verified {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(self.payload_header.as_bytes()).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// `exp`, `nbf` and `iat` against `now`, with `leeway` seconds of clock skew either way.
+fn time_claims(exp: f64, nbf: Option<f64>, iat: Option<f64>, leeway: i64, now: i64) -> Result<(), TokenError> {
+    let (leeway, now) = (leeway as f64, now as f64);
+    if exp + leeway <= now {
+        return Err(TokenError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(TokenError::NotYetValid);
+    }
+    if iat.is_some_and(|iat| iat > now + leeway) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    Ok(())
 }
 
 /// The payload segment of a token as a header value (it is base64url: always valid).
@@ -210,8 +226,8 @@ impl Authenticator {
         let token = std::str::from_utf8(token).map_err(|_| invalid(TokenError::BadEncoding, None))?;
         // Boxed: the uncached path (which may wait for a JWKS refetch) is the large part of this
         // future; keeping it out of line keeps the future every request moves around small.
+        // The time claims were checked on the way (before the signature, see `keyless_checks`).
         let (verdict, payload_header) = Box::pin(self.verify_uncached(token, key, only_issuer)).await?;
-        self.check_time(&verdict).map_err(|t| invalid(t, Some(verdict.issuer)))?;
         if let Some(cache) = &self.cache {
             cache.insert(verdict.clone());
         }
@@ -219,18 +235,25 @@ impl Authenticator {
     }
 
     fn check_time(&self, v: &Verdict) -> Result<(), TokenError> {
-        let leeway = self.keys.issuers.get(v.issuer).map_or(0, |k| k.cfg.leeway) as f64;
-        let now = self.clock.now_unix() as f64;
-        if v.exp + leeway <= now {
-            return Err(TokenError::Expired);
+        let leeway = self.keys.issuers.get(v.issuer).map_or(0, |k| k.cfg.leeway);
+        time_claims(v.exp, v.nbf, v.iat, leeway, self.clock.now_unix())
+    }
+
+    /// The checks that need the token and the issuer's configuration but no key: `alg` in the
+    /// allow-list, `exp` present, the time claims, the audience, a forwardable `sub`. They come
+    /// before key availability: a token that is wrong whatever the keys are is the client's
+    /// fault (401), never an IdP outage (503).
+    fn keyless_checks(&self, d: &jwt::Decoded<'_>, cfg: &crate::config::IssuerConfig) -> Result<Alg, TokenError> {
+        let alg = d.alg.filter(|a| cfg.algorithms.contains(a)).ok_or(TokenError::AlgNotAllowed)?;
+        let exp = d.claims.exp.ok_or(TokenError::MissingExpiry)?;
+        time_claims(exp, d.claims.nbf, d.claims.iat, cfg.leeway, self.clock.now_unix())?;
+        if !cfg.audiences.is_empty() && !d.claims.aud.iter().any(|a| cfg.audiences.contains(a)) {
+            return Err(TokenError::BadAudience);
         }
-        if v.nbf.is_some_and(|nbf| nbf > now + leeway) {
-            return Err(TokenError::NotYetValid);
+        if d.claims.sub.as_deref().is_some_and(|s| HeaderValue::from_bytes(s.as_bytes()).is_err()) {
+            return Err(TokenError::UnforwardableSubject);
         }
-        if v.iat.is_some_and(|iat| iat > now + leeway) {
-            return Err(TokenError::IssuedInFuture);
-        }
-        Ok(())
+        Ok(alg)
     }
 
     async fn verify_uncached(
@@ -246,11 +269,26 @@ impl Authenticator {
         let (idx, loaded) = match self.keys.by_iss(iss) {
             Some(found) => found,
             None => {
-                // The issuer may be one whose keys never loaded (IdP down at start): give each
-                // such issuer its rate-limited load attempt before calling the token unknown.
+                // The issuer may be one whose keys never loaded (IdP down at start), so its
+                // `issuer` value is not known yet. The token is judged first against what those
+                // issuers' configuration allows: when every one of them would refuse it anyway,
+                // that is the answer, whatever the IdP does.
                 let unloaded: Vec<_> = self.keys.issuers.iter().filter(|k| k.loaded().is_none()).cloned().collect();
                 if unloaded.is_empty() {
                     return Err(invalid(TokenError::UnknownIssuer, None));
+                }
+                let mut first_refusal = None;
+                let mut any_passes = false;
+                for k in &unloaded {
+                    match self.keyless_checks(&d, &k.cfg) {
+                        Ok(_) => any_passes = true,
+                        Err(t) => {
+                            first_refusal.get_or_insert(t);
+                        }
+                    }
+                }
+                if let (false, Some(t)) = (any_passes, first_refusal) {
+                    return Err(invalid(t, None));
                 }
                 for k in &unloaded {
                     k.refetch_for_unknown_kid(0).await;
@@ -268,11 +306,11 @@ impl Authenticator {
         if only_issuer.is_some_and(|i| i != idx) {
             return Err(invalid(TokenError::WrongIssuer, Some(idx)));
         }
+        let alg = self.keyless_checks(&d, &issuer.cfg).map_err(|t| invalid(t, Some(idx)))?;
+        // Only now, for a token a key would judge, does the key set's age matter.
         if loaded.confirmed_at.elapsed() > issuer.cfg.max_stale {
             return Err(Rejected { error: AuthError::Unavailable, issuer: Some(idx) });
         }
-        let alg =
-            d.alg.filter(|a| issuer.cfg.algorithms.contains(a)).ok_or(invalid(TokenError::AlgNotAllowed, Some(idx)))?;
 
         let mut loaded = loaded;
         let mut verdict = loaded.keys.verify(d.kid.as_deref(), alg, d.signing_input, &d.signature);
@@ -300,18 +338,12 @@ impl Authenticator {
             SigCheck::BadSignature => return Err(invalid(TokenError::BadSignature, Some(idx))),
         }
 
-        let audiences = &issuer.cfg.audiences;
-        if !audiences.is_empty() && !d.claims.aud.iter().any(|a| audiences.contains(a)) {
-            return Err(invalid(TokenError::BadAudience, Some(idx)));
-        }
-        let Some(exp) = d.claims.exp else {
-            return Err(invalid(TokenError::MissingExpiry, Some(idx)));
-        };
+        // Checked by `keyless_checks` above: `exp` is present and `sub` is a valid header value.
+        let exp = d.claims.exp.ok_or(invalid(TokenError::MissingExpiry, Some(idx)))?;
         let sub_header = match &d.claims.sub {
             None => None,
             Some(s) => Some(
-                HeaderValue::from_str(s)
-                    .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
+                HeaderValue::from_bytes(s.as_bytes())
                     .map_err(|_| invalid(TokenError::UnforwardableSubject, Some(idx)))?,
             ),
         };

@@ -30,6 +30,7 @@ struct State {
     discovery_extra: Mutex<Option<Value>>,
     cache_control: Mutex<Option<String>>,
     delay: Mutex<Duration>,
+    next_jwks_delay: Mutex<Option<Duration>>,
 }
 
 /// A running fake organization.
@@ -138,6 +139,12 @@ impl FakeIssuer {
         *lock(&self.state.delay) = d;
     }
 
+    /// The next JWKS request gets the key set as it is when the request arrives, answered only
+    /// after `d`: a slow answer carrying an old set, for tests of overtaking fetches.
+    pub fn delay_next_jwks(&self, d: Duration) {
+        *lock(&self.state.next_jwks_delay) = Some(d);
+    }
+
     /// JWKS requests served so far.
     pub fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
@@ -235,6 +242,10 @@ async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> 
         }
         let keys: Vec<Value> = lock(&st.keys).iter().map(|k| k.jwk()).collect();
         let cc = lock(&st.cache_control).clone();
+        let held = lock(&st.next_jwks_delay).take();
+        if let Some(d) = held {
+            tokio::time::sleep(d).await;
+        }
         return reply(StatusCode::OK, json!({ "keys": keys }).to_string(), cc);
     }
     reply(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".into(), None)

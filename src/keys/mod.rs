@@ -54,6 +54,7 @@ pub struct Loaded {
     /// Bumped whenever the key material changes; verified-token cache entries remember it.
     pub generation: u64,
     jwks_hash: u64,
+    fetch_seq: u64,
 }
 
 /// The keys of one `[[issuers]]` entry.
@@ -63,7 +64,16 @@ pub struct IssuerKeys {
     state: ArcSwapOption<Loaded>,
     discovery_url: Mutex<Url>,
     refetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// One discovery/JWKS fetch per issuer at a time (background refresh and unknown-`kid`
+    /// refetch alike), so a slow answer can never land after, and overwrite, a newer one.
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// The generation of the set in place.
     generation: AtomicU64,
+    /// Hands out generations: every new key set gets a number no other set ever had.
+    generations_issued: AtomicU64,
+    /// Numbers JWKS fetches in the order they start; a set is published only if its fetch
+    /// started after the one that produced the set in place.
+    fetches_started: AtomicU64,
     last_error: Mutex<Option<String>>,
     fetcher: HttpFetcher,
     metrics: Arc<Metrics>,
@@ -89,7 +99,10 @@ impl IssuerKeys {
             cfg,
             state: ArcSwapOption::empty(),
             refetch_gate: tokio::sync::Mutex::new(None),
+            fetch_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            generations_issued: AtomicU64::new(0),
+            fetches_started: AtomicU64::new(0),
             last_error: Mutex::new(None),
             fetcher,
             metrics,
@@ -176,6 +189,7 @@ impl IssuerKeys {
     /// Re-reads discovery, then the JWKS, and swaps the set in. Returns how long until the
     /// next refresh should run.
     pub async fn refresh(&self) -> Result<Duration, RefreshError> {
+        let _one_fetch = self.fetch_lock.lock().await;
         let result = async {
             let doc = self.fetch_discovery().await?;
             self.refresh_jwks(Arc::new(doc)).await
@@ -186,15 +200,23 @@ impl IssuerKeys {
     }
 
     /// Refetches only the JWKS named by the current discovery document (or does a full refresh
-    /// when nothing is loaded yet).
-    async fn refetch_jwks(&self) -> Result<Duration, RefreshError> {
+    /// when nothing is loaded yet). `None` when, once this fetch's turn came, a set newer than
+    /// generation `seen` was already in place: nothing to fetch.
+    async fn refetch_jwks(&self, seen: u64) -> Option<Result<Duration, RefreshError>> {
+        let guard = self.fetch_lock.lock().await;
+        if self.generation() != seen {
+            return None;
+        }
         match self.loaded() {
             Some(l) => {
                 let r = self.refresh_jwks(l.discovery.clone()).await;
                 self.record(&r);
-                r
+                Some(r)
             }
-            None => self.refresh().await,
+            None => {
+                drop(guard);
+                Some(self.refresh().await)
+            }
         }
     }
 
@@ -214,6 +236,7 @@ impl IssuerKeys {
     }
 
     async fn refresh_jwks(&self, doc: Arc<Discovery>) -> Result<Duration, RefreshError> {
+        let fetch_seq = self.fetches_started.fetch_add(1, Ordering::AcqRel) + 1;
         let fetched = self.fetcher.get(&doc.jwks_uri, self.cfg.fetch_timeout, self.cfg.max_response_bytes).await?;
         let hash = hash_bytes(&fetched.body);
         let prev = self.state.load_full();
@@ -228,8 +251,7 @@ impl IssuerKeys {
                 let kids: Vec<&str> = parsed.set.keys().iter().filter_map(|k| k.kid.as_deref()).collect();
                 tracing::info!(issuer = %self.cfg.name, keys = parsed.set.len(), ?kids, "key set loaded");
                 self.metrics.jwks_keys.with_label_values(&[self.cfg.name.as_str()]).set(parsed.set.len() as i64);
-                let g = self.generation.load(Ordering::Acquire) + 1;
-                (Arc::new(parsed.set), g)
+                (Arc::new(parsed.set), self.generations_issued.fetch_add(1, Ordering::AcqRel) + 1)
             }
         };
         let discovery_changed = prev.as_ref().is_none_or(|p| *p.discovery != *doc);
@@ -242,13 +264,31 @@ impl IssuerKeys {
             );
         }
         let next = self.cfg.refresh.min(fetched.max_age.unwrap_or(self.cfg.refresh).max(self.cfg.refresh_floor));
-        self.state.store(Some(Arc::new(Loaded {
+        // Fetches are serialised by `fetch_lock`, so this set is the newest; the check keeps the
+        // rule explicit: a set is published only if its fetch started after the one in place.
+        let newer = Arc::new(Loaded {
             discovery: doc.clone(),
             keys,
             confirmed_at: Instant::now(),
             generation,
             jwks_hash: hash,
-        })));
+            fetch_seq,
+        });
+        let mut published = false;
+        self.state.rcu(|current| match current {
+            Some(c) if c.fetch_seq > fetch_seq => {
+                published = false;
+                current.clone()
+            }
+            _ => {
+                published = true;
+                Some(newer.clone())
+            }
+        });
+        if !published {
+            tracing::warn!(issuer = %self.cfg.name, "a key set fetched before the one in place was not published");
+            return Ok(next);
+        }
         self.generation.store(generation, Ordering::Release);
         if discovery_changed {
             self.discovery_tx.send_replace(Some(doc));
@@ -272,9 +312,11 @@ impl IssuerKeys {
             }
         }
         *last = Some(Instant::now());
-        match self.refetch_jwks().await {
-            Ok(_) => self.metrics.jwks_refetches.with_label_values(&[issuer, "ok"]).inc(),
-            Err(e) => {
+        match self.refetch_jwks(seen).await {
+            // A fetch in progress (the background refresh) brought a newer set meanwhile.
+            None => {}
+            Some(Ok(_)) => self.metrics.jwks_refetches.with_label_values(&[issuer, "ok"]).inc(),
+            Some(Err(e)) => {
                 self.metrics.jwks_refetches.with_label_values(&[issuer, "error"]).inc();
                 tracing::warn!(issuer, "JWKS refetch for an unknown kid failed: {e}");
             }

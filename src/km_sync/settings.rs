@@ -259,11 +259,16 @@ impl Settings {
             None if config.issuers.len() == 1 => Ok(0),
             None => Err("required when more than one [[issuers]] entry is configured".to_string()),
         };
+        // On a bad `issuer` the rest is still checked (against the first issuer), so that every
+        // problem is listed at once; the result is an error either way.
         let issuer_index = match issuer_index {
             Ok(i) => i,
             Err(why) => {
                 problems.push(p("issuer", why));
-                return Err(problems);
+                if config.issuers.is_empty() {
+                    return Err(problems);
+                }
+                0
             }
         };
         let issuer = config.issuers[issuer_index].clone();
