@@ -287,6 +287,9 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             println!("{}", dev::banner(&setup));
             wait_for_signal().await?;
             setup.gateway.shutdown().await;
+            if let Some(dir) = setup.config_file.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

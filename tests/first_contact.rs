@@ -232,3 +232,164 @@ fn two_written_values_can_still_conflict() {
     assert_eq!(code, 2);
     assert!(stderr.contains("server.max_token_bytes"), "{stderr}");
 }
+
+// --- the token's own defects come before the issuer's key availability ------------------------
+
+fn hs256(claims: &Value) -> String {
+    use aws_lc_rs::hmac;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let b64 = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+    let input = format!(
+        "{}.{}",
+        b64(serde_json::json!({"alg": "HS256", "typ": "at+jwt"}).to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, b"secret"), input.as_bytes());
+    format!("{input}.{}", b64(tag.as_ref()))
+}
+
+/// Tokens that are wrong whatever the keys are, each with the reason it must be refused for.
+fn client_faults(idp: &FakeIssuer, key: &SigningKey) -> Vec<(&'static str, String)> {
+    let good = idp.claims(now(), "alice", AUD, "");
+    let mut expired = good.clone();
+    expired["exp"] = (now() - 3600).into();
+    let mut no_exp = good.clone();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = "someone-else".into();
+    vec![
+        ("HS256", hs256(&good)),
+        ("expired", key.token(&expired)),
+        ("no exp", key.token(&no_exp)),
+        ("wrong aud", key.token(&wrong_aud)),
+        ("malformed", "abc.def".into()),
+    ]
+}
+
+async fn status_of(client: &reqwest::Client, addr: std::net::SocketAddr, token: &str) -> (u16, Value) {
+    let r = client.get(format!("http://{addr}/api/x")).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_idp_down_since_start_a_bad_token_is_still_401() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    idp.set_down(true);
+    let upstream = EchoUpstream::start().await.unwrap();
+    let text = config_text(&idp.discovery_url(), upstream.addr, "", "");
+    let gw = jwtgate::serve::start(
+        jwtgate::config::Config::parse(&text, None).unwrap(),
+        std::sync::Arc::new(jwtgate::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let client = http_client();
+    for (what, token) in client_faults(&idp, &key) {
+        let (status, body) = status_of(&client, gw.proxy_addr, &token).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{what}: {body}");
+    }
+    let good = key.token(&idp.claims(now(), "alice", AUD, ""));
+    let (status, body) = status_of(&client, gw.proxy_addr, &good).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+    assert_eq!(upstream.hits(), 0);
+
+    // `validate` judges the same way: exit 1 for the client's faults, 3 for the outage.
+    let path = temp_config(&text);
+    for (what, token) in client_faults(&idp, &key).into_iter().chain([("good", good)]) {
+        let p = path.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            bin().args(["validate", "--route", "/api/x", "--config"]).arg(&p).arg(&token).output().unwrap()
+        })
+        .await
+        .unwrap();
+        let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let expected = if what == "good" { (3, 503) } else { (1, 401) };
+        assert_eq!(
+            (out.status.code().unwrap(), verdict["status"].as_i64().unwrap()),
+            (expected.0, expected.1),
+            "{what}: {verdict}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_stale_key_set_a_bad_token_is_still_401() {
+    let h =
+        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 1", "")
+            .await;
+    h.idp.set_down(true);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (what, token) in client_faults(&h.idp, &h.key) {
+        let (status, body) = status_of(&h.client, h.gw.proxy_addr, &token).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{what}: {body}");
+    }
+    let (status, _) = status_of(&h.client, h.gw.proxy_addr, &h.token("")).await;
+    assert_eq!(status, 503);
+}
+
+// --- small things a user sees -----------------------------------------------------------------
+
+/// The sum of every sample of `name` (all label sets).
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_duration_observes_every_request_refusals_included() {
+    let h = Harness::start().await;
+    let no_scope = h.token("");
+    let with_scope = h.token("orders:read");
+    let bad = format!("{}x", h.token(""));
+    let statuses = [
+        h.client.get(h.url("/orders/1")).bearer_auth(&with_scope).send().await.unwrap().status(),
+        h.client.get(h.url("/orders/1")).bearer_auth(&no_scope).send().await.unwrap().status(),
+        h.client.get(h.url("/orders/1")).bearer_auth(&bad).send().await.unwrap().status(),
+        h.client.get(h.url("/orders/1")).send().await.unwrap().status(),
+        h.client.get(h.url("/public/x")).send().await.unwrap().status(),
+        h.client.get(h.url("/nowhere")).send().await.unwrap().status(),
+        h.client.get(h.url("/public/x%2F..%2Forders")).send().await.unwrap().status(),
+        h.client.get(h.url("/api/x")).header("x-big", "a".repeat(70_000)).send().await.unwrap().status(),
+    ];
+    let codes: Vec<u16> = statuses.iter().map(|s| s.as_u16()).collect();
+    assert_eq!(codes, [200, 403, 401, 401, 200, 404, 400, 431]);
+    let m = h.metrics().await;
+    let requests = sum_of(&m, "jwtgate_requests_total");
+    assert_eq!(requests, 8.0, "{m}");
+    assert_eq!(sum_of(&m, "jwtgate_request_duration_seconds_count"), requests, "{m}");
+}
+
+#[test]
+fn dev_prints_a_validate_line_that_works_as_pasted() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .arg("dev")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut line = None;
+    for l in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let l = l.unwrap();
+        if let Some(rest) = l.trim().strip_prefix("why a token is refused:") {
+            line = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    let line = line.expect("dev prints a validate line");
+    // Paste it as a shell would run it (`cargo run --release --` stands for the binary).
+    let cmd = line.replacen("cargo run --release --", env!("CARGO_BIN_EXE_jwtgate"), 1);
+    let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let verdict: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{cmd}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "{verdict}");
+    assert_eq!(verdict["status"], 403, "the line judges bob's token on /orders/42: {verdict}");
+}

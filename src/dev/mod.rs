@@ -38,6 +38,9 @@ pub struct DevSetup {
     pub allowed_token: String,
     /// A token without it.
     pub refused_token: String,
+    /// The configuration it runs with, written out so that the printed `validate` line works
+    /// when pasted (in a fresh temporary folder).
+    pub config_file: std::path::PathBuf,
 }
 
 /// The configuration `dev` runs with.
@@ -88,6 +91,14 @@ pub enum DevError {
     /// The embedded config did not parse (a bug).
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The configuration file could not be written.
+    #[error("cannot write {path}: {source}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The gateway did not start.
     #[error("{0}")]
     Start(#[from] crate::serve::StartError),
@@ -109,6 +120,11 @@ pub async fn start_dev(
     let key = issuer.add_key(key);
     let text = dev_config(&issuer.discovery_url(), upstream.addr, lo(gateway_port), lo(admin_port));
     let config = Config::parse(&text, None)?;
+    let dir = std::env::temp_dir().join(format!("jwtgate-dev-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let config_file = dir.join("jwtgate.toml");
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&config_file, &text))
+        .map_err(|source| DevError::ConfigFile { path: config_file.display().to_string(), source })?;
     let gateway = start(config, Arc::new(SystemClock)).await?;
     // Print the curl lines only once they work: wait (briefly) for the first key load.
     for _ in 0..100 {
@@ -120,7 +136,7 @@ pub async fn start_dev(
     let now = SystemClock.now_unix();
     let allowed_token = key.token(&issuer.claims(now, "alice", DEV_AUDIENCE, "openid orders:read"));
     let refused_token = key.token(&issuer.claims(now, "bob", DEV_AUDIENCE, "openid profile"));
-    Ok(DevSetup { issuer, upstream, gateway, allowed_token, refused_token })
+    Ok(DevSetup { issuer, upstream, gateway, allowed_token, refused_token, config_file })
 }
 
 /// What `dev` prints once everything is up.
@@ -140,7 +156,9 @@ pub fn banner(d: &DevSetup) -> String {
          \n\
          Also: no token (401)       curl -i http://{gw}/orders/42\n\
          \x20     anonymous route (200) curl -i http://{gw}/public/hello\n\
-         \x20     why a token is refused: cargo run --release -- validate --config <file> --route /orders/42 <token>\n",
+         \x20     why a token is refused: cargo run --release -- validate --config {cfg} --route /orders/42 {no}\n\
+         \x20     (the configuration dev runs with is {cfg})\n",
+        cfg = d.config_file.display(),
         admin = d.gateway.admin_addr,
         iss = d.issuer.issuer(),
         jwks = d.issuer.jwks_uri(),

@@ -178,31 +178,45 @@ impl Gateway {
         &self.auth
     }
 
-    /// Handles one request end to end.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Handles one request end to end; every request, refusals included, is observed in
+    /// `jwtgate_request_duration_seconds` (so its `_count` equals `jwtgate_requests_total`).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
+        let (resp, metrics) = self.handle_inner(req, peer).await;
+        metrics.duration.observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn handle_inner(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
         if header_bytes > self.max_header_bytes {
             self.routes.unmatched.count(Outcome::HeadersTooLarge);
             tracing::info!(status = 431, bytes = header_bytes, "request headers too large");
-            return error_response(
+            let resp = error_response(
                 http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request_header_fields_too_large",
                 "the request headers exceed the configured maximum",
             );
+            return (resp, &self.routes.unmatched);
         }
         let form = match routes::match_form(req.uri().path()) {
             Ok(f) => f,
             Err(e) => {
                 self.routes.unmatched.count(Outcome::InvalidRequest);
                 tracing::info!(status = 400, reason = e.description(), "path refused");
-                return error_response(http::StatusCode::BAD_REQUEST, "invalid_request", e.description());
+                let resp = error_response(http::StatusCode::BAD_REQUEST, "invalid_request", e.description());
+                return (resp, &self.routes.unmatched);
             }
         };
         let Some(route) = self.routes.find(&form, req.method()) else {
             self.routes.unmatched.count(Outcome::NoRoute);
             tracing::debug!(status = 404, method = %req.method(), "no route");
-            return error_response(http::StatusCode::NOT_FOUND, "no_route", "no route matches this path and method");
+            let resp = error_response(http::StatusCode::NOT_FOUND, "no_route", "no route matches this path and method");
+            return (resp, &self.routes.unmatched);
         };
         drop(form);
 
@@ -230,7 +244,7 @@ impl Gateway {
                         "request refused: {}",
                         r.error.description()
                     );
-                    return reject(r.error, route);
+                    return (reject(r.error, route), &route.metrics);
                 }
             }
         };
@@ -252,8 +266,7 @@ impl Gateway {
                 error_response(status, code, desc)
             }
         };
-        route.metrics.duration.observe(started.elapsed().as_secs_f64());
-        resp
+        (resp, &route.metrics)
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, forwarding and claim
