@@ -266,6 +266,11 @@ pub struct RouteSection {
     /// `required` (default) or `anonymous`.
     #[serde(default = "default_auth")]
     pub auth: String,
+    /// Forward `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override` (default
+    /// false: they are removed, because a framework that honours them would run a request
+    /// jwtgate judged as one method as another).
+    #[serde(default)]
+    pub method_override: bool,
 }
 
 fn default_auth() -> String {
@@ -422,6 +427,8 @@ pub struct RouteConfig {
     pub scopes: Vec<String>,
     /// Pass without a token check.
     pub anonymous: bool,
+    /// Forward the method-override headers.
+    pub method_override: bool,
 }
 
 impl Config {
@@ -737,8 +744,8 @@ fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> 
             problems.push(problem(at("path_prefix"), "must start with /"));
             continue;
         }
-        if p.split('/').any(|seg| seg == "." || seg == "..") || p.contains('%') || p.contains('?') {
-            problems.push(problem(at("path_prefix"), "must be a plain path without . or .. segments, % or ?"));
+        if p.split('/').any(|seg| seg == "." || seg == "..") || p.contains(['%', '?', ';', '\\']) {
+            problems.push(problem(at("path_prefix"), "must be a plain path without . or .. segments, %, ?, ; or \\"));
             continue;
         }
         let mut prefix = p.to_string();
@@ -788,6 +795,7 @@ fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> 
             methods,
             scopes: r.scopes.clone(),
             anonymous,
+            method_override: r.method_override,
         });
     }
     out

@@ -60,6 +60,8 @@ pub enum Outcome {
     Unavailable,
     /// 404 no route.
     NoRoute,
+    /// 405: `CONNECT` where no route allows it.
+    MethodNotAllowed,
     /// 431 headers too large.
     HeadersTooLarge,
     /// 502 upstream unreachable.
@@ -70,7 +72,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Allowed,
         Outcome::Anonymous,
         Outcome::MissingToken,
@@ -79,6 +81,7 @@ impl Outcome {
         Outcome::InsufficientScope,
         Outcome::Unavailable,
         Outcome::NoRoute,
+        Outcome::MethodNotAllowed,
         Outcome::HeadersTooLarge,
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
@@ -95,6 +98,7 @@ impl Outcome {
             Outcome::InsufficientScope => "insufficient_scope",
             Outcome::Unavailable => "unavailable",
             Outcome::NoRoute => "no_route",
+            Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::HeadersTooLarge => "headers_too_large",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",

@@ -1,7 +1,10 @@
 //! The route table: the first route whose path prefix (whole segments) and method match wins.
-//! Matching runs on the percent-decoded path with repeated slashes folded, so `/%6frders` or
-//! `//orders` cannot slip past a protected prefix; paths with `.` or `..` segments (raw or
-//! encoded) are refused outright. The path forwarded upstream is the original, unchanged.
+//! Matching runs on the percent-decoded path with repeated slashes folded and path parameters
+//! (`;...` to the end of a segment, as Tomcat, Spring and Jetty read them) removed, so
+//! `/%6frders`, `//orders` or `/orders;x/42` cannot slip past a protected prefix; paths with
+//! `.` or `..` segments (raw, encoded, or followed by `;params`, which Java servers read as
+//! `..`) are refused outright. A route that lists `GET` covers `HEAD`; `CONNECT` matches only a
+//! route that lists it. The path forwarded upstream is the original, unchanged.
 
 use std::borrow::Cow;
 
@@ -57,7 +60,7 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The form of `path` routes are matched against: percent-decoded, `//` folded, no dot segments.
 pub fn match_form(path: &str) -> Result<Cow<'_, str>, PathError> {
-    let simple = !path.contains('%') && !path.contains("//");
+    let simple = !path.contains('%') && !path.contains("//") && !path.contains(';');
     let decoded: Cow<'_, str> = if simple {
         Cow::Borrowed(path)
     } else {
@@ -80,8 +83,16 @@ pub fn match_form(path: &str) -> Result<Cow<'_, str>, PathError> {
             }
         }
         let mut folded = Vec::with_capacity(out.len());
+        let mut in_params = false;
         for b in out {
-            if b == b'/' && folded.last() == Some(&b'/') {
+            match b {
+                b'/' => in_params = false,
+                // Path parameters run to the end of the segment: `/..;x/` is `/../` to Tomcat.
+                b';' => in_params = true,
+                _ if in_params => continue,
+                _ => {}
+            }
+            if in_params || (b == b'/' && folded.last() == Some(&b'/')) {
                 continue;
             }
             folded.push(b);
@@ -92,6 +103,15 @@ pub fn match_form(path: &str) -> Result<Cow<'_, str>, PathError> {
         return Err(PathError::DotSegment);
     }
     Ok(decoded)
+}
+
+/// True when `route` accepts `method`: HEAD is GET without a body, so a route listing `GET`
+/// covers it; `CONNECT` (a tunnel, not a request for the path) only where a route lists it.
+fn method_matches(route: &Route, method: &Method) -> bool {
+    match &route.cfg.methods {
+        None => method != Method::CONNECT,
+        Some(ms) => ms.contains(method) || (method == Method::HEAD && ms.contains(&Method::GET)),
+    }
 }
 
 /// True when `prefix` matches `path` on whole segments.
@@ -128,9 +148,7 @@ impl RouteTable {
 
     /// The first route matching the (already normalised) path and the method.
     pub fn find(&self, path: &str, method: &Method) -> Option<&Route> {
-        self.routes.iter().find(|r| {
-            prefix_matches(&r.cfg.path_prefix, path) && r.cfg.methods.as_ref().is_none_or(|ms| ms.contains(method))
-        })
+        self.routes.iter().find(|r| prefix_matches(&r.cfg.path_prefix, path) && method_matches(r, method))
     }
 
     /// The routes, in order.
@@ -161,5 +179,11 @@ mod tests {
         assert_eq!(match_form("/a%2F..%2Fb"), Err(PathError::DotSegment));
         assert_eq!(match_form("/a/%zz"), Err(PathError::BadEncoding));
         assert_eq!(match_form("/a/.well-known").unwrap(), "/a/.well-known");
+        assert_eq!(match_form("/public/..;/orders/42"), Err(PathError::DotSegment));
+        assert_eq!(match_form("/public/.;/orders/42"), Err(PathError::DotSegment));
+        assert_eq!(match_form("/public/%2e%2e;/orders/42"), Err(PathError::DotSegment));
+        assert_eq!(match_form("/public/..%3bx/orders/42"), Err(PathError::DotSegment));
+        assert_eq!(match_form("/orders;jsessionid=1/42").unwrap(), "/orders/42");
+        assert_eq!(match_form("/orders;x").unwrap(), "/orders");
     }
 }

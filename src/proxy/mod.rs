@@ -4,6 +4,7 @@
 //! `Connection`) are dropped, `x-forwarded-*` set, and the claim headers replaced by the
 //! verified values. A refused request never reaches the upstream. Nothing here panics on input.
 
+pub mod meaning;
 pub mod response;
 pub mod server;
 pub mod upstream;
@@ -192,7 +193,8 @@ impl Gateway {
         mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
-        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        let scan = meaning::HeaderScan::of(req.headers());
+        let header_bytes = scan.bytes;
         if header_bytes > self.max_header_bytes {
             self.routes.unmatched.count(Outcome::HeadersTooLarge);
             tracing::info!(status = 431, bytes = header_bytes, "request headers too large");
@@ -201,6 +203,12 @@ impl Gateway {
                 "request_header_fields_too_large",
                 "the request headers exceed the configured maximum",
             );
+            return (resp, &self.routes.unmatched);
+        }
+        if let Err(e) = meaning::check(&req) {
+            self.routes.unmatched.count(Outcome::InvalidRequest);
+            tracing::info!(status = 400, reason = e.description(), "request refused: more than one meaning");
+            let resp = error_response(http::StatusCode::BAD_REQUEST, "invalid_request", e.description());
             return (resp, &self.routes.unmatched);
         }
         let form = match routes::match_form(req.uri().path()) {
@@ -213,6 +221,16 @@ impl Gateway {
             }
         };
         let Some(route) = self.routes.find(&form, req.method()) else {
+            if req.method() == http::Method::CONNECT {
+                self.routes.unmatched.count(Outcome::MethodNotAllowed);
+                tracing::info!(status = 405, "CONNECT refused: no route allows it");
+                let resp = error_response(
+                    http::StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "CONNECT is not allowed on this path",
+                );
+                return (resp, &self.routes.unmatched);
+            }
             self.routes.unmatched.count(Outcome::NoRoute);
             tracing::debug!(status = 404, method = %req.method(), "no route");
             let resp = error_response(http::StatusCode::NOT_FOUND, "no_route", "no route matches this path and method");
@@ -249,6 +267,7 @@ impl Gateway {
             }
         };
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
+        scan.scrub(req.headers_mut(), route.cfg.method_override);
         self.upstream_request(&mut req, peer, verified);
         let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send(req)).await;
         let resp = match self.upstream_outcome(sent) {
