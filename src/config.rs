@@ -102,6 +102,13 @@ pub struct ServerSection {
     pub max_header_bytes_set: Option<usize>,
     /// How long SIGTERM/SIGINT waits for in-flight requests before exiting anyway.
     pub drain_timeout_seconds: u64,
+    /// From accept to the end of the request head, whatever was sent (and for each later head
+    /// once it started): slow or silent clients are closed after it.
+    pub header_read_timeout_seconds: u64,
+    /// Keep-alive and HTTP/2 connections with nothing in flight are closed after this long.
+    pub idle_timeout_seconds: u64,
+    /// Open client connections at most; beyond it new connections wait in the backlog.
+    pub max_connections: usize,
     /// Entries in the verified-token cache; 0 turns it off.
     pub token_cache_entries: u64,
     /// `text` or `json` log lines.
@@ -121,6 +128,9 @@ impl Default for ServerSection {
             max_token_bytes_set: None,
             max_header_bytes_set: None,
             drain_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 10_000,
             token_cache_entries: 100_000,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -517,8 +527,16 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
-    if s.drain_timeout_seconds > 3600 {
-        problems.push(problem("server.drain_timeout_seconds", "must be at most 3600"));
+    let ranges: [(&str, u64, u64, u64); 4] = [
+        ("drain_timeout_seconds", s.drain_timeout_seconds, 0, 3600),
+        ("header_read_timeout_seconds", s.header_read_timeout_seconds, 1, 3600),
+        ("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86_400),
+        ("max_connections", s.max_connections as u64, 1, 1_000_000),
+    ];
+    for (key, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            problems.push(problem(format!("server.{key}"), format!("must be between {lo} and {hi}")));
+        }
     }
 
     let upstream = validate_upstream(&file.upstream, &mut problems);

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub km_sync_last_success: Gauge,
     /// `jwtgate_km_sync_conflicts_total`: another writer keeps changing a managed field.
     pub km_sync_conflicts: IntCounter,
+    /// `jwtgate_open_connections`: client connections on the proxy listener.
+    pub open_connections: IntGauge,
+    /// `jwtgate_connections_closed_total{reason}`: `header_timeout|idle_timeout`.
+    pub connections_closed: IntCounterVec,
+    /// `jwtgate_connection_limit_waits_total`: accepts that waited for `max_connections`.
+    pub connection_limit_waits: IntCounter,
 }
 
 /// Request outcomes, the `outcome` label of `jwtgate_requests_total`.
@@ -179,6 +185,22 @@ impl Metrics {
         let km_sync_conflicts =
             must(IntCounter::new("jwtgate_km_sync_conflicts_total", "Managed fields another writer keeps changing."));
         must(registry.register(Box::new(km_sync_conflicts.clone())));
+        let open_connections =
+            must(IntGauge::new("jwtgate_open_connections", "Open client connections on the proxy listener."));
+        must(registry.register(Box::new(open_connections.clone())));
+        let connections_closed = counter(
+            "jwtgate_connections_closed_total",
+            "Client connections jwtgate closed: no request head in time, or idle.",
+            &["reason"],
+        );
+        for r in ["header_timeout", "idle_timeout"] {
+            connections_closed.with_label_values(&[r]);
+        }
+        let connection_limit_waits = must(IntCounter::new(
+            "jwtgate_connection_limit_waits_total",
+            "Times the proxy listener stopped accepting because max_connections were open.",
+        ));
+        must(registry.register(Box::new(connection_limit_waits.clone())));
         for r in ["ok", "error", "conflict"] {
             km_sync_runs.with_label_values(&[r]);
         }
@@ -204,6 +226,18 @@ impl Metrics {
             km_sync_in_sync,
             km_sync_last_success,
             km_sync_conflicts,
+            open_connections,
+            connections_closed,
+            connection_limit_waits,
+        }
+    }
+
+    /// The proxy listener's connection metrics.
+    pub fn connections(&self) -> crate::proxy::server::ConnMetrics {
+        crate::proxy::server::ConnMetrics {
+            open: self.open_connections.clone(),
+            closed: self.connections_closed.clone(),
+            limit_waits: self.connection_limit_waits.clone(),
         }
     }
 

@@ -123,7 +123,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let (shutdown, shutdown_rx) = watch::channel(false);
     let limits = ServerLimits {
         max_header_bytes: config.server.max_header_bytes(),
-        header_read_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
+        max_connections: config.server.max_connections,
         drain: Duration::from_secs(config.server.drain_timeout_seconds),
     };
     let gw = gateway.clone();
@@ -132,6 +134,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         move |req, peer| Gateway::handle(gw.clone(), req, peer),
         shutdown_rx.clone(),
         limits,
+        Some(metrics.connections()),
     ));
     let admin_state = Arc::new(AdminState { keys: keys.clone(), metrics: metrics.clone(), km_sync: km_status.clone() });
     let admin = tokio::spawn(serve(
@@ -141,7 +144,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             async move { st.handle(&req) }
         },
         shutdown_rx,
-        ServerLimits { drain: ADMIN_DRAIN, ..limits },
+        ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits },
+        None,
     ));
     let mut background = keys.spawn_refreshers();
     let km = crate::km_sync::spawn(&config, &keys.issuers, metrics.clone(), km_status.clone(), shutdown.subscribe())

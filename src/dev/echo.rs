@@ -48,6 +48,7 @@ impl EchoUpstream {
             },
             stop_rx,
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
+            None,
         ));
         Ok(EchoUpstream { addr, hits, delay_ms, stop })
     }

@@ -1,32 +1,46 @@
 //! One accept loop for every listener jwtgate runs (proxy, admin, the dev fakes): hyper-util's
-//! auto builder (HTTP/1.1 and h2c by prior knowledge), header limits and a header-read timeout
-//! against slow clients, and graceful shutdown that stops accepting, lets in-flight requests
-//! finish within a bound, then returns. Accept errors (e.g. out of file descriptors) are logged
-//! and retried, never fatal.
+//! auto builder (HTTP/1.1 and h2c by prior knowledge, with upgrades), header limits, and a
+//! lifetime for every connection: a client must finish its first request head within the
+//! header-read timeout *from accept* (a connection that never sends a byte is closed too), and
+//! a connection with nothing in flight — HTTP/1 keep-alive or HTTP/2, mid-HEADERS included — is
+//! closed after the idle timeout; HTTP/2 peers are pinged so dead ones go away. A connection cap
+//! makes new clients wait in the kernel's backlog instead of exhausting descriptors. Graceful
+//! shutdown stops accepting, lets in-flight requests finish within a bound, then closes the
+//! rest. Accept errors (e.g. out of file descriptors) are logged and retried, never fatal.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
 
 /// Limits applied to every connection of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// Request headers above this get 431 (HTTP/1) or a stream error (HTTP/2).
     pub max_header_bytes: usize,
-    /// How long a client may take to send its request headers.
+    /// From accept to the end of the first request head, and for each later head once it
+    /// started; a connection that sends nothing is closed after it.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Open connections at most; 0 = no cap. Beyond it, new connections wait to be accepted.
+    pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
 }
@@ -35,10 +49,179 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_header_bytes: 64 * 1024,
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
             drain: Duration::from_secs(30),
         }
     }
+}
+
+/// The connection metrics of a listener (the proxy's; other listeners run without).
+#[derive(Clone)]
+pub struct ConnMetrics {
+    /// `jwtgate_open_connections`.
+    pub open: prometheus::IntGauge,
+    /// `jwtgate_connections_closed_total{reason}` for the closes jwtgate decides.
+    pub closed: prometheus::IntCounterVec,
+    /// `jwtgate_connection_limit_waits_total`: accepts that waited for the cap.
+    pub limit_waits: prometheus::IntCounter,
+}
+
+/// What a connection task needs to know about its requests: how many are in flight and when
+/// the last one finished (milliseconds since the connection was accepted).
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    last_done_ms: AtomicU64,
+    /// When the first byte of the next HTTP/1 request head arrived (`NOT_READING`: none yet).
+    head_since_ms: AtomicU64,
+}
+
+const NOT_READING: u64 = u64::MAX;
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Marks one request in flight until the response body is finished or dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.served.fetch_add(1, Ordering::AcqRel);
+        a.head_since_ms.store(NOT_READING, Ordering::Release);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_done_ms.store(self.0.now_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight while it streams.
+pub struct Tracked<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client socket, noting when the first byte of an HTTP/1 request head arrives on a
+/// connection with nothing in flight: the header-read timeout of a keep-alive request counts
+/// from there (hyper's own timer would start right after the previous response and cut every
+/// keep-alive connection at the header timeout). HTTP/2 connections, recognised by their
+/// preface, carry pings and settings between requests; the idle timeout covers them.
+struct WatchedStream {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+    /// Decided on the first bytes: `Some(true)` for HTTP/2.
+    h2: Option<bool>,
+}
+
+impl tokio::io::AsyncRead for WatchedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let fresh = &buf.filled()[before..];
+        if !fresh.is_empty() {
+            let h2 = *self.h2.get_or_insert_with(|| fresh.starts_with(b"PRI "));
+            let a = &self.activity;
+            if !h2 && a.in_flight.load(Ordering::Acquire) == 0 && a.head_since_ms.load(Ordering::Acquire) == NOT_READING
+            {
+                a.head_since_ms.store(a.now_ms(), Ordering::Release);
+            }
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for WatchedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Why jwtgate closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No complete request head within the header-read timeout of accept.
+    HeaderTimeout,
+    /// Nothing in flight for the idle timeout.
+    IdleTimeout,
+}
+
+impl Expiry {
+    fn label(self) -> &'static str {
+        match self {
+            Expiry::HeaderTimeout => "header_timeout",
+            Expiry::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// When this connection expires if nothing changes, and why.
+fn deadline(a: &Activity, limits: &ServerLimits) -> (Instant, Option<Expiry>) {
+    if a.in_flight.load(Ordering::Acquire) > 0 {
+        // Busy: look again later (the request's own timeouts bound it).
+        return (Instant::now() + limits.idle_timeout, None);
+    }
+    let head_since = a.head_since_ms.load(Ordering::Acquire);
+    if head_since != NOT_READING {
+        let since = a.started + Duration::from_millis(head_since);
+        return (since + limits.header_read_timeout, Some(Expiry::HeaderTimeout));
+    }
+    if a.served.load(Ordering::Acquire) == 0 {
+        return (a.started + limits.header_read_timeout, Some(Expiry::HeaderTimeout));
+    }
+    let last = Duration::from_millis(a.last_done_ms.load(Ordering::Acquire));
+    (a.started + last + limits.idle_timeout, Some(Expiry::IdleTimeout))
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then drains.
@@ -47,26 +230,58 @@ pub async fn serve<F, Fut, B>(
     handler: F,
     mut shutdown: watch::Receiver<bool>,
     limits: ServerLimits,
+    metrics: Option<ConnMetrics>,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The header-read timeout is jwtgate's own (see `WatchedStream`): hyper's starts as soon
+        // as a keep-alive connection waits for its next request.
+        .header_read_timeout(None)
         // hyper answers 431 itself when the head does not fit; leave room for the request line.
         .max_buf_size((limits.max_header_bytes + 16 * 1024).max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
-    let graceful = GracefulShutdown::new();
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        // Dead peers (a vanished NAT entry, a killed client) are found by pings.
+        .keep_alive_interval(Some(limits.idle_timeout.min(Duration::from_secs(30))))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .enable_connect_protocol();
+    let builder = Arc::new(builder);
+    let cap = (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    // Every connection task holds a sender; when all are gone, the drain is over.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let (force_tx, force_rx) = watch::channel(false);
     loop {
+        let permit = match &cap {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    if let Some(m) = &metrics {
+                        m.limit_waits.inc();
+                    }
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait"
+                    );
+                    tokio::select! {
+                        p = sem.clone().acquire_owned() => p.ok(),
+                        changed = shutdown.changed() => {
+                            if changed.is_err() || *shutdown.borrow() { break } else { continue }
+                        }
+                    }
+                }
+            },
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -78,17 +293,16 @@ pub async fn serve<F, Fut, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                // `map` instead of an `async` wrapper: each wrapping async block copies the whole
-                // request future once more when first polled.
-                let svc = service_fn(move |req| handler(req, peer).map(Ok::<_, Infallible>));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended with an error: {e}");
-                    }
-                });
+                let conn = Connection {
+                    builder: builder.clone(),
+                    limits,
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                    force: force_rx.clone(),
+                    alive: alive_tx.clone(),
+                    permit,
+                };
+                tokio::spawn(conn.run(stream, handler.clone(), peer));
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -98,8 +312,91 @@ pub async fn serve<F, Fut, B>(
         }
     }
     drop(listener);
+    drop(alive_tx);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
-        _ = tokio::time::sleep(limits.drain) => tracing::warn!("drain timeout of {:?} reached; closing the remaining connections", limits.drain),
+        _ = alive_rx.recv() => tracing::debug!("all connections drained"),
+        _ = tokio::time::sleep(limits.drain) => {
+            tracing::warn!("drain timeout of {:?} reached; closing the remaining connections", limits.drain);
+            let _ = force_tx.send(true);
+        }
+    }
+}
+
+/// One accepted connection and what it needs to run and end.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ServerLimits,
+    metrics: Option<ConnMetrics>,
+    shutdown: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Connection {
+    async fn run<F, Fut, B>(mut self, stream: tokio::net::TcpStream, handler: F, peer: SocketAddr)
+    where
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Some(m) = &self.metrics {
+            m.open.inc();
+        }
+        let activity = Arc::new(Activity {
+            started: Instant::now(),
+            in_flight: 0.into(),
+            served: 0.into(),
+            last_done_ms: 0.into(),
+            head_since_ms: NOT_READING.into(),
+        });
+        let io = TokioIo::new(WatchedStream { inner: stream, activity: activity.clone(), h2: None });
+        let a = activity.clone();
+        // `map` instead of an `async` wrapper: each wrapping async block copies the whole
+        // request future once more when first polled.
+        let svc = service_fn(move |req| {
+            let in_flight = InFlight::new(&a);
+            handler(req, peer)
+                .map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _in_flight: in_flight })))
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        let mut draining = false;
+        loop {
+            let (at, _) = deadline(&activity, &self.limits);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "connection ended with an error: {e}");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(at) => {
+                    // Re-read: a request may have started or finished while the timer ran.
+                    if let (now_at, Some(why)) = deadline(&activity, &self.limits) {
+                        if now_at <= Instant::now() {
+                            tracing::debug!(%peer, reason = why.label(), "closing the connection");
+                            if let Some(m) = &self.metrics {
+                                m.closed.with_label_values(&[why.label()]).inc();
+                            }
+                            break;
+                        }
+                    }
+                }
+                changed = self.shutdown.changed(), if !draining => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = self.force.changed() => break,
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.open.dec();
+        }
+        drop(self.permit.take());
+        drop(self.alive);
     }
 }
