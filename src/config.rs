@@ -107,6 +107,9 @@ pub struct ServerSection {
     pub header_read_timeout_seconds: u64,
     /// Keep-alive and HTTP/2 connections with nothing in flight are closed after this long.
     pub idle_timeout_seconds: u64,
+    /// A request body that stops arriving for this long ends the request (408) and aborts the
+    /// upstream request.
+    pub body_read_timeout_seconds: u64,
     /// Open client connections at most; beyond it new connections wait in the backlog.
     pub max_connections: usize,
     /// Entries in the verified-token cache; 0 turns it off.
@@ -130,6 +133,7 @@ impl Default for ServerSection {
             drain_timeout_seconds: 30,
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 60,
+            body_read_timeout_seconds: 60,
             max_connections: 10_000,
             token_cache_entries: 100_000,
             log_format: "text".into(),
@@ -527,8 +531,9 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
-    let ranges: [(&str, u64, u64, u64); 4] = [
+    let ranges: [(&str, u64, u64, u64); 5] = [
         ("drain_timeout_seconds", s.drain_timeout_seconds, 0, 3600),
+        ("body_read_timeout_seconds", s.body_read_timeout_seconds, 1, 3600),
         ("header_read_timeout_seconds", s.header_read_timeout_seconds, 1, 3600),
         ("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86_400),
         ("max_connections", s.max_connections as u64, 1, 1_000_000),

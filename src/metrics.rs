@@ -68,6 +68,10 @@ pub enum Outcome {
     NoRoute,
     /// 405: `CONNECT` where no route allows it.
     MethodNotAllowed,
+    /// 408: the client stopped sending its request body.
+    RequestTimeout,
+    /// 501: a transfer coding jwtgate does not forward.
+    NotImplemented,
     /// 431 headers too large.
     HeadersTooLarge,
     /// 502 upstream unreachable.
@@ -78,7 +82,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Allowed,
         Outcome::Anonymous,
         Outcome::MissingToken,
@@ -88,6 +92,8 @@ impl Outcome {
         Outcome::Unavailable,
         Outcome::NoRoute,
         Outcome::MethodNotAllowed,
+        Outcome::RequestTimeout,
+        Outcome::NotImplemented,
         Outcome::HeadersTooLarge,
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
@@ -105,6 +111,8 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::NoRoute => "no_route",
             Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::RequestTimeout => "request_timeout",
+            Outcome::NotImplemented => "not_implemented",
             Outcome::HeadersTooLarge => "headers_too_large",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",

@@ -101,6 +101,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         auth,
         config.upstream.clone(),
         config.server.max_header_bytes(),
+        Duration::from_secs(config.server.body_read_timeout_seconds),
         metrics.clone(),
     ));
     let bind = |what: &'static str, addr: SocketAddr| async move {

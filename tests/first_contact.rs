@@ -161,6 +161,7 @@ const NUMERIC_KEYS: &[(&str, &str, u64, u64)] = &[
     ("server", "drain_timeout_seconds", 0, 3600),
     ("server", "header_read_timeout_seconds", 1, 3600),
     ("server", "idle_timeout_seconds", 1, 86_400),
+    ("server", "body_read_timeout_seconds", 1, 3600),
     ("server", "max_connections", 1, 1_000_000),
     ("server", "token_cache_entries", 0, 10_000_000),
     ("server", "worker_threads", 0, 256),

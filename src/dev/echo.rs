@@ -1,5 +1,7 @@
 //! An echo upstream on loopback: answers every request with a JSON description of what it
-//! received (method, path, headers, body size), counts hits, and can be slowed down. It backs
+//! received (method, path, headers, body size, trailers), counts hits and bodies that ended in
+//! an error, and can be slowed down. A request carrying `x-echo-trailer` gets that value back
+//! as a response trailer (declared in `Trailer`, as gRPC servers send their status). It backs
 //! `jwtgate dev` and the tests' "what did the API actually get" checks.
 
 use std::net::SocketAddr;
@@ -22,9 +24,13 @@ pub struct EchoUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    body_errors: Arc<AtomicUsize>,
     delay_ms: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
 }
+
+/// The echo's response body: the JSON document, and trailers when asked for.
+pub type EchoBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 impl EchoUpstream {
     /// Starts on an ephemeral loopback port.
@@ -37,25 +43,31 @@ impl EchoUpstream {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicUsize::new(0));
+        let body_errors = Arc::new(AtomicUsize::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let (stop, stop_rx) = watch::channel(false);
-        let (h, d) = (hits.clone(), delay_ms.clone());
+        let (h, e, d) = (hits.clone(), body_errors.clone(), delay_ms.clone());
         tokio::spawn(serve(
             listener,
             move |req, _| {
-                let (h, d) = (h.clone(), d.clone());
-                async move { echo(req, &h, &d).await }
+                let (h, e, d) = (h.clone(), e.clone(), d.clone());
+                async move { echo(req, &h, &e, &d).await }
             },
             stop_rx,
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
         ));
-        Ok(EchoUpstream { addr, hits, delay_ms, stop })
+        Ok(EchoUpstream { addr, hits, body_errors, delay_ms, stop })
     }
 
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Request bodies that ended in an error (a sender that gave up mid-body).
+    pub fn body_errors(&self) -> usize {
+        self.body_errors.load(Ordering::SeqCst)
     }
 
     /// Delays every answer by `d`.
@@ -75,15 +87,60 @@ impl Drop for EchoUpstream {
     }
 }
 
-async fn echo(req: Request<Incoming>, hits: &AtomicUsize, delay_ms: &AtomicU64) -> Response<Full<Bytes>> {
+async fn echo(
+    req: Request<Incoming>,
+    hits: &AtomicUsize,
+    body_errors: &AtomicUsize,
+    delay_ms: &AtomicU64,
+) -> Response<EchoBody> {
     hits.fetch_add(1, Ordering::SeqCst);
     let delay = delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let (parts, body) = req.into_parts();
+    let (body_bytes, trailers) = match body.collect().await {
+        Ok(b) => {
+            let trailers = b.trailers().map(header_map_json);
+            (b.to_bytes().len(), trailers)
+        }
+        Err(_) => {
+            body_errors.fetch_add(1, Ordering::SeqCst);
+            (0, None)
+        }
+    };
+    let doc = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": header_map_json(&parts.headers),
+        "body_bytes": body_bytes,
+        "trailers": trailers,
+    });
+    let wanted = parts.headers.get("x-echo-trailer").cloned();
+    let body = match &wanted {
+        None => Full::new(Bytes::from(doc.to_string())).boxed(),
+        Some(v) => {
+            // Trailers need chunked framing: a stream of frames has no known length.
+            let mut t = header::HeaderMap::new();
+            t.insert("x-echo-trailer", v.clone());
+            let frames = [Ok(http_body::Frame::data(Bytes::from(doc.to_string()))), Ok(http_body::Frame::trailers(t))];
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+        }
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert("x-echo", header::HeaderValue::from_static("1"));
+    if wanted.is_some() {
+        r.headers_mut().insert(header::TRAILER, header::HeaderValue::from_static("x-echo-trailer"));
+    }
+    r
+}
+
+fn header_map_json(h: &header::HeaderMap) -> Value {
     let mut headers = Map::new();
-    for (name, value) in &parts.headers {
+    for (name, value) in h {
         let v = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
         match headers.get_mut(name.as_str()) {
             Some(Value::Array(a)) => a.push(v),
@@ -92,20 +149,5 @@ async fn echo(req: Request<Incoming>, hits: &AtomicUsize, delay_ms: &AtomicU64) 
             }
         }
     }
-    let body_bytes = match body.collect().await {
-        Ok(b) => b.to_bytes().len(),
-        Err(_) => 0,
-    };
-    let doc = json!({
-        "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
-        "version": format!("{:?}", parts.version),
-        "headers": headers,
-        "body_bytes": body_bytes,
-    });
-    let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    r.headers_mut().insert("x-echo", header::HeaderValue::from_static("1"));
-    r
+    Value::Object(headers)
 }

@@ -19,6 +19,9 @@ pub enum MeaningError {
     MissingHost,
     /// HTTP/2 `host` naming another authority than `:authority` (RFC 9113 §8.3.1).
     AuthorityMismatch,
+    /// A transfer coding other than a single `chunked` (RFC 9112 §6.1: 501): forwarding it
+    /// would lose the coding or hand the upstream bytes it was not told about.
+    UnsupportedTransferCoding,
 }
 
 impl MeaningError {
@@ -29,6 +32,7 @@ impl MeaningError {
             MeaningError::DuplicateHost => "the request has more than one Host header",
             MeaningError::MissingHost => "an HTTP/1.1 request must carry a Host header",
             MeaningError::AuthorityMismatch => "the Host header differs from the request authority",
+            MeaningError::UnsupportedTransferCoding => "only the chunked transfer coding is supported",
         }
     }
 }
@@ -37,6 +41,12 @@ impl MeaningError {
 pub fn check<B>(req: &Request<B>) -> Result<(), MeaningError> {
     if req.method().as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return Err(MeaningError::NonCanonicalMethod);
+    }
+    let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if codings.next().is_some() || !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(MeaningError::UnsupportedTransferCoding);
+        }
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();

@@ -4,6 +4,7 @@
 //! `Connection`) are dropped, `x-forwarded-*` set, and the claim headers replaced by the
 //! verified values. A refused request never reaches the upstream. Nothing here panics on input.
 
+pub mod client_body;
 pub mod meaning;
 pub mod response;
 pub mod server;
@@ -24,6 +25,7 @@ use crate::auth::{AuthError, Authenticator, Verified};
 use crate::config::Upstream;
 use crate::metrics::{Metrics, Outcome};
 use crate::routes::{self, RouteTable};
+use client_body::{BodyFailure, BodyProgress, ClientBody};
 use response::{error_response, reject};
 use upstream::{UpstreamBody, UpstreamError, UpstreamPool};
 
@@ -40,6 +42,12 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The upstream did not answer in time.
+struct Elapsed;
+
+/// What an exchange with the upstream gave: its response head, its failure, or nothing in time.
+type Exchanged = Result<Result<Response<UpstreamBody>, UpstreamError>, Elapsed>;
+
 /// Everything the request handler needs, shared by all connections.
 pub struct Gateway {
     routes: RouteTable,
@@ -49,6 +57,7 @@ pub struct Gateway {
     /// `Host` for requests that arrive without one (HTTP/1.0).
     upstream_host: HeaderValue,
     max_header_bytes: usize,
+    body_read_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -88,7 +97,8 @@ fn ip_header(ip: std::net::IpAddr) -> Option<HeaderValue> {
 }
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the old `Keep-Alive`/`Proxy-Connection`).
-/// `TE` is handled apart: `TE: trailers` is end to end (gRPC relies on it).
+/// `TE` is handled apart: `TE: trailers` is end to end (gRPC relies on it). `Trailer` is end to
+/// end too: hyper sends trailer fields only when `Trailer` declares them.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == KEEP_ALIVE
@@ -96,7 +106,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::PROXY_AUTHENTICATE
         || name == header::PROXY_AUTHORIZATION
         || name == header::TE
-        || name == header::TRAILER
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
 }
@@ -105,9 +114,9 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names notes which are present: most messages carry none, and the
     // usual one is a bare `Connection: keep-alive`, which costs one removal, not nine.
-    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut present: [Option<HeaderName>; 8] = Default::default();
     let mut count = 0;
-    // `keys()` yields each name once, and there are only nine such names.
+    // `keys()` yields each name once, and there are only eight such names.
     for name in headers.keys() {
         if count < present.len() && is_hop_by_hop(name) {
             present[count] = Some(name.clone());
@@ -157,6 +166,7 @@ impl Gateway {
         auth: Arc<Authenticator>,
         upstream: Upstream,
         max_header_bytes: usize,
+        body_read_timeout: std::time::Duration,
         metrics: Arc<Metrics>,
     ) -> Gateway {
         // Config validation guarantees an http URL with a host; the fallbacks only keep this total.
@@ -171,7 +181,7 @@ impl Gateway {
         );
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        Gateway { routes, auth, pool, upstream, upstream_host, max_header_bytes, metrics }
+        Gateway { routes, auth, pool, upstream, upstream_host, max_header_bytes, body_read_timeout, metrics }
     }
 
     /// The authenticator (shared with `validate` and the admin listener).
@@ -206,10 +216,19 @@ impl Gateway {
             return (resp, &self.routes.unmatched);
         }
         if let Err(e) = meaning::check(&req) {
-            self.routes.unmatched.count(Outcome::InvalidRequest);
-            tracing::info!(status = 400, reason = e.description(), "request refused: more than one meaning");
-            let resp = error_response(http::StatusCode::BAD_REQUEST, "invalid_request", e.description());
-            return (resp, &self.routes.unmatched);
+            let (status, outcome, code) = match e {
+                meaning::MeaningError::UnsupportedTransferCoding => {
+                    (http::StatusCode::NOT_IMPLEMENTED, Outcome::NotImplemented, "not_implemented")
+                }
+                _ => (http::StatusCode::BAD_REQUEST, Outcome::InvalidRequest, "invalid_request"),
+            };
+            self.routes.unmatched.count(outcome);
+            tracing::info!(
+                status = status.as_u16(),
+                reason = e.description(),
+                "request refused: more than one meaning"
+            );
+            return (error_response(status, code, e.description()), &self.routes.unmatched);
         }
         let form = match routes::match_form(req.uri().path()) {
             Ok(f) => f,
@@ -269,13 +288,41 @@ impl Gateway {
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
         scan.scrub(req.headers_mut(), route.cfg.method_override);
         self.upstream_request(&mut req, peer, verified);
-        let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send(req)).await;
-        let resp = match self.upstream_outcome(sent) {
-            Ok(resp) => {
+        let (parts, body) = req.into_parts();
+        let (body, progress) = ClientBody::new(body, self.body_read_timeout);
+        let mut req = Request::from_parts(parts, body);
+        if progress.is_some() && !req.headers().contains_key(header::CONTENT_LENGTH) {
+            // A body of unknown length (chunked, or HTTP/2 without content-length) goes on
+            // chunked; without the header hyper would send a GET or HEAD body as empty.
+            req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+        let sent = self.exchange(req, progress.as_deref()).await;
+        let client_fault = progress.as_deref().and_then(|p| p.failure());
+        let resp = match (self.upstream_outcome(sent), client_fault) {
+            (Ok(resp), _) => {
                 route.metrics.count(outcome);
                 resp.map(Either::Left)
             }
-            Err(failure) => {
+            (Err(_), Some(fault)) => {
+                let (status, outcome, code, desc) = match fault {
+                    BodyFailure::Malformed => (
+                        http::StatusCode::BAD_REQUEST,
+                        Outcome::InvalidRequest,
+                        "invalid_request",
+                        "the request body is malformed",
+                    ),
+                    BodyFailure::Stalled => (
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        Outcome::RequestTimeout,
+                        "request_timeout",
+                        "the request body stopped arriving",
+                    ),
+                };
+                route.metrics.count(outcome);
+                tracing::info!(route = %route.cfg.name, status = status.as_u16(), "request refused: {desc}; the upstream request was aborted");
+                error_response(status, code, desc)
+            }
+            (Err(failure), None) => {
                 route.metrics.count(failure);
                 let (status, code, desc) = if failure == Outcome::UpstreamTimeout {
                     (http::StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "the upstream did not answer in time")
@@ -286,6 +333,30 @@ impl Gateway {
             }
         };
         (resp, &route.metrics)
+    }
+
+    /// Sends the request and waits for the response head. The upstream timeout counts from when
+    /// the request has been sent: while a body is still arriving, only a body that makes no
+    /// progress for that long (the upstream stopped reading) ends the wait early; a client that
+    /// stops sending is the body-read timeout's business (see `client_body`).
+    async fn exchange(&self, req: Request<ClientBody>, progress: Option<&BodyProgress>) -> Exchanged {
+        let send = self.pool.send(req);
+        tokio::pin!(send);
+        if let Some(p) = progress {
+            loop {
+                let checked = p.progress_count();
+                tokio::select! {
+                    r = &mut send => return Ok(r),
+                    _ = p.finished() => break,
+                    _ = tokio::time::sleep(self.upstream.timeout) => {
+                        if p.progress_count() == checked {
+                            return Err(Elapsed);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::timeout(self.upstream.timeout, send).await.map_err(|_| Elapsed)
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, forwarding and claim
@@ -346,10 +417,7 @@ impl Gateway {
     }
 
     /// Maps the exchange's result to the response head or the failure to count and answer.
-    fn upstream_outcome(
-        &self,
-        sent: Result<Result<Response<UpstreamBody>, UpstreamError>, tokio::time::error::Elapsed>,
-    ) -> Result<Response<UpstreamBody>, Outcome> {
+    fn upstream_outcome(&self, sent: Exchanged) -> Result<Response<UpstreamBody>, Outcome> {
         match sent {
             Err(_) => {
                 self.metrics.upstream_errors.with_label_values(&["timeout"]).inc();

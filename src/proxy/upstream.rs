@@ -30,6 +30,8 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+
+use super::client_body::ClientBody;
 use tokio::net::TcpStream;
 
 /// Why a request could not be exchanged with the upstream.
@@ -51,7 +53,7 @@ impl std::fmt::Display for UpstreamError {
 }
 
 /// The body of a request to the upstream: the client's, streamed, or none for a replay.
-pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamRequestBody = Either<ClientBody, Empty<Bytes>>;
 
 struct IdleConn {
     tx: SendRequest<UpstreamRequestBody>,
@@ -135,7 +137,7 @@ impl UpstreamPool {
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
     /// streams from the connection and hands it back to the pool when it ends.
-    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send(self: &Arc<Self>, req: Request<ClientBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut req = req.map(Either::Left);
         let mut stale = 0;
         let mut replayed = false;
