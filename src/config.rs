@@ -110,6 +110,8 @@ pub struct ServerSection {
     /// A request body that stops arriving for this long ends the request (408) and aborts the
     /// upstream request.
     pub body_read_timeout_seconds: u64,
+    /// A WebSocket tunnel is closed after this long, whatever passes through it.
+    pub tunnel_max_lifetime_seconds: u64,
     /// Open client connections at most; beyond it new connections wait in the backlog.
     pub max_connections: usize,
     /// Entries in the verified-token cache; 0 turns it off.
@@ -134,6 +136,7 @@ impl Default for ServerSection {
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 60,
             body_read_timeout_seconds: 60,
+            tunnel_max_lifetime_seconds: 3600,
             max_connections: 10_000,
             token_cache_entries: 100_000,
             log_format: "text".into(),
@@ -531,8 +534,9 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
-    let ranges: [(&str, u64, u64, u64); 5] = [
+    let ranges: [(&str, u64, u64, u64); 6] = [
         ("drain_timeout_seconds", s.drain_timeout_seconds, 0, 3600),
+        ("tunnel_max_lifetime_seconds", s.tunnel_max_lifetime_seconds, 1, 604_800),
         ("body_read_timeout_seconds", s.body_read_timeout_seconds, 1, 3600),
         ("header_read_timeout_seconds", s.header_read_timeout_seconds, 1, 3600),
         ("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86_400),

@@ -45,6 +45,13 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// `jwtgate_connection_limit_waits_total`: accepts that waited for `max_connections`.
     pub connection_limit_waits: IntCounter,
+    /// `jwtgate_upgrades_total{result}`: allowed WebSocket upgrades, `tunnelled|declined`
+    /// (the upstream did not switch protocols) or `failed` (the upstream was unreachable).
+    pub upgrades: IntCounterVec,
+    /// `jwtgate_open_tunnels`: WebSocket tunnels open now.
+    pub open_tunnels: IntGauge,
+    /// `jwtgate_tunnels_expired_total`: tunnels closed at `tunnel_max_lifetime_seconds`.
+    pub tunnels_expired: IntCounter,
 }
 
 /// Request outcomes, the `outcome` label of `jwtgate_requests_total`.
@@ -209,6 +216,17 @@ impl Metrics {
             "Times the proxy listener stopped accepting because max_connections were open.",
         ));
         must(registry.register(Box::new(connection_limit_waits.clone())));
+        let upgrades = counter("jwtgate_upgrades_total", "Allowed WebSocket upgrades by result.", &["result"]);
+        for r in ["tunnelled", "declined", "failed"] {
+            upgrades.with_label_values(&[r]);
+        }
+        let open_tunnels = must(IntGauge::new("jwtgate_open_tunnels", "WebSocket tunnels open now."));
+        must(registry.register(Box::new(open_tunnels.clone())));
+        let tunnels_expired = must(IntCounter::new(
+            "jwtgate_tunnels_expired_total",
+            "WebSocket tunnels closed at their maximum lifetime.",
+        ));
+        must(registry.register(Box::new(tunnels_expired.clone())));
         for r in ["ok", "error", "conflict"] {
             km_sync_runs.with_label_values(&[r]);
         }
@@ -237,6 +255,9 @@ impl Metrics {
             open_connections,
             connections_closed,
             connection_limit_waits,
+            upgrades,
+            open_tunnels,
+            tunnels_expired,
         }
     }
 

@@ -102,6 +102,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         config.upstream.clone(),
         config.server.max_header_bytes(),
         Duration::from_secs(config.server.body_read_timeout_seconds),
+        Duration::from_secs(config.server.tunnel_max_lifetime_seconds),
         metrics.clone(),
     ));
     let bind = |what: &'static str, addr: SocketAddr| async move {

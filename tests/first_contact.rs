@@ -162,6 +162,7 @@ const NUMERIC_KEYS: &[(&str, &str, u64, u64)] = &[
     ("server", "header_read_timeout_seconds", 1, 3600),
     ("server", "idle_timeout_seconds", 1, 86_400),
     ("server", "body_read_timeout_seconds", 1, 3600),
+    ("server", "tunnel_max_lifetime_seconds", 1, 604_800),
     ("server", "max_connections", 1, 1_000_000),
     ("server", "token_cache_entries", 0, 10_000_000),
     ("server", "worker_threads", 0, 256),

@@ -8,6 +8,7 @@ pub mod client_body;
 pub mod meaning;
 pub mod response;
 pub mod server;
+pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ pub struct Gateway {
     upstream_host: HeaderValue,
     max_header_bytes: usize,
     body_read_timeout: std::time::Duration,
+    tunnel_lifetime: std::time::Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -167,6 +169,7 @@ impl Gateway {
         upstream: Upstream,
         max_header_bytes: usize,
         body_read_timeout: std::time::Duration,
+        tunnel_lifetime: std::time::Duration,
         metrics: Arc<Metrics>,
     ) -> Gateway {
         // Config validation guarantees an http URL with a host; the fallbacks only keep this total.
@@ -181,7 +184,17 @@ impl Gateway {
         );
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        Gateway { routes, auth, pool, upstream, upstream_host, max_header_bytes, body_read_timeout, metrics }
+        Gateway {
+            routes,
+            auth,
+            pool,
+            upstream,
+            upstream_host,
+            max_header_bytes,
+            body_read_timeout,
+            tunnel_lifetime,
+            metrics,
+        }
     }
 
     /// The authenticator (shared with `validate` and the admin listener).
@@ -287,6 +300,9 @@ impl Gateway {
         };
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
         scan.scrub(req.headers_mut(), route.cfg.method_override);
+        if tunnel::is_websocket_upgrade(&req) {
+            return (self.upgrade(req, peer, verified, route, outcome).await, &route.metrics);
+        }
         self.upstream_request(&mut req, peer, verified);
         let (parts, body) = req.into_parts();
         let (body, progress) = ClientBody::new(body, self.body_read_timeout);
@@ -298,7 +314,59 @@ impl Gateway {
         }
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
-        let resp = match (self.upstream_outcome(sent), client_fault) {
+        (self.answer(sent, client_fault, route, outcome), &route.metrics)
+    }
+
+    /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
+    /// `101` joins the two connections (see `tunnel`), anything else is passed back.
+    async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        verified: Option<Verified>,
+        route: &crate::routes::Route,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        self.upstream_request(&mut req, peer, verified);
+        tunnel::restore_upgrade_headers(req.headers_mut());
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, ClientBody::new(body, self.body_read_timeout).0);
+        let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send_upgrade(req)).await;
+        let sent = match sent {
+            Ok(Ok(mut resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_lifetime, self.metrics.clone());
+                self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
+                route.metrics.count(outcome);
+                return tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new())));
+            }
+            Ok(Ok(resp)) => {
+                self.metrics.upgrades.with_label_values(&["declined"]).inc();
+                Ok(Ok(resp.map(UpstreamBody::unpooled)))
+            }
+            Ok(Err(e)) => {
+                self.metrics.upgrades.with_label_values(&["failed"]).inc();
+                Ok(Err(e))
+            }
+            Err(_) => {
+                self.metrics.upgrades.with_label_values(&["failed"]).inc();
+                Err(Elapsed)
+            }
+        };
+        self.answer(sent, None, route, outcome)
+    }
+
+    /// The client's answer for an exchange with the upstream: its response, or the refusal for
+    /// a body the client broke, or 502/504.
+    fn answer(
+        &self,
+        sent: Exchanged,
+        client_fault: Option<BodyFailure>,
+        route: &crate::routes::Route,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        match (self.upstream_outcome(sent), client_fault) {
             (Ok(resp), _) => {
                 route.metrics.count(outcome);
                 resp.map(Either::Left)
@@ -331,8 +399,7 @@ impl Gateway {
                 };
                 error_response(status, code, desc)
             }
-        };
-        (resp, &route.metrics)
+        }
     }
 
     /// Sends the request and waits for the response head. The upstream timeout counts from when

@@ -253,8 +253,7 @@ pub async fn serve<F, Fut, B>(
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
         // Dead peers (a vanished NAT entry, a killed client) are found by pings.
         .keep_alive_interval(Some(limits.idle_timeout.min(Duration::from_secs(30))))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .enable_connect_protocol();
+        .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let cap = (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
     // Every connection task holds a sender; when all are gone, the drain is over.

@@ -181,6 +181,22 @@ impl UpstreamPool {
     }
 
     /// The most recently returned connection that is ready; closed ones are dropped.
+    /// Sends a WebSocket upgrade request on a connection of its own (an upgraded connection is
+    /// never pooled) that can hand over its I/O when the upstream switches protocols.
+    pub async fn send_upgrade(&self, req: Request<ClientBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let stream = self.connect_tcp().await?;
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake::<_, ClientBody>(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::Connect(crate::fetch::error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream upgrade connection ended with an error: {}", crate::fetch::error_chain(&e));
+            }
+        });
+        tx.send_request(req).await.map_err(UpstreamError::Exchange)
+    }
+
     fn checkout(&self) -> Option<(SendRequest<UpstreamRequestBody>, u64)> {
         let mut idle = self.lock_idle();
         let mut i = idle.len();
@@ -209,7 +225,7 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamRequestBody>, UpstreamError> {
+    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect((self.host.as_str(), self.port))).await
             {
@@ -218,6 +234,11 @@ impl UpstreamPool {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamRequestBody>, UpstreamError> {
+        let stream = self.connect_tcp().await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -262,6 +283,11 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body whose connection is not returned to the pool (an upgrade's).
+    pub fn unpooled(inner: Incoming) -> UpstreamBody {
+        UpstreamBody { inner, lease: None }
+    }
+
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.pool.put_back(lease.tx);
