@@ -25,6 +25,8 @@ async fn ws_upstream() -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut sub = String::new();
+                // The callback's signature is tungstenite's (its error is a whole response).
+                #[allow(clippy::result_large_err)]
                 let callback =
                     |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                      resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
@@ -34,14 +36,13 @@ async fn ws_upstream() -> SocketAddr {
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
                 let _ = ws.send(Message::text(format!("hello {sub}"))).await;
                 while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
-                        Message::Text(t) => {
-                            if ws.send(Message::text(format!("echo: {t}"))).await.is_err() {
-                                break;
-                            }
-                        }
+                    let reply = match msg {
+                        Message::Text(t) => Message::text(format!("echo: {t}")),
                         Message::Close(_) => break,
-                        _ => {}
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
                     }
                 }
             });
