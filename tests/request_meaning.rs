@@ -142,3 +142,34 @@ async fn connect_is_refused_unless_a_route_lists_it() {
     let m = h.metrics().await;
     assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"method_not_allowed\",route=\"\"}"), 2.0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_and_backslashes_are_refused() {
+    let h = Harness::start().await;
+    for (what, req) in [
+        (
+            "CL+TE",
+            "POST /public/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /orders/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+        (
+            "two different lengths",
+            "POST /public/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\nConnection: close\r\n\r\nabc",
+        ),
+        ("obs-fold", "GET /public/x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\nConnection: close\r\n\r\n"),
+        ("backslash dot segment", "GET /public\\..\\orders/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ] {
+        let (status, head, body) = raw(h.gw.proxy_addr, req).await;
+        if what == "CL+TE" {
+            // RFC 9112 §6.3: Transfer-Encoding wins and the connection is closed after the
+            // response, so the bytes after the 0-chunk are never read as a second request.
+            assert_eq!(status, 200, "{what}");
+            assert!(!body.contains("HTTP/1.1 "), "one response only: {head}{body}");
+            let echo: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(echo["body_bytes"], 0);
+            assert!(upstream_header(&echo, "content-length").iter().all(|v| v == "0"), "{echo}");
+        } else {
+            assert_eq!(status, 400, "{what}");
+        }
+    }
+    assert_eq!(h.upstream.hits(), 1, "only the CL+TE request's outer POST reached the upstream");
+}
