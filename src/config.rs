@@ -246,6 +246,14 @@ pub struct IssuerSection {
     /// The largest discovery or JWKS response accepted.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// `at+jwt` (default): only tokens whose `typ` is `at+jwt` / `application/at+jwt` (RFC
+    /// 9068); `any` for IdPs that do not set it (an ID token, with `nonce`, is refused anyway).
+    #[serde(default = "default_access_token_typ")]
+    pub access_token_typ: String,
+}
+
+fn default_access_token_typ() -> String {
+    "at+jwt".into()
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -429,6 +437,8 @@ pub struct IssuerConfig {
     pub fetch_timeout: Duration,
     /// Response size limit for discovery and JWKS.
     pub max_response_bytes: usize,
+    /// Require `typ: at+jwt` (false with `access_token_typ = "any"`).
+    pub require_access_token_typ: bool,
 }
 
 /// One route, validated.
@@ -738,6 +748,14 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
         if s.max_response_bytes < 1024 || s.max_response_bytes > 16 * 1024 * 1024 {
             problems.push(problem(at("max_response_bytes"), "must be between 1024 and 16777216"));
         }
+        let require_access_token_typ = match s.access_token_typ.as_str() {
+            "at+jwt" => true,
+            "any" => false,
+            _ => {
+                problems.push(problem(at("access_token_typ"), "must be \"at+jwt\" or \"any\""));
+                true
+            }
+        };
         if let Some(discovery_url) = discovery {
             out.push(IssuerConfig {
                 name: s.name.clone(),
@@ -751,6 +769,7 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 max_stale: Duration::from_secs(s.jwks_max_stale_seconds),
                 fetch_timeout: Duration::from_secs(s.fetch_timeout_seconds),
                 max_response_bytes: s.max_response_bytes,
+                require_access_token_typ,
             });
         }
     }

@@ -84,6 +84,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         if i.audiences.is_empty() {
             tracing::warn!(issuer = %i.name, "audiences = []: tokens are accepted whatever their aud");
         }
+        if !i.require_access_token_typ {
+            tracing::warn!(
+                issuer = %i.name,
+                "access_token_typ = \"any\": tokens without typ at+jwt are accepted (ID tokens, with a nonce, are still refused)"
+            );
+        }
     }
     let auth = Arc::new(Authenticator::new(
         keys.clone(),

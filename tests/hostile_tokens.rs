@@ -67,7 +67,7 @@ async fn hmac_signed_with_the_rsa_public_key_is_refused() {
 async fn alg_outside_the_allow_list_is_refused_even_with_a_valid_signature() {
     let h = Harness::start().await;
     // PS256 with the very same RSA key: a valid signature, but the issuer allows RS256 only.
-    let t = h.key.sign_json(&json!({"alg": "PS256", "kid": "k1_RS256"}), &h.claims(""));
+    let t = h.key.sign_json(&json!({"alg": "PS256", "kid": "k1_RS256", "typ": "at+jwt"}), &h.claims(""));
     let d = assert_invalid(&h, &t, "PS256").await;
     assert!(d.contains("alg"), "{d}");
 }
@@ -105,11 +105,11 @@ async fn embedded_key_headers_are_never_key_sources() {
     let attacker = SigningKey::generate(Alg::RS256, "evil").unwrap();
     let jwks_url = format!("http://{}/evil-jwks", h.upstream.addr);
     for header in [
-        json!({"alg": "RS256", "jwk": attacker.jwk()}),
-        json!({"alg": "RS256", "kid": "evil", "jwk": attacker.jwk()}),
-        json!({"alg": "RS256", "kid": "evil", "jku": jwks_url}),
-        json!({"alg": "RS256", "kid": "evil", "x5u": jwks_url}),
-        json!({"alg": "RS256", "kid": "k1_RS256", "jwk": attacker.jwk()}),
+        json!({"alg": "RS256", "typ": "at+jwt", "jwk": attacker.jwk()}),
+        json!({"alg": "RS256", "typ": "at+jwt", "kid": "evil", "jwk": attacker.jwk()}),
+        json!({"alg": "RS256", "typ": "at+jwt", "kid": "evil", "jku": jwks_url}),
+        json!({"alg": "RS256", "typ": "at+jwt", "kid": "evil", "x5u": jwks_url}),
+        json!({"alg": "RS256", "typ": "at+jwt", "kid": "k1_RS256", "jwk": attacker.jwk()}),
     ] {
         let t = attacker.sign_json(&header, &h.claims(""));
         assert_invalid(&h, &t, &header.to_string()).await;

@@ -25,7 +25,7 @@ async fn every_supported_algorithm_verifies() {
         assert_eq!(resp.status(), 200, "{}", k.alg.name());
     }
     // A token signed by the EC key but labelled with the RSA kid is refused: the kid pins the key.
-    let forged = keys[5].sign_json(&json!({"alg": "ES256", "kid": "k1_RS256"}), &h.claims(""));
+    let forged = keys[5].sign_json(&json!({"alg": "ES256", "kid": "k1_RS256", "typ": "at+jwt"}), &h.claims(""));
     assert_eq!(h.get_with("/api/x", &forged).await.status(), 401);
 }
 
@@ -78,7 +78,7 @@ async fn forged_kids_cannot_hammer_the_idp() {
     let h = Harness::start().await;
     let before = h.idp.jwks_fetches();
     for i in 0..30 {
-        let t = h.key.sign_json(&json!({"alg": "RS256", "kid": format!("forged-{i}")}), &h.claims(""));
+        let t = h.key.sign_json(&json!({"alg": "RS256", "kid": format!("forged-{i}"), "typ": "at+jwt"}), &h.claims(""));
         let resp = h.get_with("/api/x", &t).await;
         assert_eq!(resp.status(), 401);
     }
@@ -172,7 +172,7 @@ async fn one_bad_key_does_not_drop_the_set() {
     }
     assert_eq!(status, 200);
     // The enc key shares the good key's modulus but must not verify anything.
-    let t = key.sign_json(&json!({"alg": "RS256", "kid": "enc"}), &idp.claims(now(), "a", AUD, ""));
+    let t = key.sign_json(&json!({"alg": "RS256", "kid": "enc", "typ": "at+jwt"}), &idp.claims(now(), "a", AUD, ""));
     assert_eq!(client.get(&url).bearer_auth(t).send().await.unwrap().status(), 401);
 }
 

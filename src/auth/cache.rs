@@ -93,6 +93,7 @@ mod tests {
             iat: None,
             scopes: Box::new([]),
             sub_header: None,
+            binding: None,
         })
     }
 

@@ -51,6 +51,13 @@ pub enum TokenError {
     IssuedInFuture,
     /// `sub` holds characters no HTTP header may carry.
     UnforwardableSubject,
+    /// Not an access token: `typ` is not `at+jwt` (RFC 9068 §4), or it carries `nonce` (an ID
+    /// token).
+    WrongTokenType,
+    /// A token bound to a key (`cnf`) presented without proof of that key.
+    SenderConstrained,
+    /// Not a JWT at all: an opaque (reference) token.
+    Opaque,
 }
 
 impl TokenError {
@@ -79,6 +86,9 @@ impl TokenError {
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "iat_in_future",
             TokenError::UnforwardableSubject => "bad_sub",
+            TokenError::WrongTokenType => "wrong_token_type",
+            TokenError::SenderConstrained => "sender_constrained",
+            TokenError::Opaque => "opaque_token",
         }
     }
 
@@ -107,6 +117,15 @@ impl TokenError {
             TokenError::NotYetValid => "the token is not valid yet (nbf)",
             TokenError::IssuedInFuture => "the token was issued in the future (iat)",
             TokenError::UnforwardableSubject => "the sub claim holds characters that cannot be forwarded in a header",
+            TokenError::WrongTokenType => {
+                "only access tokens are accepted: the typ header must be at+jwt (RFC 9068), and ID tokens (with a nonce) never pass"
+            }
+            TokenError::SenderConstrained => {
+                "the token is bound to a key (cnf): present it as Authorization: DPoP with a DPoP proof"
+            }
+            TokenError::Opaque => {
+                "this is an opaque token; jwtgate validates JWT access tokens: in Asgardeo, set the application access token type to JWT"
+            }
         }
     }
 }

@@ -26,8 +26,20 @@ pub struct Decoded<'t> {
     pub payload_b64: &'t str,
     /// The raw signature.
     pub signature: Vec<u8>,
+    /// `typ` is `at+jwt` or `application/at+jwt` (RFC 9068 §2.1, case-insensitive).
+    pub typ_is_access_token: bool,
     /// The registered claims.
     pub claims: Claims,
+}
+
+/// The token's `cnf` (confirmation) claim: what it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// `cnf.jkt`: a DPoP key's RFC 7638 thumbprint (RFC 9449 §6.1).
+    Jkt(String),
+    /// Anything else (`x5t#S256`, a certificate binding, RFC 8705, or an unknown method):
+    /// nothing jwtgate can check, so never accepted.
+    Other,
 }
 
 /// The claims jwtgate checks.
@@ -47,6 +59,10 @@ pub struct Claims {
     pub iat: Option<f64>,
     /// `scope` (space-separated or array) and `scp` (string or array), merged.
     pub scopes: Vec<Box<str>>,
+    /// `nonce` is present: an OpenID Connect ID token, never an access token.
+    pub has_nonce: bool,
+    /// `cnf`, when the token is sender-constrained.
+    pub binding: Option<Binding>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +73,8 @@ struct RawHeader<'a> {
     kid: Option<Cow<'a, str>>,
     #[serde(default)]
     crit: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +95,22 @@ struct RawClaims<'a> {
     scope: Option<Typed<Vec<Cow<'a, str>>>>,
     #[serde(borrow, default)]
     scp: Option<Typed<Vec<Cow<'a, str>>>>,
+    #[serde(default)]
+    nonce: Option<IgnoredAny>,
+    #[serde(default)]
+    cnf: Option<serde_json::Value>,
+}
+
+/// Reads `cnf`: exactly `{"jkt": "<thumbprint>"}` is a DPoP binding; any other member or shape
+/// binds the token to something jwtgate cannot check.
+fn binding(cnf: serde_json::Value) -> Binding {
+    match cnf.as_object() {
+        Some(m) if m.len() == 1 => match m.get("jkt").and_then(serde_json::Value::as_str) {
+            Some(j) if !j.is_empty() => Binding::Jkt(j.to_string()),
+            _ => Binding::Other,
+        },
+        _ => Binding::Other,
+    }
 }
 
 /// A claim of the expected JSON type, or `WrongType` (the value is consumed either way), so a
@@ -205,7 +239,8 @@ fn push_scopes(list: Vec<Cow<'_, str>>, out: &mut Vec<Box<str>>) {
 pub fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(TokenError::Malformed);
+        // No dot at all: a reference token (Asgardeo's default is an opaque UUID).
+        return Err(if token.contains('.') { TokenError::Malformed } else { TokenError::Opaque });
     };
     let rest = parts.count();
     if rest == 2 {
@@ -224,6 +259,10 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
     }
     let alg = Alg::from_name(&header.alg);
     let kid = header.kid.map(Cow::into_owned);
+    let typ_is_access_token = header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
 
     let raw: RawClaims<'_> = serde_json::from_slice(&payload_json).map_err(|_| TokenError::BadPayload)?;
     let mut scopes = Vec::new();
@@ -241,9 +280,11 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
         nbf: typed(raw.nbf, TokenError::BadTimeClaim)?,
         iat: typed(raw.iat, TokenError::BadTimeClaim)?,
         scopes,
+        has_nonce: raw.nonce.is_some(),
+        binding: raw.cnf.map(binding),
     };
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
-    Ok(Decoded { alg, kid, signing_input, payload_b64: p, signature, claims })
+    Ok(Decoded { alg, kid, signing_input, payload_b64: p, signature, typ_is_access_token, claims })
 }
 
 #[cfg(test)]
@@ -257,6 +298,7 @@ mod tests {
     #[test]
     fn shapes_are_checked() {
         assert_eq!(decode("a.b").unwrap_err(), TokenError::Malformed);
+        assert_eq!(decode("6a1c5f3e-2b8d-4c1e-9f7a-0d2e4b6c8a10").unwrap_err(), TokenError::Opaque);
         assert_eq!(decode("a.b.c.d.e").unwrap_err(), TokenError::Encrypted);
         assert_eq!(decode("a.b.c.d").unwrap_err(), TokenError::Malformed);
         assert_eq!(decode("a=.b.c").unwrap_err(), TokenError::BadEncoding);

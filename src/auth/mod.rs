@@ -43,6 +43,8 @@ pub struct Verdict {
     pub scopes: Box<[Box<str>]>,
     /// The value of `x-jwt-sub`, when the token has a `sub`.
     pub sub_header: Option<HeaderValue>,
+    /// `cnf`: the key the token is bound to; such a token needs proof of it on every request.
+    pub binding: Option<jwt::Binding>,
 }
 
 impl Verdict {
@@ -182,6 +184,14 @@ impl Authenticator {
     pub async fn authorize(&self, headers: &HeaderMap, scopes: &[String]) -> Result<Verified, Rejected> {
         let token = bearer::extract(headers)?;
         let verified = self.verify(token, None).await?;
+        if verified.verdict.binding.is_some() {
+            // RFC 9449 §7.1: a bound token presented as a bearer token is refused, or a stolen
+            // one would work like any other.
+            return Err(Rejected {
+                error: AuthError::InvalidToken(TokenError::SenderConstrained),
+                issuer: Some(verified.issuer()),
+            });
+        }
         if !verified.has_scopes(scopes) {
             return Err(Rejected { error: AuthError::InsufficientScope, issuer: Some(verified.issuer()) });
         }
@@ -245,6 +255,11 @@ impl Authenticator {
     /// fault (401), never an IdP outage (503).
     fn keyless_checks(&self, d: &jwt::Decoded<'_>, cfg: &crate::config::IssuerConfig) -> Result<Alg, TokenError> {
         let alg = d.alg.filter(|a| cfg.algorithms.contains(a)).ok_or(TokenError::AlgNotAllowed)?;
+        // Access tokens only (RFC 9068 §4): an ID token shares the client id as `aud` and is
+        // handed to browsers; it must never open an API, whatever `access_token_typ` says.
+        if (cfg.require_access_token_typ && !d.typ_is_access_token) || d.claims.has_nonce {
+            return Err(TokenError::WrongTokenType);
+        }
         let exp = d.claims.exp.ok_or(TokenError::MissingExpiry)?;
         time_claims(exp, d.claims.nbf, d.claims.iat, cfg.leeway, self.clock.now_unix())?;
         if !cfg.audiences.is_empty() && !d.claims.aud.iter().any(|a| cfg.audiences.contains(a)) {
@@ -359,6 +374,7 @@ impl Authenticator {
             iat: d.claims.iat,
             scopes: d.claims.scopes.into_boxed_slice(),
             sub_header,
+            binding: d.claims.binding,
         };
         Ok((Arc::new(verdict), payload_header))
     }

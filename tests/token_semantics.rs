@@ -1,0 +1,90 @@
+//! What a token means: only access tokens open an API, bound tokens stay bound, and the
+//! refusals say why — through the proxy and through `validate`.
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+async fn refusal(h: &Harness, token: &str) -> (u16, String, String) {
+    let r = h.get_with("/api/x", token).await;
+    let status = r.status().as_u16();
+    let challenge = www_authenticate(r.headers());
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, body["error_description"].as_str().unwrap_or("").to_string(), challenge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_never_opens_an_api() {
+    let h = Harness::start().await;
+    // What Asgardeo issues as an ID token: typ JWT, the client id as aud, a nonce, no scope.
+    let mut claims = h.claims("");
+    claims["nonce"] = json!("n-0S6_WzA2Mj");
+    claims.as_object_mut().unwrap().remove("scope");
+    let id_token = h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256", "typ": "JWT"}), &claims);
+    let (status, desc, challenge) = refusal(&h, &id_token).await;
+    assert_eq!(status, 401);
+    assert!(desc.contains("access tokens"), "{desc}");
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    // No typ at all: refused by default.
+    let no_typ = h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256"}), &h.claims(""));
+    assert_eq!(refusal(&h, &no_typ).await.0, 401);
+    // Both spellings of the access-token type pass, in any case.
+    for typ in ["at+jwt", "application/AT+JWT"] {
+        let t = h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256", "typ": typ}), &h.claims(""));
+        echoed(h.get_with("/api/x", &t).await).await;
+    }
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"wrong_token_type\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(h.upstream.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_typ_any_opts_out_but_id_tokens_stay_out() {
+    let h = Harness::start_with("access_token_typ = \"any\"", "").await;
+    let no_typ = h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256"}), &h.claims(""));
+    echoed(h.get_with("/api/x", &no_typ).await).await;
+    let mut claims = h.claims("");
+    claims["nonce"] = json!("abc");
+    let id_token = h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256", "typ": "JWT"}), &claims);
+    assert_eq!(refusal(&h, &id_token).await.0, 401);
+    // Even one that claims to be an access token.
+    let disguised = h.key.token(&claims);
+    assert_eq!(refusal(&h, &disguised).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_token_is_refused_as_a_bearer_token() {
+    let h = Harness::start().await;
+    for cnf in [
+        json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+        json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+    ] {
+        let mut claims = h.claims("");
+        claims["cnf"] = cnf.clone();
+        let t = h.key.token(&claims);
+        let (status, desc, _) = refusal(&h, &t).await;
+        assert_eq!(status, 401, "{cnf}");
+        assert!(desc.contains("bound to a key"), "{desc}");
+        // The cached verdict keeps the binding: a second use is refused too.
+        assert_eq!(refusal(&h, &t).await.0, 401);
+    }
+    assert_eq!(h.upstream.hits(), 0);
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"sender_constrained\"}"),
+        4.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_token_is_told_what_to_do() {
+    let h = Harness::start().await;
+    let (status, desc, _) = refusal(&h, "6a1c5f3e-2b8d-4c1e-9f7a-0d2e4b6c8a10").await;
+    assert_eq!(status, 401);
+    assert!(desc.contains("opaque") && desc.contains("access token type to JWT"), "{desc}");
+}
