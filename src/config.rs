@@ -250,6 +250,10 @@ pub struct IssuerSection {
     /// 9068); `any` for IdPs that do not set it (an ID token, with `nonce`, is refused anyway).
     #[serde(default = "default_access_token_typ")]
     pub access_token_typ: String,
+    /// Headers the upstream gets from this issuer's tokens: `{ "x-user" = "sub" }`, a dotted
+    /// path reaching into objects (`"org.id"`).
+    #[serde(default)]
+    pub claim_headers: std::collections::BTreeMap<String, String>,
 }
 
 fn default_access_token_typ() -> String {
@@ -296,6 +300,9 @@ pub struct RouteSection {
     /// jwtgate judged as one method as another).
     #[serde(default)]
     pub method_override: bool,
+    /// Claim headers for this route, added to (and overriding) the issuer's.
+    #[serde(default)]
+    pub claim_headers: std::collections::BTreeMap<String, String>,
 }
 
 fn default_auth() -> String {
@@ -391,6 +398,8 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// `[[routes]]`, validated.
     pub routes: Vec<RouteConfig>,
+    /// Every claim path a `claim_headers` entry names, each once; entries refer to it by index.
+    pub claim_paths: Vec<Vec<String>>,
     /// `[key_manager_sync]` as written (validated by `km_sync::settings`).
     pub key_manager_sync: Option<KmSyncSection>,
 }
@@ -439,6 +448,18 @@ pub struct IssuerConfig {
     pub max_response_bytes: usize,
     /// Require `typ: at+jwt` (false with `access_token_typ = "any"`).
     pub require_access_token_typ: bool,
+    /// Headers set from this issuer's tokens.
+    pub claim_headers: Vec<ClaimHeader>,
+}
+
+/// One configured claim header: the header name and the index of its claim path in
+/// [`Config::claim_paths`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    /// The header the upstream gets.
+    pub name: http::HeaderName,
+    /// Index into `Config::claim_paths`.
+    pub path: usize,
 }
 
 /// One route, validated.
@@ -456,6 +477,8 @@ pub struct RouteConfig {
     pub anonymous: bool,
     /// Forward the method-override headers.
     pub method_override: bool,
+    /// Headers set from the token on this route (beside the issuer's; a route's entry wins).
+    pub claim_headers: Vec<ClaimHeader>,
 }
 
 impl Config {
@@ -559,8 +582,9 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     }
 
     let upstream = validate_upstream(&file.upstream, &mut problems);
-    let issuers = validate_issuers(&file.issuers, &mut problems);
-    let routes = validate_routes(&file.routes, &mut problems);
+    let mut claim_paths = Vec::new();
+    let issuers = validate_issuers(&file.issuers, &mut claim_paths, &mut problems);
+    let routes = validate_routes(&file.routes, &mut claim_paths, &mut problems);
 
     // `[key_manager_sync]` beyond key names and types is checked only where the sync runs
     // (`km_sync::settings`): a switched-off section must not block start-up.
@@ -572,6 +596,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             upstream,
             issuers,
             routes,
+            claim_paths,
             key_manager_sync: file.key_manager_sync,
         }),
         _ => Err(problems),
@@ -648,7 +673,76 @@ pub fn outbound_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -> Vec<IssuerConfig> {
+/// Names jwtgate sets or that carry the request's framing or credentials: a claim header may
+/// not take them (nor any name that folds to them).
+const RESERVED_HEADERS: [&str; 17] = [
+    "x-jwt-payload",
+    "x-jwt-sub",
+    "host",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "cookie",
+];
+
+/// Validates one `claim_headers` table; its paths are added to `paths` (each once).
+fn claim_headers(
+    table: &std::collections::BTreeMap<String, String>,
+    at: &str,
+    paths: &mut Vec<Vec<String>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<ClaimHeader> {
+    let mut out = Vec::new();
+    for (name, path) in table {
+        let key = format!("{at}.claim_headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        let folded = lower.replace(['_', '.'], "-");
+        let header = match http::HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(h) if !RESERVED_HEADERS.contains(&folded.as_str()) && !folded.starts_with("proxy-") => h,
+            Ok(_) => {
+                problems.push(problem(
+                    key,
+                    "is a header jwtgate sets or that carries the request's framing or credentials",
+                ));
+                continue;
+            }
+            Err(_) => {
+                problems.push(problem(key, "is not a valid header name"));
+                continue;
+            }
+        };
+        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+        if path.is_empty() || segments.iter().any(String::is_empty) || segments.len() > 16 {
+            problems.push(problem(key, "must be a claim name or a dotted path to one (e.g. \"org.id\")"));
+            continue;
+        }
+        let idx = match paths.iter().position(|p| *p == segments) {
+            Some(i) => i,
+            None => {
+                paths.push(segments);
+                paths.len() - 1
+            }
+        };
+        out.push(ClaimHeader { name: header, path: idx });
+    }
+    out
+}
+
+fn validate_issuers(
+    list: &[IssuerSection],
+    claim_paths: &mut Vec<Vec<String>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<IssuerConfig> {
     if list.is_empty() {
         problems.push(problem("issuers", "at least one [[issuers]] entry is required"));
     }
@@ -756,6 +850,7 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 true
             }
         };
+        let claim_headers = claim_headers(&s.claim_headers, &format!("issuers[{i}]"), claim_paths, problems);
         if let Some(discovery_url) = discovery {
             out.push(IssuerConfig {
                 name: s.name.clone(),
@@ -770,6 +865,7 @@ fn validate_issuers(list: &[IssuerSection], problems: &mut Vec<ConfigProblem>) -
                 fetch_timeout: Duration::from_secs(s.fetch_timeout_seconds),
                 max_response_bytes: s.max_response_bytes,
                 require_access_token_typ,
+                claim_headers,
             });
         }
     }
@@ -781,7 +877,11 @@ pub fn asgardeo_discovery_url(org: &str) -> String {
     format!("{ASGARDEO_ORIGIN}/t/{org}/oauth2/token/.well-known/openid-configuration")
 }
 
-fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> Vec<RouteConfig> {
+fn validate_routes(
+    list: &[RouteSection],
+    claim_paths: &mut Vec<Vec<String>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<RouteConfig> {
     let mut out = Vec::new();
     for (i, r) in list.iter().enumerate() {
         let at = |key: &str| format!("routes[{i}].{key}");
@@ -835,6 +935,10 @@ fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> 
                 ));
             }
         }
+        let claim_headers = claim_headers(&r.claim_headers, &format!("routes[{i}]"), claim_paths, problems);
+        if anonymous && !claim_headers.is_empty() {
+            problems.push(problem(at("claim_headers"), "an anonymous route has no token to take claims from"));
+        }
         out.push(RouteConfig {
             name: r.name.clone().unwrap_or_else(|| prefix.clone()),
             path_prefix: prefix,
@@ -842,6 +946,7 @@ fn validate_routes(list: &[RouteSection], problems: &mut Vec<ConfigProblem>) -> 
             scopes: r.scopes.clone(),
             anonymous,
             method_override: r.method_override,
+            claim_headers,
         });
     }
     out

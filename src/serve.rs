@@ -91,13 +91,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             );
         }
     }
-    let auth = Arc::new(Authenticator::new(
-        keys.clone(),
-        clock,
-        config.server.token_cache_entries,
-        config.server.max_token_bytes(),
-        metrics.clone(),
-    ));
+    let auth = Arc::new(
+        Authenticator::new(
+            keys.clone(),
+            clock,
+            config.server.token_cache_entries,
+            config.server.max_token_bytes(),
+            metrics.clone(),
+        )
+        .with_claim_paths(config.claim_paths.clone()),
+    );
     let routes = RouteTable::new(&config.routes, &metrics);
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");

@@ -115,7 +115,8 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         Some(t) => Arc::new(FixedClock::new(t)),
         None => Arc::new(SystemClock),
     };
-    let auth = Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics);
+    let auth = Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics)
+        .with_claim_paths(config.claim_paths.clone());
     let header = format!("Bearer {}", req.token.trim());
     let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
     let outcome = match bearer::parse(header.as_bytes()) {

@@ -88,3 +88,74 @@ async fn an_opaque_token_is_told_what_to_do() {
     assert_eq!(status, 401);
     assert!(desc.contains("opaque") && desc.contains("access token type to JWT"), "{desc}");
 }
+
+const CLAIMS_CONFIG: &str = r#"claim_headers = { "x-user" = "sub", "x-client" = "client_id", "x-roles" = "roles", "x-tenant" = "org.id", "x-admin" = "is_admin", "x-level" = "level" }
+
+[[routes]]
+name = "claims"
+path_prefix = "/claims"
+claim_headers = { "x-route-only" = "jti", "X-User" = "azp" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_headers_carry_what_the_upstream_needs() {
+    let h = Harness::start_with(CLAIMS_CONFIG, "").await;
+    let mut claims = h.claims("");
+    claims["roles"] = json!(["reader", "writer"]);
+    claims["org"] = json!({"id": "o-1", "name": "Acme"});
+    claims["is_admin"] = json!(true);
+    claims["level"] = json!(3);
+    claims["jti"] = json!("j-42");
+    let token = h.key.token(&claims);
+    let spoof = |r: reqwest::RequestBuilder| {
+        r.header("x-user", "mallory").header("X_Tenant", "evil").header("x.roles", "admin").header("x-route-only", "x")
+    };
+    let echo = echoed(spoof(h.client.get(h.url("/api/x")).bearer_auth(&token)).send().await.unwrap()).await;
+    assert_eq!(upstream_header(&echo, "x-user"), ["alice"]);
+    assert_eq!(upstream_header(&echo, "x-client"), [AUD]);
+    assert_eq!(upstream_header(&echo, "x-roles"), ["reader,writer"]);
+    assert_eq!(upstream_header(&echo, "x-tenant"), ["o-1"]);
+    assert_eq!(upstream_header(&echo, "x-admin"), ["true"]);
+    assert_eq!(upstream_header(&echo, "x-level"), ["3"]);
+    assert!(upstream_header(&echo, "x-route-only").is_empty(), "not this route's: {echo}");
+    assert!(echo["headers"].get("x_tenant").is_none() && echo["headers"].get("x.roles").is_none(), "{echo}");
+    // The route's own entries, and its override of the issuer's x-user.
+    let echo = echoed(spoof(h.client.get(h.url("/claims/x")).bearer_auth(&token)).send().await.unwrap()).await;
+    assert_eq!(upstream_header(&echo, "x-user"), [AUD]);
+    assert_eq!(upstream_header(&echo, "x-route-only"), ["j-42"]);
+    // Anonymous route: every client copy removed.
+    let echo = echoed(spoof(h.client.get(h.url("/public/x"))).send().await.unwrap()).await;
+    for n in ["x-user", "x_tenant", "x.roles", "x-route-only"] {
+        assert!(echo["headers"].get(n).is_none(), "{n}: {echo}");
+    }
+    // Absent claims send no header (the client's copy is gone too).
+    let plain = h.token("");
+    let echo = echoed(spoof(h.client.get(h.url("/api/x")).bearer_auth(&plain)).send().await.unwrap()).await;
+    assert!(upstream_header(&echo, "x-roles").is_empty() && upstream_header(&echo, "x-tenant").is_empty(), "{echo}");
+    // A claim that cannot be a header value refuses the request.
+    let mut bad = h.claims("");
+    bad["roles"] = json!(["a\nb"]);
+    let (status, desc, _) = refusal(&h, &h.key.token(&bad)).await;
+    assert_eq!(status, 401);
+    assert!(desc.contains("claim configured as a header"), "{desc}");
+}
+
+#[test]
+fn claim_headers_cannot_take_names_jwtgate_sets() {
+    for (entry, key) in [
+        (r#"claim_headers = { "x-jwt-sub" = "sub" }"#, "claim_headers.x-jwt-sub"),
+        (r#"claim_headers = { "X_JWT_Payload" = "sub" }"#, "claim_headers.X_JWT_Payload"),
+        (r#"claim_headers = { "authorization" = "sub" }"#, "claim_headers.authorization"),
+        (r#"claim_headers = { "x-ok" = "a..b" }"#, "claim_headers.x-ok"),
+        (r#"claim_headers = { "bad header" = "sub" }"#, "claim_headers.bad header"),
+    ] {
+        let text = config_text(
+            "http://127.0.0.1:9/t/a/oauth2/token/.well-known/openid-configuration",
+            "127.0.0.1:1".parse().unwrap(),
+            entry,
+            "",
+        );
+        let e = jwtgate::config::Config::parse(&text, None).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.path == format!("issuers[0].{key}")), "{entry}: {e}");
+    }
+}

@@ -94,6 +94,7 @@ mod tests {
             scopes: Box::new([]),
             sub_header: None,
             binding: None,
+            claim_values: Box::new([]),
         })
     }
 

@@ -58,6 +58,8 @@ pub enum TokenError {
     SenderConstrained,
     /// Not a JWT at all: an opaque (reference) token.
     Opaque,
+    /// A claim named in `claim_headers` holds characters no header may carry.
+    UnforwardableClaim,
 }
 
 impl TokenError {
@@ -89,6 +91,7 @@ impl TokenError {
             TokenError::WrongTokenType => "wrong_token_type",
             TokenError::SenderConstrained => "sender_constrained",
             TokenError::Opaque => "opaque_token",
+            TokenError::UnforwardableClaim => "bad_claim_header",
         }
     }
 
@@ -122,6 +125,9 @@ impl TokenError {
             }
             TokenError::SenderConstrained => {
                 "the token is bound to a key (cnf): present it as Authorization: DPoP with a DPoP proof"
+            }
+            TokenError::UnforwardableClaim => {
+                "a claim configured as a header holds characters that cannot be forwarded in a header"
             }
             TokenError::Opaque => {
                 "this is an opaque token; jwtgate validates JWT access tokens: in Asgardeo, set the application access token type to JWT"

@@ -45,6 +45,48 @@ pub struct Verdict {
     pub sub_header: Option<HeaderValue>,
     /// `cnf`: the key the token is bound to; such a token needs proof of it on every request.
     pub binding: Option<jwt::Binding>,
+    /// The value of every configured claim path (`Config::claim_paths`, same order), ready to
+    /// be a header; empty when no `claim_headers` are configured.
+    pub claim_values: Box<[ClaimValue]>,
+}
+
+/// A claim as a header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimValue {
+    /// The token has no such claim (or it is `null`): no header is sent.
+    Absent,
+    /// The header value: strings as they are, numbers and booleans as JSON, arrays joined with
+    /// `,`, objects as JSON.
+    Value(HeaderValue),
+    /// The claim holds characters no header may carry: a request that needs it is refused.
+    Unforwardable,
+}
+
+impl ClaimValue {
+    /// The value at `path` (object members, one segment each) of the payload.
+    pub fn of(payload: &serde_json::Value, path: &[String]) -> ClaimValue {
+        use serde_json::Value;
+        let mut v = payload;
+        for seg in path {
+            match v.get(seg) {
+                Some(next) => v = next,
+                None => return ClaimValue::Absent,
+            }
+        }
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let s = match v {
+            Value::Null => return ClaimValue::Absent,
+            Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+            other => text(other),
+        };
+        match HeaderValue::from_str(&s) {
+            Ok(h) => ClaimValue::Value(h),
+            Err(_) => ClaimValue::Unforwardable,
+        }
+    }
 }
 
 impl Verdict {
@@ -148,6 +190,7 @@ pub struct Authenticator {
     cache: Option<cache::TokenCache>,
     digester: TokenDigester,
     max_token_bytes: usize,
+    claim_paths: Vec<Vec<String>>,
     metrics: Arc<Metrics>,
     cache_hit: prometheus::IntCounter,
     cache_miss: prometheus::IntCounter,
@@ -171,8 +214,16 @@ impl Authenticator {
             cache,
             digester: TokenDigester(rand::random(), rand::random()),
             max_token_bytes,
+            claim_paths: Vec::new(),
             metrics,
         }
+    }
+
+    /// Computes these claim paths (`Config::claim_paths`) for every verified token, for the
+    /// `claim_headers` of issuers and routes.
+    pub fn with_claim_paths(mut self, paths: Vec<Vec<String>>) -> Authenticator {
+        self.claim_paths = paths;
+        self
     }
 
     /// The key stores.
@@ -242,6 +293,21 @@ impl Authenticator {
             cache.insert(verdict.clone());
         }
         Ok(Verified { verdict, payload_header })
+    }
+
+    /// The configured claim paths of a verified payload (parsed as JSON only when some are
+    /// configured, and only on a cache miss).
+    fn claim_values(&self, payload_b64: &str) -> Box<[ClaimValue]> {
+        if self.claim_paths.is_empty() {
+            return Box::new([]);
+        }
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        self.claim_paths.iter().map(|p| ClaimValue::of(&payload, p)).collect()
     }
 
     fn check_time(&self, v: &Verdict) -> Result<(), TokenError> {
@@ -375,6 +441,7 @@ impl Authenticator {
             scopes: d.claims.scopes.into_boxed_slice(),
             sub_header,
             binding: d.claims.binding,
+            claim_values: self.claim_values(d.payload_b64),
         };
         Ok((Arc::new(verdict), payload_header))
     }

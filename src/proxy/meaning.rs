@@ -1,8 +1,9 @@
 //! One request, one meaning: wherever a backend could read a request differently from the way
 //! jwtgate judged it, the request is refused (non-canonical method names, two `Host` headers or
 //! none on HTTP/1.1, an HTTP/2 `host` that disagrees with `:authority`), or the ambiguous part
-//! is removed before forwarding (headers that CGI, WSGI, Rack or PHP would read as the claim
-//! headers, and the method-override headers unless the route opts in). It must stay cheap: the
+//! is removed before forwarding (headers that CGI, WSGI, Rack or PHP would read as one of the
+//! headers jwtgate sets from the token, and the method-override headers unless the route opts
+//! in). It must stay cheap: the
 //! common request is judged in one pass over the header names it already makes.
 
 use http::header::{self, HeaderMap, HeaderName};
@@ -72,33 +73,67 @@ fn folds_to(name: &[u8], target: &[u8]) -> bool {
         && name.iter().zip(target).all(|(&n, &t)| n == t || (t == b'-' && (n == b'_' || n == b'.')))
 }
 
-const CLAIM_HEADERS: [&[u8]; 2] = [b"x-jwt-sub", b"x-jwt-payload"];
 const OVERRIDE_HEADERS: [&[u8]; 3] = [b"x-http-method-override", b"x-http-method", b"x-method-override"];
+
+/// The header names the upstream must only ever get from jwtgate: `x-jwt-payload`,
+/// `x-jwt-sub` and every configured claim header. A client's copy under any spelling that
+/// folds to one of them (case, `_`, `.`) is removed on every route.
+#[derive(Debug, Clone)]
+pub struct ProtectedNames {
+    names: Vec<Box<[u8]>>,
+    /// Bit `n` set when some name (or an override header) is `n` bytes long: the one test
+    /// most headers take.
+    lengths: u128,
+}
+
+impl ProtectedNames {
+    /// The claim headers plus `extra` (configured claim-header names).
+    pub fn new<'a>(extra: impl IntoIterator<Item = &'a str>) -> ProtectedNames {
+        let mut names: Vec<Box<[u8]>> = vec![Box::from(&b"x-jwt-payload"[..]), Box::from(&b"x-jwt-sub"[..])];
+        for n in extra {
+            let folded: Vec<u8> =
+                n.bytes().map(|b| if b == b'_' || b == b'.' { b'-' } else { b.to_ascii_lowercase() }).collect();
+            if !names.iter().any(|x| **x == *folded) {
+                names.push(folded.into_boxed_slice());
+            }
+        }
+        let mut lengths = 0u128;
+        for len in names.iter().map(|n| n.len()).chain(OVERRIDE_HEADERS.iter().map(|n| n.len())) {
+            if len < 128 {
+                lengths |= 1 << len;
+            }
+        }
+        ProtectedNames { names, lengths }
+    }
+
+    fn protects(&self, name: &[u8]) -> bool {
+        self.names.iter().any(|t| folds_to(name, t))
+    }
+}
 
 /// What one pass over the request's header names found.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HeaderScan {
     /// Names, values and separators, as `max_header_bytes` counts them.
     pub bytes: usize,
-    /// A header that is, or folds to, `x-jwt-sub` / `x-jwt-payload` under another spelling.
-    pub claim_alias: bool,
+    /// A header that is, or folds to, a protected name (a client's copy of a claim header).
+    pub protected: bool,
     /// A method-override header (any spelling).
     pub method_override: bool,
 }
 
 impl HeaderScan {
     /// Scans `headers` once.
-    pub fn of(headers: &HeaderMap) -> HeaderScan {
+    pub fn of(headers: &HeaderMap, protected: &ProtectedNames) -> HeaderScan {
         let mut scan = HeaderScan::default();
         for (name, value) in headers {
             let n = name.as_str().as_bytes();
             scan.bytes += n.len() + value.len() + 4;
-            // Every name of interest starts with `x` and has one of five lengths.
-            if n.first() != Some(&b'x') || !matches!(n.len(), 9 | 13 | 17 | 22) {
+            if n.len() >= 128 || protected.lengths & (1 << n.len()) == 0 {
                 continue;
             }
-            if CLAIM_HEADERS.iter().any(|t| folds_to(n, t) && n != *t) {
-                scan.claim_alias = true;
+            if protected.protects(n) {
+                scan.protected = true;
             }
             if OVERRIDE_HEADERS.iter().any(|t| folds_to(n, t)) {
                 scan.method_override = true;
@@ -107,18 +142,18 @@ impl HeaderScan {
         scan
     }
 
-    /// Removes the claim-header aliases and, unless `keep_override`, the method-override
-    /// headers. The exact claim-header names are replaced or removed by the caller.
-    pub fn scrub(&self, headers: &mut HeaderMap, keep_override: bool) {
+    /// Removes client copies of the protected names (every spelling) and, unless
+    /// `keep_override`, the method-override headers.
+    pub fn scrub(&self, headers: &mut HeaderMap, protected: &ProtectedNames, keep_override: bool) {
         let drop_override = self.method_override && !keep_override;
-        if !self.claim_alias && !drop_override {
+        if !self.protected && !drop_override {
             return;
         }
         let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|k| {
                 let n = k.as_str().as_bytes();
-                (self.claim_alias && CLAIM_HEADERS.iter().any(|t| folds_to(n, t) && n != *t))
+                (self.protected && protected.protects(n))
                     || (drop_override && OVERRIDE_HEADERS.iter().any(|t| folds_to(n, t)))
             })
             .cloned()
@@ -134,19 +169,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn aliases_fold_to_the_claim_headers() {
-        for alias in ["x_jwt_sub", "x.jwt.sub", "x-jwt_sub", "x_jwt_payload", "x.jwt-payload"] {
-            assert!(CLAIM_HEADERS.iter().any(|t| folds_to(alias.as_bytes(), t)), "{alias}");
+    fn aliases_fold_to_the_protected_names() {
+        let p = ProtectedNames::new(["X-User"]);
+        for alias in ["x_jwt_sub", "x.jwt.sub", "x-jwt_sub", "x_jwt_payload", "x.jwt-payload", "x-jwt-sub", "x_user"] {
+            assert!(p.protects(alias.as_bytes()), "{alias}");
         }
-        assert!(!folds_to(b"x-jwt-subs", b"x-jwt-sub"));
-        assert!(!folds_to(b"y-jwt-sub", b"x-jwt-sub"));
+        assert!(!p.protects(b"x-jwt-subs"));
+        assert!(!p.protects(b"y-jwt-sub"));
         let mut h = HeaderMap::new();
-        for n in ["x_jwt_sub", "x.jwt.payload", "x_http_method_override", "x-method-override", "accept"] {
+        for n in ["x_jwt_sub", "x.jwt.payload", "x_http_method_override", "x-method-override", "accept", "x.user"] {
             h.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), "v".parse().unwrap());
         }
-        let scan = HeaderScan::of(&h);
-        assert!(scan.claim_alias && scan.method_override);
-        scan.scrub(&mut h, false);
+        let scan = HeaderScan::of(&h, &p);
+        assert!(scan.protected && scan.method_override);
+        scan.scrub(&mut h, &p, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 }

@@ -60,6 +60,7 @@ pub struct Gateway {
     max_header_bytes: usize,
     body_read_timeout: std::time::Duration,
     tunnel_lifetime: std::time::Duration,
+    protected: meaning::ProtectedNames,
     metrics: Arc<Metrics>,
 }
 
@@ -184,7 +185,16 @@ impl Gateway {
         );
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let configured = auth
+            .keys()
+            .issuers
+            .iter()
+            .flat_map(|k| k.cfg.claim_headers.iter())
+            .chain(routes.routes().iter().flat_map(|r| r.cfg.claim_headers.iter()))
+            .map(|c| c.name.as_str());
+        let protected = meaning::ProtectedNames::new(configured);
         Gateway {
+            protected,
             routes,
             auth,
             pool,
@@ -216,7 +226,7 @@ impl Gateway {
         mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
-        let scan = meaning::HeaderScan::of(req.headers());
+        let scan = meaning::HeaderScan::of(req.headers(), &self.protected);
         let header_bytes = scan.bytes;
         if header_bytes > self.max_header_bytes {
             self.routes.unmatched.count(Outcome::HeadersTooLarge);
@@ -299,7 +309,20 @@ impl Gateway {
             }
         };
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
-        scan.scrub(req.headers_mut(), route.cfg.method_override);
+        let claim_headers = match &verified {
+            Some(v) => match self.claim_headers(v, route) {
+                Ok(list) => list,
+                Err(r) => {
+                    self.auth.count_rejection(&r);
+                    route.metrics.count(Outcome::InvalidToken);
+                    tracing::info!(route = %route.cfg.name, status = 401, reason = r.error.reason(), "request refused: {}", r.error.description());
+                    return (reject(r.error, route), &route.metrics);
+                }
+            },
+            None => Vec::new(),
+        };
+        scan.scrub(req.headers_mut(), &self.protected, route.cfg.method_override);
+        req.headers_mut().extend(claim_headers);
         if tunnel::is_websocket_upgrade(&req) {
             return (self.upgrade(req, peer, verified, route, outcome).await, &route.metrics);
         }
@@ -315,6 +338,36 @@ impl Gateway {
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
         (self.answer(sent, client_fault, route, outcome), &route.metrics)
+    }
+
+    /// The configured claim headers for this token on this route (the issuer's, then the
+    /// route's, which win on a shared name); a claim that cannot be a header refuses the
+    /// request. Nothing is allocated when none are configured.
+    fn claim_headers(
+        &self,
+        v: &Verified,
+        route: &crate::routes::Route,
+    ) -> Result<Vec<(Option<HeaderName>, HeaderValue)>, crate::auth::Rejected> {
+        let issuer = &self.auth.keys().issuers[v.issuer()].cfg.claim_headers;
+        let on_route = &route.cfg.claim_headers;
+        if issuer.is_empty() && on_route.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(issuer.len() + on_route.len());
+        let overridden = |c: &crate::config::ClaimHeader| on_route.iter().any(|r| r.name == c.name);
+        for c in issuer.iter().filter(|c| !overridden(c)).chain(on_route.iter()) {
+            match v.verdict.claim_values.get(c.path) {
+                Some(crate::auth::ClaimValue::Value(val)) => out.push((Some(c.name.clone()), val.clone())),
+                Some(crate::auth::ClaimValue::Unforwardable) => {
+                    return Err(crate::auth::Rejected {
+                        error: AuthError::InvalidToken(crate::auth::TokenError::UnforwardableClaim),
+                        issuer: Some(v.issuer()),
+                    })
+                }
+                Some(crate::auth::ClaimValue::Absent) | None => {}
+            }
+        }
+        Ok(out)
     }
 
     /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
