@@ -36,9 +36,10 @@ enum Command {
         /// Accept only tokens of this [[issuers]] name.
         #[arg(long)]
         issuer: Option<String>,
-        /// The request path to judge the token for.
-        #[arg(long, default_value = "/")]
-        route: String,
+        /// The request path to judge the token for (route and scopes); without it the token
+        /// alone is judged (issuer, signature, claims).
+        #[arg(long)]
+        route: Option<String>,
         /// The request method.
         #[arg(long, default_value = "GET")]
         method: String,

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::auth::{bearer, AuthError, Authenticator, Rejected};
+use crate::auth::{bearer, jwt, AuthError, Authenticator, Rejected, TokenError};
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::config::Config;
 use crate::fetch::HttpFetcher;
+use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
 use crate::metrics::Metrics;
 use crate::routes::{match_form, RouteTable};
@@ -20,8 +21,8 @@ use crate::routes::{match_form, RouteTable};
 pub struct ValidateRequest {
     /// `--issuer NAME`: accept only tokens of this issuer.
     pub issuer: Option<String>,
-    /// `--route PATH` (default `/`).
-    pub route: String,
+    /// `--route PATH`: judge the request's route and scopes too; `None` judges the token alone.
+    pub route: Option<String>,
     /// `--method M` (default `GET`).
     pub method: String,
     /// `--at UNIX_SECONDS` (default now).
@@ -81,23 +82,29 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
     };
     let metrics = Arc::new(Metrics::new());
     let routes = RouteTable::new(&config.routes, &metrics);
-    let path = req.route.split('?').next().unwrap_or("/");
-    let form = match match_form(path) {
-        Ok(f) => f,
-        Err(e) => return verdict(400, Some("invalid_request"), e.description().into(), None, None),
+    let route = match &req.route {
+        None => None,
+        Some(target) => {
+            let path = target.split('?').next().unwrap_or("/");
+            let form = match match_form(path) {
+                Ok(f) => f,
+                Err(e) => return verdict(400, Some("invalid_request"), e.description().into(), None, None),
+            };
+            let Some(route) = routes.find(&form, &method) else {
+                return verdict(404, Some("no_route"), format!("no route matches {method} {path}"), None, None);
+            };
+            if route.cfg.anonymous {
+                return verdict(
+                    200,
+                    None,
+                    format!("route {:?} is anonymous: requests pass without a token check", route.cfg.name),
+                    None,
+                    None,
+                );
+            }
+            Some((route, path.to_string()))
+        }
     };
-    let Some(route) = routes.find(&form, &method) else {
-        return verdict(404, Some("no_route"), format!("no route matches {method} {path}"), None, None);
-    };
-    if route.cfg.anonymous {
-        return verdict(
-            200,
-            None,
-            format!("route {:?} is anonymous: requests pass without a token check", route.cfg.name),
-            None,
-            None,
-        );
-    }
 
     let fetcher = match HttpFetcher::new() {
         Ok(f) => f,
@@ -111,6 +118,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
     if let Some(dup) = duplicate {
         return usage_error(format!("configuration error: {dup}"));
     }
+    let now = req.at.unwrap_or_else(|| SystemClock.now_unix());
     let clock: Arc<dyn Clock> = match req.at {
         Some(t) => Arc::new(FixedClock::new(t)),
         None => Arc::new(SystemClock),
@@ -126,6 +134,15 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
     match outcome {
         Ok(v) => {
             let claims = v.claims_json();
+            let Some((route, path)) = route else {
+                return verdict(
+                    200,
+                    None,
+                    "the token is valid (issuer, signature, claims); pass --route to judge a route's scopes".into(),
+                    name(v.issuer()),
+                    claims,
+                );
+            };
             if v.has_scopes(&route.cfg.scopes) {
                 verdict(
                     200,
@@ -171,7 +188,101 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                     d
                 }
             };
-            verdict(r.error.status().as_u16(), Some(r.error.code()), detail, r.issuer.and_then(name), None)
+            let mut out =
+                verdict(r.error.status().as_u16(), Some(r.error.code()), detail, r.issuer.and_then(name), None);
+            if let AuthError::InvalidToken(t) = r.error {
+                if let Some(e) = explain(&keys, req.token.trim(), t, now) {
+                    out.json["detail"] = json!(format!("{} ({})", out.json["detail"].as_str().unwrap_or(""), e.why));
+                    if e.signature_valid {
+                        out.json["claims"] = e.claims;
+                    }
+                    out.json["explain"] = json!({
+                        "signature_valid": e.signature_valid,
+                        "expected": e.expected,
+                        "actual": e.actual,
+                    });
+                }
+            }
+            out
         }
     }
+}
+
+/// Why a claim check failed, for a human: the expected value beside the actual one, and whether
+/// the signature (checked apart, for this explanation only) holds.
+struct Explanation {
+    why: String,
+    signature_valid: bool,
+    claims: Value,
+    expected: Value,
+    actual: Value,
+}
+
+fn explain(keys: &KeyRegistry, token: &str, error: TokenError, now: i64) -> Option<Explanation> {
+    let d = jwt::decode(token).ok()?;
+    let (idx, loaded) = keys.by_iss(d.claims.iss.as_deref()?)?;
+    let cfg = &keys.issuers[idx].cfg;
+    let signature_valid = d
+        .alg
+        .is_some_and(|alg| loaded.keys.verify(d.kid.as_deref(), alg, d.signing_input, &d.signature) == SigCheck::Valid);
+    use base64::Engine;
+    let claims: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(d.payload_b64)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let time = |v: Option<f64>| v.map_or(Value::Null, |t| json!(t as i64));
+    let leeway = cfg.leeway;
+    let (why, expected, actual) = match error {
+        TokenError::BadAudience => (
+            format!("aud expected one of {:?}, got {:?}", cfg.audiences, d.claims.aud),
+            json!({"aud": cfg.audiences}),
+            json!({"aud": d.claims.aud}),
+        ),
+        TokenError::Expired => (
+            format!("exp was {}, now {now} (leeway {leeway} s)", d.claims.exp.unwrap_or(0.0) as i64),
+            json!({"exp_after": now - leeway}),
+            json!({"exp": time(d.claims.exp), "now": now}),
+        ),
+        TokenError::NotYetValid => (
+            format!("nbf is {}, now {now} (leeway {leeway} s)", d.claims.nbf.unwrap_or(0.0) as i64),
+            json!({"nbf_at_most": now + leeway}),
+            json!({"nbf": time(d.claims.nbf), "now": now}),
+        ),
+        TokenError::IssuedInFuture => (
+            format!("iat is {}, now {now} (leeway {leeway} s)", d.claims.iat.unwrap_or(0.0) as i64),
+            json!({"iat_at_most": now + leeway}),
+            json!({"iat": time(d.claims.iat), "now": now}),
+        ),
+        TokenError::WrongTokenType if d.claims.has_nonce => (
+            "the token carries a nonce: it is an ID token; send an access token".to_string(),
+            json!({"nonce": null}),
+            json!({"nonce": claims.get("nonce")}),
+        ),
+        TokenError::WrongTokenType => (
+            format!(
+                "typ is not at+jwt; if the IdP does not set it, set access_token_typ = \"any\" on issuer {:?}",
+                cfg.name
+            ),
+            json!({"typ": "at+jwt"}),
+            json!({"typ": header_typ(token)}),
+        ),
+        TokenError::MissingExpiry => {
+            ("the token has no exp".to_string(), json!({"exp": "a number"}), json!({"exp": null}))
+        }
+        _ => return None,
+    };
+    Some(Explanation { why, signature_valid, claims, expected, actual })
+}
+
+/// The `typ` of a token's header, as written.
+fn header_typ(token: &str) -> Value {
+    use base64::Engine;
+    token
+        .split('.')
+        .next()
+        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|h| h.get("typ").cloned())
+        .unwrap_or(Value::Null)
 }
