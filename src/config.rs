@@ -114,6 +114,9 @@ pub struct ServerSection {
     pub tunnel_max_lifetime_seconds: u64,
     /// Open client connections at most; beyond it new connections wait in the backlog.
     pub max_connections: usize,
+    /// The scheme and authority clients use to reach jwtgate (`https://api.example.com`),
+    /// for DPoP's `htu`; absent: `http://` and the request's own `Host`.
+    pub public_base_url: Option<String>,
     /// Entries in the verified-token cache; 0 turns it off.
     pub token_cache_entries: u64,
     /// `text` or `json` log lines.
@@ -138,6 +141,7 @@ impl Default for ServerSection {
             body_read_timeout_seconds: 60,
             tunnel_max_lifetime_seconds: 3600,
             max_connections: 10_000,
+            public_base_url: None,
             token_cache_entries: 100_000,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -250,10 +254,17 @@ pub struct IssuerSection {
     /// 9068); `any` for IdPs that do not set it (an ID token, with `nonce`, is refused anyway).
     #[serde(default = "default_access_token_typ")]
     pub access_token_typ: String,
+    /// How old a DPoP proof may be (plus the leeway).
+    #[serde(default = "default_dpop_max_age")]
+    pub dpop_max_age_seconds: u64,
     /// Headers the upstream gets from this issuer's tokens: `{ "x-user" = "sub" }`, a dotted
     /// path reaching into objects (`"org.id"`).
     #[serde(default)]
     pub claim_headers: std::collections::BTreeMap<String, String>,
+}
+
+fn default_dpop_max_age() -> u64 {
+    60
 }
 
 fn default_access_token_typ() -> String {
@@ -303,6 +314,9 @@ pub struct RouteSection {
     /// Claim headers for this route, added to (and overriding) the issuer's.
     #[serde(default)]
     pub claim_headers: std::collections::BTreeMap<String, String>,
+    /// Only sender-constrained (DPoP-bound) tokens, presented with a proof.
+    #[serde(default)]
+    pub sender_constrained: bool,
 }
 
 fn default_auth() -> String {
@@ -450,6 +464,8 @@ pub struct IssuerConfig {
     pub require_access_token_typ: bool,
     /// Headers set from this issuer's tokens.
     pub claim_headers: Vec<ClaimHeader>,
+    /// How old a DPoP proof may be, in seconds.
+    pub dpop_max_age: i64,
 }
 
 /// One configured claim header: the header name and the index of its claim path in
@@ -479,6 +495,8 @@ pub struct RouteConfig {
     pub method_override: bool,
     /// Headers set from the token on this route (beside the issuer's; a route's entry wins).
     pub claim_headers: Vec<ClaimHeader>,
+    /// Plain bearer tokens are refused with a DPoP challenge.
+    pub sender_constrained: bool,
 }
 
 impl Config {
@@ -554,6 +572,21 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.max_token_bytes() + 7 > s.max_header_bytes() {
         problems
             .push(problem("server.max_token_bytes", "must leave room for `Bearer ` within server.max_header_bytes"));
+    }
+    if let Some(u) = &s.public_base_url {
+        let ok = Url::parse(u).ok().filter(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+        });
+        if ok.is_none() {
+            problems.push(problem(
+                "server.public_base_url",
+                "must be an http:// or https:// URL with a host and nothing after it (e.g. \"https://api.example.com\")",
+            ));
+        }
     }
     if s.token_cache_entries > MAX_TOKEN_CACHE_ENTRIES {
         problems.push(problem("server.token_cache_entries", format!("must be at most {MAX_TOKEN_CACHE_ENTRIES}")));
@@ -823,7 +856,8 @@ fn validate_issuers(
             by_staleness.max(s.jwks_refresh_min_seconds.unwrap_or(0))
         });
         let refresh_floor = s.jwks_refresh_min_seconds.unwrap_or(30.min(refresh));
-        let checks: [(&str, u64, u64, u64); 6] = [
+        let checks: [(&str, u64, u64, u64); 7] = [
+            ("dpop_max_age_seconds", s.dpop_max_age_seconds, 1, 3600),
             ("leeway_seconds", s.leeway_seconds, 0, 3600),
             ("jwks_refresh_seconds", refresh, 1, 86_400),
             ("jwks_refresh_min_seconds", refresh_floor, 1, 86_400),
@@ -866,6 +900,7 @@ fn validate_issuers(
                 max_response_bytes: s.max_response_bytes,
                 require_access_token_typ,
                 claim_headers,
+                dpop_max_age: s.dpop_max_age_seconds as i64,
             });
         }
     }
@@ -936,6 +971,9 @@ fn validate_routes(
             }
         }
         let claim_headers = claim_headers(&r.claim_headers, &format!("routes[{i}]"), claim_paths, problems);
+        if anonymous && r.sender_constrained {
+            problems.push(problem(at("sender_constrained"), "an anonymous route checks no token"));
+        }
         if anonymous && !claim_headers.is_empty() {
             problems.push(problem(at("claim_headers"), "an anonymous route has no token to take claims from"));
         }
@@ -947,6 +985,7 @@ fn validate_routes(
             anonymous,
             method_override: r.method_override,
             claim_headers,
+            sender_constrained: r.sender_constrained,
         });
     }
     out

@@ -105,15 +105,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");
     }
-    let gateway = Arc::new(Gateway::new(
-        routes,
-        auth,
-        config.upstream.clone(),
-        config.server.max_header_bytes(),
-        Duration::from_secs(config.server.body_read_timeout_seconds),
-        Duration::from_secs(config.server.tunnel_max_lifetime_seconds),
-        metrics.clone(),
-    ));
+    let gateway = Arc::new(Gateway::new(routes, auth, config.upstream.clone(), &config.server, metrics.clone()));
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
     };

@@ -176,6 +176,7 @@ const NUMERIC_KEYS: &[(&str, &str, u64, u64)] = &[
     ("issuers", "jwks_min_refetch_seconds", 0, 86_400),
     ("issuers", "jwks_max_stale_seconds", 1, 2_592_000),
     ("issuers", "fetch_timeout_seconds", 1, 120),
+    ("issuers", "dpop_max_age_seconds", 1, 3600),
     ("issuers", "max_response_bytes", 1024, 16_777_216),
     ("key_manager_sync", "interval_seconds", 5, 86_400),
     ("key_manager_sync", "jitter_seconds", 0, 86_400),

@@ -26,8 +26,25 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// The bearer token of a request, borrowed from its headers.
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP`, with a `DPoP` proof header (RFC 9449).
+    Dpop,
+}
+
+/// The bearer token of a request, borrowed from its headers (the `Bearer` scheme only).
 pub fn extract(headers: &HeaderMap) -> Result<&[u8], AuthError> {
+    match credentials(headers)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(AuthError::MissingToken),
+    }
+}
+
+/// The scheme and token of a request's one `Authorization` header.
+pub fn credentials(headers: &HeaderMap) -> Result<(Scheme, &[u8]), AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -35,30 +52,41 @@ pub fn extract(headers: &HeaderMap) -> Result<&[u8], AuthError> {
     if values.next().is_some() {
         return Err(AuthError::InvalidRequest("several Authorization headers"));
     }
-    parse(value.as_bytes())
+    parse_credentials(value.as_bytes())
 }
 
-/// The token of one `Authorization` header value.
+/// The token of one `Authorization` header value (the `Bearer` scheme only).
 pub fn parse(value: &[u8]) -> Result<&[u8], AuthError> {
+    match parse_credentials(value)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(AuthError::MissingToken),
+    }
+}
+
+/// The scheme and token of one `Authorization` header value.
+pub fn parse_credentials(value: &[u8]) -> Result<(Scheme, &[u8]), AuthError> {
     let value = trim(value);
     let (scheme, rest) = match memchr::memchr2(b' ', b'\t', value) {
         Some(i) => (&value[..i], &value[i..]),
         None => (value, &value[value.len()..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthError::MissingToken);
-    }
+    };
     let token = trim(rest);
     if token.is_empty() {
-        return Err(AuthError::InvalidRequest("the Bearer scheme carries no token"));
+        return Err(AuthError::InvalidRequest("the Authorization scheme carries no token"));
     }
     if memchr::memchr2(b' ', b'\t', token).is_some() {
         return Err(AuthError::InvalidRequest("the Authorization header carries more than one token"));
     }
-    // Header values may carry obs-text; a JWS never does.
     // The bytes are returned as they are: header values may carry obs-text, which no JWS does;
     // the decoder refuses it, so the common (cached) path pays for no extra scan here.
-    Ok(token)
+    Ok((scheme, token))
 }
 
 #[cfg(test)]

@@ -60,6 +60,10 @@ pub enum TokenError {
     Opaque,
     /// A claim named in `claim_headers` holds characters no header may carry.
     UnforwardableClaim,
+    /// Presented with the DPoP scheme but not bound to a DPoP key (`cnf.jkt`).
+    NotDpopBound,
+    /// A plain bearer token on a route that requires sender-constrained tokens.
+    DpopRequired,
 }
 
 impl TokenError {
@@ -92,6 +96,8 @@ impl TokenError {
             TokenError::SenderConstrained => "sender_constrained",
             TokenError::Opaque => "opaque_token",
             TokenError::UnforwardableClaim => "bad_claim_header",
+            TokenError::NotDpopBound => "not_dpop_bound",
+            TokenError::DpopRequired => "dpop_required",
         }
     }
 
@@ -126,6 +132,8 @@ impl TokenError {
             TokenError::SenderConstrained => {
                 "the token is bound to a key (cnf): present it as Authorization: DPoP with a DPoP proof"
             }
+            TokenError::NotDpopBound => "the token is not bound to a DPoP key: present it with the Bearer scheme",
+            TokenError::DpopRequired => "this route requires a DPoP-bound token presented with the DPoP scheme",
             TokenError::UnforwardableClaim => {
                 "a claim configured as a header holds characters that cannot be forwarded in a header"
             }
@@ -149,13 +157,17 @@ pub enum AuthError {
     InsufficientScope,
     /// The issuer has no usable key set: the IdP's outage, not the client's fault.
     Unavailable,
+    /// The DPoP proof of a key-bound token does not hold.
+    InvalidDpopProof(super::dpop::ProofError),
 }
 
 impl AuthError {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::MissingToken | AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope => StatusCode::FORBIDDEN,
             AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -170,6 +182,7 @@ impl AuthError {
             AuthError::InvalidToken(_) => "invalid_token",
             AuthError::InsufficientScope => "insufficient_scope",
             AuthError::Unavailable => "temporarily_unavailable",
+            AuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
         }
     }
 
@@ -181,6 +194,7 @@ impl AuthError {
             AuthError::InvalidToken(t) => t.description(),
             AuthError::InsufficientScope => "the token lacks a scope this route requires",
             AuthError::Unavailable => "the token issuer's signing keys are unavailable; retry later",
+            AuthError::InvalidDpopProof(p) => p.description(),
         }
     }
 
@@ -188,6 +202,7 @@ impl AuthError {
     pub fn reason(self) -> &'static str {
         match self {
             AuthError::InvalidToken(t) => t.reason(),
+            AuthError::InvalidDpopProof(p) => p.reason(),
             other => other.code(),
         }
     }

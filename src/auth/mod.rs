@@ -8,6 +8,7 @@
 pub mod alg;
 pub mod bearer;
 pub mod cache;
+pub mod dpop;
 pub mod error;
 pub mod jwt;
 
@@ -168,6 +169,25 @@ impl TokenDigester {
     }
 }
 
+/// What the request says about itself, for the checks that depend on it (DPoP's `htm`/`htu`).
+pub struct AuthRequest<'a> {
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The request URI as the client addressed it (scheme, authority, path); computed only
+    /// for a DPoP proof.
+    pub htu: &'a (dyn Fn() -> String + Sync),
+}
+
+/// What a route requires.
+pub struct Requirement<'a> {
+    /// Every scope listed.
+    pub scopes: &'a [String],
+    /// Only DPoP-bound tokens with a proof.
+    pub sender_constrained: bool,
+}
+
 /// A refusal, with the issuer when it was known (for metrics and `validate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
@@ -191,6 +211,7 @@ pub struct Authenticator {
     digester: TokenDigester,
     max_token_bytes: usize,
     claim_paths: Vec<Vec<String>>,
+    replay: dpop::ReplayCache,
     metrics: Arc<Metrics>,
     cache_hit: prometheus::IntCounter,
     cache_miss: prometheus::IntCounter,
@@ -215,6 +236,7 @@ impl Authenticator {
             digester: TokenDigester(rand::random(), rand::random()),
             max_token_bytes,
             claim_paths: Vec::new(),
+            replay: dpop::ReplayCache::default(),
             metrics,
         }
     }
@@ -231,18 +253,61 @@ impl Authenticator {
         &self.keys
     }
 
-    /// Verifies the request's bearer token and the route's scopes.
+    /// Verifies the request's bearer token and the route's scopes (no DPoP: a request that
+    /// presents a DPoP-bound token needs [`Authenticator::authorize_request`]).
     pub async fn authorize(&self, headers: &HeaderMap, scopes: &[String]) -> Result<Verified, Rejected> {
-        let token = bearer::extract(headers)?;
+        let req = AuthRequest { headers, method: "", htu: &|| String::new() };
+        self.authorize_request(&req, &Requirement { scopes, sender_constrained: false }).await
+    }
+
+    /// Verifies the request's credentials (`Bearer`, or `DPoP` with its proof) against the
+    /// route's requirement. A DPoP proof is checked on every request, cached verdict or not.
+    pub async fn authorize_request(&self, req: &AuthRequest<'_>, need: &Requirement<'_>) -> Result<Verified, Rejected> {
+        let (scheme, token) = bearer::credentials(req.headers)?;
+        if scheme == bearer::Scheme::Bearer && need.sender_constrained {
+            return Err(AuthError::InvalidToken(TokenError::DpopRequired).into());
+        }
         let verified = self.verify(token, None).await?;
-        if verified.verdict.binding.is_some() {
+        let issuer = Some(verified.issuer());
+        let refuse = |error| Err(Rejected { error, issuer });
+        match (scheme, &verified.verdict.binding) {
+            (bearer::Scheme::Bearer, None) => {}
             // RFC 9449 §7.1: a bound token presented as a bearer token is refused, or a stolen
             // one would work like any other.
-            return Err(Rejected {
-                error: AuthError::InvalidToken(TokenError::SenderConstrained),
-                issuer: Some(verified.issuer()),
-            });
+            (bearer::Scheme::Bearer, Some(_)) => return refuse(AuthError::InvalidToken(TokenError::SenderConstrained)),
+            (bearer::Scheme::Dpop, None) => return refuse(AuthError::InvalidToken(TokenError::NotDpopBound)),
+            // Certificate-bound (RFC 8705) or unknown bindings: nothing here can prove them.
+            (bearer::Scheme::Dpop, Some(jwt::Binding::Other)) => {
+                return refuse(AuthError::InvalidToken(TokenError::SenderConstrained))
+            }
+            (bearer::Scheme::Dpop, Some(jwt::Binding::Jkt(jkt))) => {
+                let cfg = &self.keys.issuers[verified.issuer()].cfg;
+                let mut proofs = req.headers.get_all("dpop").iter();
+                let proof = match (proofs.next(), proofs.next()) {
+                    (None, _) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Missing)),
+                    (Some(_), Some(_)) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Several)),
+                    (Some(p), None) => p.to_str().map_err(|_| Rejected {
+                        error: AuthError::InvalidDpopProof(dpop::ProofError::Malformed),
+                        issuer,
+                    })?,
+                };
+                let htu = (req.htu)();
+                let expected = dpop::Expected {
+                    token,
+                    jkt,
+                    method: req.method,
+                    htu: &htu,
+                    algs: &cfg.algorithms,
+                    now: self.clock.now_unix(),
+                    max_age: cfg.dpop_max_age,
+                    leeway: cfg.leeway,
+                };
+                if let Err(e) = dpop::verify(proof, &expected, &self.replay) {
+                    return refuse(AuthError::InvalidDpopProof(e));
+                }
+            }
         }
+        let scopes = need.scopes;
         if !verified.has_scopes(scopes) {
             return Err(Rejected { error: AuthError::InsufficientScope, issuer: Some(verified.issuer()) });
         }

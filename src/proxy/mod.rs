@@ -61,6 +61,10 @@ pub struct Gateway {
     body_read_timeout: std::time::Duration,
     tunnel_lifetime: std::time::Duration,
     protected: meaning::ProtectedNames,
+    /// `server.public_base_url` without its trailing `/`.
+    public_base_url: Option<String>,
+    /// Every issuer's algorithms, space-separated: the `algs` of a DPoP challenge.
+    dpop_algs: String,
     metrics: Arc<Metrics>,
 }
 
@@ -168,11 +172,12 @@ impl Gateway {
         routes: RouteTable,
         auth: Arc<Authenticator>,
         upstream: Upstream,
-        max_header_bytes: usize,
-        body_read_timeout: std::time::Duration,
-        tunnel_lifetime: std::time::Duration,
+        server: &crate::config::ServerSection,
         metrics: Arc<Metrics>,
     ) -> Gateway {
+        let max_header_bytes = server.max_header_bytes();
+        let body_read_timeout = std::time::Duration::from_secs(server.body_read_timeout_seconds);
+        let tunnel_lifetime = std::time::Duration::from_secs(server.tunnel_max_lifetime_seconds);
         // Config validation guarantees an http URL with a host; the fallbacks only keep this total.
         let host = upstream.url.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
         let port = upstream.url.port_or_known_default().unwrap_or(80);
@@ -193,7 +198,17 @@ impl Gateway {
             .chain(routes.routes().iter().flat_map(|r| r.cfg.claim_headers.iter()))
             .map(|c| c.name.as_str());
         let protected = meaning::ProtectedNames::new(configured);
+        let mut algs: Vec<&str> = Vec::new();
+        for a in auth.keys().issuers.iter().flat_map(|k| k.cfg.algorithms.iter()) {
+            if !algs.contains(&a.name()) {
+                algs.push(a.name());
+            }
+        }
+        let dpop_algs = algs.join(" ");
+        let public_base_url = server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string());
         Gateway {
+            public_base_url,
+            dpop_algs,
             protected,
             routes,
             auth,
@@ -283,14 +298,21 @@ impl Gateway {
         let verified = if route.cfg.anonymous {
             None
         } else {
-            match self.auth.authorize(req.headers(), &route.cfg.scopes).await {
+            let htu = || self.request_uri(&req);
+            let auth_req =
+                crate::auth::AuthRequest { headers: req.headers(), method: req.method().as_str(), htu: &htu };
+            let need = crate::auth::Requirement {
+                scopes: &route.cfg.scopes,
+                sender_constrained: route.cfg.sender_constrained,
+            };
+            match self.auth.authorize_request(&auth_req, &need).await {
                 Ok(v) => Some(v),
                 Err(r) => {
                     self.auth.count_rejection(&r);
                     let outcome = match r.error {
                         AuthError::MissingToken => Outcome::MissingToken,
                         AuthError::InvalidRequest(_) => Outcome::InvalidRequest,
-                        AuthError::InvalidToken(_) => Outcome::InvalidToken,
+                        AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => Outcome::InvalidToken,
                         AuthError::InsufficientScope => Outcome::InsufficientScope,
                         AuthError::Unavailable => Outcome::Unavailable,
                     };
@@ -304,7 +326,7 @@ impl Gateway {
                         "request refused: {}",
                         r.error.description()
                     );
-                    return (reject(r.error, route), &route.metrics);
+                    return (reject(r.error, route, self.dpop_challenge(&req, route)), &route.metrics);
                 }
             }
         };
@@ -316,7 +338,7 @@ impl Gateway {
                     self.auth.count_rejection(&r);
                     route.metrics.count(Outcome::InvalidToken);
                     tracing::info!(route = %route.cfg.name, status = 401, reason = r.error.reason(), "request refused: {}", r.error.description());
-                    return (reject(r.error, route), &route.metrics);
+                    return (reject(r.error, route, self.dpop_challenge(&req, route)), &route.metrics);
                 }
             },
             None => Vec::new(),
@@ -338,6 +360,33 @@ impl Gateway {
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
         (self.answer(sent, client_fault, route, outcome), &route.metrics)
+    }
+
+    /// The URI the client addressed, for a DPoP proof's `htu`: `public_base_url` (or `http://`
+    /// and the request's host) and the path as sent.
+    fn request_uri<B>(&self, req: &Request<B>) -> String {
+        let path = req.uri().path();
+        match &self.public_base_url {
+            Some(base) => format!("{base}{path}"),
+            None => {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                    .unwrap_or("");
+                format!("http://{host}{path}")
+            }
+        }
+    }
+
+    /// The `algs` of a DPoP challenge when the request used the DPoP scheme or the route
+    /// requires it; `None` for a Bearer challenge.
+    fn dpop_challenge<B>(&self, req: &Request<B>, route: &crate::routes::Route) -> Option<&str> {
+        let used = req.headers().get(header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes().trim_ascii_start().get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+        });
+        (used || route.cfg.sender_constrained).then_some(self.dpop_algs.as_str())
     }
 
     /// The configured claim headers for this token on this route (the issuer's, then the

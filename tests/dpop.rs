@@ -1,0 +1,189 @@
+//! Sender-constrained tokens (RFC 9449): a DPoP-bound token works only with a fresh proof
+//! signed by its key, for this method and URI, once; every broken proof is a 401 with a DPoP
+//! challenge; routes can require bound tokens.
+mod support;
+
+use aws_lc_rs::digest;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwtgate::auth::alg::Alg;
+use jwtgate::auth::dpop::thumbprint;
+use serde_json::{json, Value};
+use support::*;
+
+const ISSUER: &str = r#"algorithms = ["RS256", "ES256"]
+
+[[routes]]
+name = "bound"
+path_prefix = "/bound"
+sender_constrained = true
+"#;
+
+struct Client {
+    key: SigningKey,
+    token: String,
+}
+
+fn b64(v: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(v)
+}
+
+impl Client {
+    /// A client with its own P-256 key and a token bound to it.
+    fn new(h: &Harness) -> Client {
+        let key = SigningKey::generate(Alg::ES256, "client").unwrap();
+        let mut claims = h.claims("");
+        claims["cnf"] = json!({"jkt": thumbprint(&key.jwk()).unwrap()});
+        Client { key, token: h.key.token(&claims) }
+    }
+
+    fn claims(&self, htm: &str, htu: &str) -> Value {
+        json!({
+            "htm": htm, "htu": htu, "iat": now(), "jti": format!("{:x}", rand::random::<u128>()),
+            "ath": b64(digest::digest(&digest::SHA256, self.token.as_bytes()).as_ref()),
+        })
+    }
+
+    fn proof_with(&self, header: Value, claims: Value) -> String {
+        self.key.sign_json(&header, &claims)
+    }
+
+    fn header(&self) -> Value {
+        let mut jwk = self.key.jwk();
+        jwk.as_object_mut().unwrap().remove("kid");
+        json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
+    }
+
+    fn proof(&self, htm: &str, htu: &str) -> String {
+        self.proof_with(self.header(), self.claims(htm, htu))
+    }
+}
+
+async fn send(h: &Harness, path: &str, auth: &str, proof: Option<&str>) -> (u16, String, Value) {
+    let mut r = h.client.get(h.url(path)).header("authorization", auth);
+    if let Some(p) = proof {
+        r = r.header("dpop", p);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let challenge = www_authenticate(r.headers());
+    (status, challenge, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_token_with_a_fresh_proof_passes_once_per_proof() {
+    let h = Harness::start_with(ISSUER, "").await;
+    let c = Client::new(&h);
+    let auth = format!("DPoP {}", c.token);
+    let htu = h.url("/api/x");
+    let proof = c.proof("GET", &htu);
+    let (status, _, body) = send(&h, "/api/x", &auth, Some(&proof)).await;
+    assert_eq!(status, 200, "{body}");
+    // The same proof again: replayed.
+    let (status, challenge, body) = send(&h, "/api/x", &auth, Some(&proof)).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    assert!(challenge.starts_with("DPoP error=\"invalid_dpop_proof\""), "{challenge}");
+    assert!(challenge.contains("algs=\"RS256 ES256\""), "{challenge}");
+    // A fresh proof: the token's verdict now comes from the cache, the proof is still checked.
+    let (status, _, _) = send(&h, "/api/x", &auth, Some(&c.proof("GET", &htu))).await;
+    assert_eq!(status, 200);
+    // The query is not part of htu.
+    let (status, _, _) = send(&h, "/api/x?page=2", &auth, Some(&c.proof("GET", &format!("{htu}?other=1")))).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.upstream.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broken_proof_is_refused_with_a_dpop_challenge() {
+    let h = Harness::start_with(ISSUER, "").await;
+    let c = Client::new(&h);
+    let auth = format!("DPoP {}", c.token);
+    let htu = h.url("/api/x");
+    let other = SigningKey::generate(Alg::ES256, "other").unwrap();
+    let mut stale = c.claims("GET", &htu);
+    stale["iat"] = json!(now() - 600);
+    let mut future = c.claims("GET", &htu);
+    future["iat"] = json!(now() + 600);
+    let mut wrong_ath = c.claims("GET", &htu);
+    wrong_ath["ath"] = json!(b64(b"not the hash"));
+    let mut no_jti = c.claims("GET", &htu);
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let mut private = c.header();
+    private["jwk"]["d"] = json!("c2VjcmV0");
+    let mut wrong_typ = c.header();
+    wrong_typ["typ"] = json!("JWT");
+    let mut other_header = c.header();
+    other_header["jwk"] = other.jwk();
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"typ": "dpop+jwt", "alg": "none", "jwk": c.header()["jwk"]}).to_string().as_bytes()),
+        b64(c.claims("GET", &htu).to_string().as_bytes())
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("wrong htm", c.proof("POST", &htu), "dpop_htm"),
+        ("wrong htu", c.proof("GET", &h.url("/api/y")), "dpop_htu"),
+        ("stale iat", c.proof_with(c.header(), stale), "dpop_iat"),
+        ("future iat", c.proof_with(c.header(), future), "dpop_iat"),
+        ("wrong ath", c.proof_with(c.header(), wrong_ath), "dpop_ath"),
+        ("no jti", c.proof_with(c.header(), no_jti), "dpop_jti"),
+        ("private key in jwk", c.proof_with(private, c.claims("GET", &htu)), "dpop_private_key"),
+        ("typ", c.proof_with(wrong_typ, c.claims("GET", &htu)), "dpop_typ"),
+        ("alg none", none, "dpop_alg"),
+        ("key not the bound one", other.sign_json(&other_header, &c.claims("GET", &htu)), "dpop_key_mismatch"),
+        ("signed by another key", other.sign_json(&c.header(), &c.claims("GET", &htu)), "dpop_signature"),
+        ("garbage", "not-a-proof".into(), "dpop_malformed"),
+    ];
+    for (what, proof, _) in &cases {
+        let (status, challenge, body) = send(&h, "/api/x", &auth, Some(proof)).await;
+        assert_eq!(status, 401, "{what}");
+        assert_eq!(body["error"], "invalid_dpop_proof", "{what}: {body}");
+        assert!(challenge.starts_with("DPoP error=\"invalid_dpop_proof\""), "{what}: {challenge}");
+    }
+    let (status, _, body) = send(&h, "/api/x", &auth, None).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_dpop_proof")), "no proof");
+    assert_eq!(h.upstream.hits(), 0);
+    let m = h.metrics().await;
+    for (what, _, reason) in &cases {
+        let series = format!("jwtgate_token_rejections_total{{issuer=\"asgardeo\",reason=\"{reason}\"}}");
+        assert!(metric(&m, &series) >= 1.0, "{what}: {series}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_and_unbound_tokens_stay_in_their_lanes() {
+    let h = Harness::start_with(ISSUER, "").await;
+    let c = Client::new(&h);
+    // A bound token as Bearer: refused (a stolen bound token must not work as a bearer one).
+    let (status, challenge, body) = send(&h, "/api/x", &format!("Bearer {}", c.token), None).await;
+    assert_eq!(status, 401);
+    assert!(body["error_description"].as_str().unwrap().contains("bound to a key"), "{body}");
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{challenge}");
+    // An unbound token with the DPoP scheme: refused.
+    let plain = h.token("");
+    let (status, challenge, _) =
+        send(&h, "/api/x", &format!("DPoP {plain}"), Some(&c.proof("GET", &h.url("/api/x")))).await;
+    assert_eq!(status, 401);
+    assert!(challenge.starts_with("DPoP error=\"invalid_token\""), "{challenge}");
+    // A route that requires bound tokens: a bearer token gets a DPoP challenge.
+    let (status, challenge, _) = send(&h, "/bound/x", &format!("Bearer {plain}"), None).await;
+    assert_eq!(status, 401);
+    assert!(challenge.starts_with("DPoP error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains("algs=\"RS256 ES256\""), "{challenge}");
+    let (status, challenge, _) = send(&h, "/bound/x", "", None).await;
+    assert_eq!((status, challenge.as_str()), (401, "DPoP algs=\"RS256 ES256\""));
+    let (status, _, _) =
+        send(&h, "/bound/x", &format!("DPoP {}", c.token), Some(&c.proof("GET", &h.url("/bound/x")))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htu_follows_public_base_url() {
+    let h = Harness::start_with(ISSUER, "public_base_url = \"https://api.example.com\"").await;
+    let c = Client::new(&h);
+    let auth = format!("DPoP {}", c.token);
+    let (status, _, _) = send(&h, "/api/x", &auth, Some(&c.proof("GET", "https://api.example.com/api/x"))).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = send(&h, "/api/x", &auth, Some(&c.proof("GET", &h.url("/api/x")))).await;
+    assert_eq!(status, 401, "{body}");
+}
