@@ -5,6 +5,8 @@
 //! - `rs256`, `es256`, `eddsa`: a new token every time (cache off) — split, decode, issuer and
 //!   key choice, verification, claim checks — against raw aws-lc-rs verification of the very
 //!   same signature with the same pre-parsed key.
+//! - `dpop`: a cached DPoP-bound token with a fresh ES256 proof each time (made outside the
+//!   timing) against the cached bearer decision: what sender-constraining costs per request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -121,6 +123,52 @@ fn benches(c: &mut Criterion) {
                 }
                 out
             })
+        });
+        g.finish();
+    }
+
+    {
+        let client = SigningKey::generate(Alg::ES256, "client").unwrap();
+        let mut jwk = client.jwk();
+        jwk.as_object_mut().unwrap().remove("kid");
+        let mut claims = s.claims.clone();
+        claims["cnf"] = serde_json::json!({"jkt": jwtgate::auth::dpop::thumbprint(&jwk).unwrap()});
+        let token = s.keys[0].token(&claims);
+        let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+        let htu = || "http://gw/orders/1".to_string();
+        let request = |n: u64| {
+            let proof = client.sign_json(
+                &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
+                &serde_json::json!({"htm": "GET", "htu": "http://gw/orders/1", "iat": SystemClock.now_unix(),
+                    "jti": format!("bench-{n}-{:x}", rand::random::<u64>()), "ath": ath}),
+            );
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("DPoP {token}")).unwrap());
+            h.insert("dpop", HeaderValue::from_str(&proof).unwrap());
+            h
+        };
+        let need = jwtgate::auth::Requirement { scopes: &scopes, sender_constrained: false };
+        let first = request(0);
+        let req = jwtgate::auth::AuthRequest { headers: &first, method: "GET", htu: &htu };
+        assert!(ready(s.cached.authorize_request(&req, &need)).is_ok(), "a DPoP request passes");
+        let bearer_headers = bearer(&s.keys[0].token(&s.claims));
+        let mut g = c.benchmark_group("dpop");
+        g.bench_function("baseline_cached_bearer_decision", |b| {
+            b.iter(|| ready(s.cached.authorize(std::hint::black_box(&bearer_headers), &scopes)).unwrap())
+        });
+        let mut n = 1;
+        g.bench_function("jwtgate_cached_dpop_decision", |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    request(n)
+                },
+                |headers| {
+                    let req = jwtgate::auth::AuthRequest { headers: &headers, method: "GET", htu: &htu };
+                    ready(s.cached.authorize_request(&req, &need)).unwrap()
+                },
+                criterion::BatchSize::SmallInput,
+            )
         });
         g.finish();
     }
