@@ -11,9 +11,9 @@ use prometheus::{
 /// The metric families.
 pub struct Metrics {
     registry: Registry,
-    /// `jwtgate_requests_total{route,outcome}`.
+    /// `jwtgate_requests_total{listener,route,outcome}`.
     pub requests: IntCounterVec,
-    /// `jwtgate_request_duration_seconds{route}`: time to the response headers.
+    /// `jwtgate_request_duration_seconds{listener,route}`: time to the response headers.
     pub duration: HistogramVec,
     /// `jwtgate_token_rejections_total{issuer,reason}`.
     pub rejections: IntCounterVec,
@@ -159,7 +159,11 @@ impl Metrics {
             must(registry.register(Box::new(c.clone())));
             c
         };
-        let requests = counter("jwtgate_requests_total", "Requests by route and outcome.", &["route", "outcome"]);
+        let requests = counter(
+            "jwtgate_requests_total",
+            "Requests by listener (proxy, decision), route and outcome.",
+            &["listener", "route", "outcome"],
+        );
         let rejections =
             counter("jwtgate_token_rejections_total", "Rejected tokens by issuer and reason.", &["issuer", "reason"]);
         let token_cache = counter("jwtgate_token_cache_total", "Verified-token cache lookups.", &["result"]);
@@ -180,7 +184,7 @@ impl Metrics {
                     10.0, 30.0,
                 ],
             ),
-            &["route"],
+            &["listener", "route"],
         ));
         must(registry.register(Box::new(duration.clone())));
         let jwks_keys = must(IntGaugeVec::new(Opts::new("jwtgate_jwks_keys", "Usable keys per issuer."), &["issuer"]));
@@ -270,11 +274,14 @@ impl Metrics {
         }
     }
 
-    /// Handles for one route (every outcome pre-created so it shows as 0).
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// Handles for one route of one listener (every outcome pre-created so it shows as 0).
+    pub fn route(&self, listener: &str, route: &str) -> RouteMetrics {
         RouteMetrics {
-            outcomes: Outcome::ALL.iter().map(|o| self.requests.with_label_values(&[route, o.label()])).collect(),
-            duration: self.duration.with_label_values(&[route]),
+            outcomes: Outcome::ALL
+                .iter()
+                .map(|o| self.requests.with_label_values(&[listener, route, o.label()]))
+                .collect(),
+            duration: self.duration.with_label_values(&[listener, route]),
         }
     }
 

@@ -126,8 +126,8 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 impl RouteTable {
-    /// Compiles the configured routes.
-    pub fn new(routes: &[RouteConfig], metrics: &Metrics) -> RouteTable {
+    /// Compiles the configured routes; their metrics carry `listener` (`proxy`, `decision`).
+    pub fn new(routes: &[RouteConfig], metrics: &Metrics, listener: &str) -> RouteTable {
         RouteTable {
             routes: routes
                 .iter()
@@ -137,12 +137,12 @@ impl RouteTable {
                         // Scopes are validated to be free of quotes, backslashes and controls.
                         scope_challenge: HeaderValue::from_str(&challenge)
                             .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
-                        metrics: metrics.route(&r.name),
+                        metrics: metrics.route(listener, &r.name),
                         cfg: r.clone(),
                     }
                 })
                 .collect(),
-            unmatched: metrics.route(""),
+            unmatched: metrics.route(listener, ""),
         }
     }
 

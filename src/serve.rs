@@ -16,13 +16,13 @@ use crate::admin::{AdminState, ADMIN_DRAIN};
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::decision::Judge;
 use crate::fetch::HttpFetcher;
 use crate::keys::KeyRegistry;
 use crate::km_sync::status::{SyncState, SyncStatus};
 use crate::metrics::Metrics;
 use crate::proxy::server::{serve, ServerLimits};
 use crate::proxy::Gateway;
-use crate::routes::RouteTable;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +101,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         )
         .with_claim_paths(config.claim_paths.clone()),
     );
-    let routes = RouteTable::new(&config.routes, &metrics);
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");
     }
-    let gateway = Arc::new(Gateway::new(routes, auth, config.upstream.clone(), &config.server, metrics.clone()));
+    let judge = Judge::new(&config.routes, auth.clone(), &metrics, "proxy");
+    let gateway = Arc::new(Gateway::new(judge, config.upstream.clone(), &config.server, metrics.clone()));
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
     };

@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 use crate::auth::{bearer, jwt, AuthError, Authenticator, Rejected, TokenError};
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::config::Config;
+use crate::decision::{Judge, Original};
 use crate::fetch::HttpFetcher;
 use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
 use crate::metrics::Metrics;
-use crate::routes::{match_form, RouteTable};
 
 /// What to judge.
 #[derive(Debug, Clone)]
@@ -81,31 +81,6 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         },
     };
     let metrics = Arc::new(Metrics::new());
-    let routes = RouteTable::new(&config.routes, &metrics);
-    let route = match &req.route {
-        None => None,
-        Some(target) => {
-            let path = target.split('?').next().unwrap_or("/");
-            let form = match match_form(path) {
-                Ok(f) => f,
-                Err(e) => return verdict(400, Some("invalid_request"), e.description().into(), None, None),
-            };
-            let Some(route) = routes.find(&form, &method) else {
-                return verdict(404, Some("no_route"), format!("no route matches {method} {path}"), None, None);
-            };
-            if route.cfg.anonymous {
-                return verdict(
-                    200,
-                    None,
-                    format!("route {:?} is anonymous: requests pass without a token check", route.cfg.name),
-                    None,
-                    None,
-                );
-            }
-            Some((route, path.to_string()))
-        }
-    };
-
     let fetcher = match HttpFetcher::new() {
         Ok(f) => f,
         Err(e) => return usage_error(format!("cannot build the HTTP client: {e}")),
@@ -123,89 +98,134 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         Some(t) => Arc::new(FixedClock::new(t)),
         None => Arc::new(SystemClock),
     };
-    let auth = Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics)
-        .with_claim_paths(config.claim_paths.clone());
+    let auth = Arc::new(
+        Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics.clone())
+            .with_claim_paths(config.claim_paths.clone()),
+    );
     let header = format!("Bearer {}", req.token.trim());
     let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
-    let outcome = match bearer::parse(header.as_bytes()) {
+    let verified = match bearer::parse(header.as_bytes()) {
         Ok(token) => auth.verify(token, only_issuer).await,
         Err(e) => Err(Rejected::from(e)),
     };
-    match outcome {
-        Ok(v) => {
-            let claims = v.claims_json();
-            let Some((route, path)) = route else {
-                return verdict(
+    let unavailable_detail = || {
+        let errors: Vec<String> = results
+            .iter()
+            .zip(keys.issuers.iter())
+            .filter_map(|(res, k)| res.as_ref().err().map(|e| format!("{}: {e}", k.name())))
+            .collect();
+        format!("{}; {}", AuthError::Unavailable.description(), errors.join("; "))
+    };
+    let explained = |mut out: Verdict, error: AuthError| {
+        if let AuthError::InvalidToken(t) = error {
+            if let Some(e) = explain(&keys, req.token.trim(), t, now) {
+                out.json["detail"] = json!(format!("{} ({})", out.json["detail"].as_str().unwrap_or(""), e.why));
+                if e.signature_valid {
+                    out.json["claims"] = e.claims;
+                }
+                out.json["explain"] =
+                    json!({"signature_valid": e.signature_valid, "expected": e.expected, "actual": e.actual});
+            }
+        }
+        out
+    };
+
+    // The request, judged by the same code as the proxy's (`decision`).
+    if let Some(target) = &req.route {
+        let path = target.split('?').next().unwrap_or("/");
+        let judge = Judge::new(&config.routes, auth.clone(), &metrics, "validate");
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&header) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        let htu = || format!("http://localhost{path}");
+        let original = Original { method: &method, path, headers: &headers, htu: &htu };
+        return match judge.judge(&original).await {
+            Ok(allowed) if allowed.verified.is_none() => verdict(
+                200,
+                None,
+                format!("route {:?} is anonymous: requests pass without a token check", allowed.route.cfg.name),
+                None,
+                None,
+            ),
+            Ok(allowed) => match (&verified, allowed.verified) {
+                (Err(r), _) => {
+                    let e = Rejected { error: r.error, issuer: r.issuer };
+                    refused_verdict(e.error, e.issuer.and_then(name), unavailable_detail)
+                }
+                (Ok(_), Some(v)) => verdict(
                     200,
                     None,
-                    "the token is valid (issuer, signature, claims); pass --route to judge a route's scopes".into(),
+                    format!("the token is valid for {method} {path} (route {:?})", allowed.route.cfg.name),
                     name(v.issuer()),
-                    claims,
-                );
-            };
-            if v.has_scopes(&route.cfg.scopes) {
-                verdict(
-                    200,
-                    None,
-                    format!("the token is valid for {method} {path} (route {:?})", route.cfg.name),
-                    name(v.issuer()),
-                    claims,
-                )
-            } else {
-                let missing: Vec<&str> = route
-                    .cfg
-                    .scopes
-                    .iter()
-                    .filter(|s| !v.has_scopes(std::slice::from_ref(s)))
-                    .map(String::as_str)
-                    .collect();
-                verdict(
-                    403,
-                    Some("insufficient_scope"),
-                    format!(
-                        "the token lacks the scope(s) {} required by route {:?}",
-                        missing.join(" "),
-                        route.cfg.name
+                    v.claims_json(),
+                ),
+                (Ok(_), None) => unreachable_anonymous(),
+            },
+            Err((refusal, _)) => match (refusal.auth_error, &verified) {
+                (Some(AuthError::InsufficientScope), Ok(v)) => {
+                    let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
+                    let scopes = route.map(|r| r.cfg.scopes.clone()).unwrap_or_default();
+                    let missing: Vec<&str> =
+                        scopes.iter().filter(|s| !v.has_scopes(std::slice::from_ref(s))).map(String::as_str).collect();
+                    verdict(
+                        403,
+                        Some("insufficient_scope"),
+                        format!(
+                            "the token lacks the scope(s) {} required by route {:?}",
+                            missing.join(" "),
+                            route.map_or("", |r| r.cfg.name.as_str())
+                        ),
+                        name(v.issuer()),
+                        v.claims_json(),
+                    )
+                }
+                (Some(error), _) => explained(
+                    refused_verdict(
+                        error,
+                        verified.as_ref().err().and_then(|r| r.issuer).and_then(name),
+                        unavailable_detail,
                     ),
-                    name(v.issuer()),
-                    claims,
-                )
-            }
-        }
-        Err(r) => {
-            let detail = match r.error {
-                AuthError::Unavailable => {
-                    let errors: Vec<String> = results
-                        .iter()
-                        .zip(keys.issuers.iter())
-                        .filter_map(|(res, k)| res.as_ref().err().map(|e| format!("{}: {e}", k.name())))
-                        .collect();
-                    format!("{}; {}", r.error.description(), errors.join("; "))
+                    error,
+                ),
+                (None, _) => {
+                    verdict(refusal.status.as_u16(), Some(refusal.code), capitalised(refusal.description), None, None)
                 }
-                e => {
-                    let mut d = e.description().to_string();
-                    d.get_mut(..1).map(str::make_ascii_uppercase);
-                    d
-                }
-            };
-            let mut out =
-                verdict(r.error.status().as_u16(), Some(r.error.code()), detail, r.issuer.and_then(name), None);
-            if let AuthError::InvalidToken(t) = r.error {
-                if let Some(e) = explain(&keys, req.token.trim(), t, now) {
-                    out.json["detail"] = json!(format!("{} ({})", out.json["detail"].as_str().unwrap_or(""), e.why));
-                    if e.signature_valid {
-                        out.json["claims"] = e.claims;
-                    }
-                    out.json["explain"] = json!({
-                        "signature_valid": e.signature_valid,
-                        "expected": e.expected,
-                        "actual": e.actual,
-                    });
-                }
-            }
-            out
-        }
+            },
+        };
     }
+
+    // No route: the token alone.
+    match verified {
+        Ok(v) => verdict(
+            200,
+            None,
+            "the token is valid (issuer, signature, claims); pass --route to judge a route's scopes".into(),
+            name(v.issuer()),
+            v.claims_json(),
+        ),
+        Err(r) => explained(refused_verdict(r.error, r.issuer.and_then(name), unavailable_detail), r.error),
+    }
+}
+
+/// An allowed, protected route always carries its verified token.
+fn unreachable_anonymous() -> Verdict {
+    usage_error("internal error: an allowed protected route without a token".into())
+}
+
+fn capitalised(s: &str) -> String {
+    let mut d = s.to_string();
+    d.get_mut(..1).map(str::make_ascii_uppercase);
+    d
+}
+
+/// The verdict for an authentication refusal.
+fn refused_verdict(error: AuthError, issuer: Option<String>, unavailable: impl FnOnce() -> String) -> Verdict {
+    let detail = match error {
+        AuthError::Unavailable => unavailable(),
+        e => capitalised(e.description()),
+    };
+    verdict(error.status().as_u16(), Some(error.code()), detail, issuer, None)
 }
 
 /// Why a claim check failed, for a human: the expected value beside the actual one, and whether

@@ -272,5 +272,9 @@ async fn rejections_are_counted_by_reason() {
         1.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"invalid_token\",route=\"any\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"invalid_token\",route=\"any\"}"),
+        1.0,
+        "{m}"
+    );
 }

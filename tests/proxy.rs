@@ -86,9 +86,9 @@ async fn connections_are_reused_to_the_upstream() {
         echoed(h.get_with("/api/x", &t).await).await;
     }
     let m = h.metrics().await;
-    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"allowed\",route=\"any\"}"), 20.0);
+    assert_eq!(metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"allowed\",route=\"any\"}"), 20.0);
     assert!(metric(&m, "jwtgate_token_cache_total{result=\"hit\"}") >= 19.0, "{m}");
-    assert!(m.contains("jwtgate_request_duration_seconds_bucket{route=\"any\""), "{m}");
+    assert!(m.contains("jwtgate_request_duration_seconds_bucket{listener=\"proxy\",route=\"any\""), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

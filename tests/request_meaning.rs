@@ -140,7 +140,11 @@ async fn connect_is_refused_unless_a_route_lists_it() {
     }
     assert_eq!(h.upstream.hits(), 0);
     let m = h.metrics().await;
-    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"method_not_allowed\",route=\"\"}"), 2.0, "{m}");
+    assert_eq!(
+        metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"method_not_allowed\",route=\"\"}"),
+        2.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

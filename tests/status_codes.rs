@@ -20,7 +20,11 @@ async fn valid_token_with_scope_is_forwarded_with_claim_headers() {
     assert_eq!(upstream_header(&echo, "authorization"), vec![format!("Bearer {token}")]);
     assert_eq!(h.upstream.hits(), 1);
     let m = h.metrics().await;
-    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"allowed\",route=\"orders-read\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"allowed\",route=\"orders-read\"}"),
+        1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +176,7 @@ async fn upstream_unreachable_is_502() {
     let resp = h.get_with("/api/x", &h.token("")).await;
     assert_error(resp, 502, "bad_gateway").await;
     let m = h.metrics().await;
-    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"upstream_error\",route=\"any\"}"), 1.0);
+    assert_eq!(metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"upstream_error\",route=\"any\"}"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,7 +119,7 @@ async fn an_authorised_websocket_is_tunnelled_both_ways() {
     let m = ws.metrics().await;
     assert_eq!(metric(&m, "jwtgate_upgrades_total{result=\"tunnelled\"}"), 1.0, "{m}");
     assert_eq!(metric(&m, "jwtgate_open_tunnels"), 0.0, "{m}");
-    assert_eq!(metric(&m, "jwtgate_requests_total{outcome=\"allowed\",route=\"chat\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"allowed\",route=\"chat\"}"), 1.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! One request, one meaning: wherever a backend could read a request differently from the way
-//! jwtgate judged it, the request is refused (non-canonical method names, two `Host` headers or
-//! none on HTTP/1.1, an HTTP/2 `host` that disagrees with `:authority`), or the ambiguous part
+//! jwtgate judged it, the request is refused (two `Host` headers or none on HTTP/1.1, an HTTP/2
+//! `host` that disagrees with `:authority`, a transfer coding it cannot forward), or the ambiguous part
 //! is removed before forwarding (headers that CGI, WSGI, Rack or PHP would read as one of the
 //! headers jwtgate sets from the token, and the method-override headers unless the route opts
 //! in). It must stay cheap: the
@@ -12,8 +12,6 @@ use http::{Request, Version};
 /// Why a request has more than one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MeaningError {
-    /// A method name with lower-case letters (`get`): frameworks upper-case it and run GET.
-    NonCanonicalMethod,
     /// Two `Host` headers (RFC 9112 §3.2).
     DuplicateHost,
     /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
@@ -29,7 +27,6 @@ impl MeaningError {
     /// The description sent in the 400 body.
     pub fn description(self) -> &'static str {
         match self {
-            MeaningError::NonCanonicalMethod => "the method name must be upper case",
             MeaningError::DuplicateHost => "the request has more than one Host header",
             MeaningError::MissingHost => "an HTTP/1.1 request must carry a Host header",
             MeaningError::AuthorityMismatch => "the Host header differs from the request authority",
@@ -39,10 +36,8 @@ impl MeaningError {
 }
 
 /// Checks the request line and `Host` for a second meaning.
+/// (Non-canonical method names are the decision's: see `decision`.)
 pub fn check<B>(req: &Request<B>) -> Result<(), MeaningError> {
-    if req.method().as_str().bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(MeaningError::NonCanonicalMethod);
-    }
     let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
         if codings.next().is_some() || !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {

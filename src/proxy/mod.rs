@@ -6,7 +6,6 @@
 
 pub mod client_body;
 pub mod meaning;
-pub mod response;
 pub mod server;
 pub mod tunnel;
 pub mod upstream;
@@ -22,12 +21,12 @@ use http::{HeaderMap, Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::auth::{AuthError, Authenticator, Verified};
+use crate::auth::{Authenticator, Verified};
 use crate::config::Upstream;
+use crate::decision::{Allowed, Judge, Original};
 use crate::metrics::{Metrics, Outcome};
-use crate::routes::{self, RouteTable};
+use crate::refusal::Refusal;
 use client_body::{BodyFailure, BodyProgress, ClientBody};
-use response::{error_response, reject};
 use upstream::{UpstreamBody, UpstreamError, UpstreamPool};
 
 /// The body of every response: the upstream's, streamed, or a small error document.
@@ -43,6 +42,13 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// A refusal as the proxy answers it, with the metrics its duration belongs to.
+fn refused(
+    (r, metrics): (Refusal, &crate::metrics::RouteMetrics),
+) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
+    (r.response().map(Either::Right), metrics)
+}
+
 /// The upstream did not answer in time.
 struct Elapsed;
 
@@ -51,8 +57,7 @@ type Exchanged = Result<Result<Response<UpstreamBody>, UpstreamError>, Elapsed>;
 
 /// Everything the request handler needs, shared by all connections.
 pub struct Gateway {
-    routes: RouteTable,
-    auth: Arc<Authenticator>,
+    judge: Judge,
     pool: Arc<UpstreamPool>,
     upstream: Upstream,
     /// `Host` for requests that arrive without one (HTTP/1.0).
@@ -63,8 +68,6 @@ pub struct Gateway {
     protected: meaning::ProtectedNames,
     /// `server.public_base_url` without its trailing `/`.
     public_base_url: Option<String>,
-    /// Every issuer's algorithms, space-separated: the `algs` of a DPoP challenge.
-    dpop_algs: String,
     metrics: Arc<Metrics>,
 }
 
@@ -169,8 +172,7 @@ impl Gateway {
     /// Builds the handler state and the upstream connection pool; must run inside the runtime
     /// (it starts the pool's idle reaper).
     pub fn new(
-        routes: RouteTable,
-        auth: Arc<Authenticator>,
+        judge: Judge,
         upstream: Upstream,
         server: &crate::config::ServerSection,
         metrics: Arc<Metrics>,
@@ -190,28 +192,20 @@ impl Gateway {
         );
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        let configured = auth
+        let configured = judge
+            .auth()
             .keys()
             .issuers
             .iter()
             .flat_map(|k| k.cfg.claim_headers.iter())
-            .chain(routes.routes().iter().flat_map(|r| r.cfg.claim_headers.iter()))
+            .chain(judge.routes().routes().iter().flat_map(|r| r.cfg.claim_headers.iter()))
             .map(|c| c.name.as_str());
         let protected = meaning::ProtectedNames::new(configured);
-        let mut algs: Vec<&str> = Vec::new();
-        for a in auth.keys().issuers.iter().flat_map(|k| k.cfg.algorithms.iter()) {
-            if !algs.contains(&a.name()) {
-                algs.push(a.name());
-            }
-        }
-        let dpop_algs = algs.join(" ");
         let public_base_url = server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string());
         Gateway {
             public_base_url,
-            dpop_algs,
             protected,
-            routes,
-            auth,
+            judge,
             pool,
             upstream,
             upstream_host,
@@ -224,7 +218,7 @@ impl Gateway {
 
     /// The authenticator (shared with `validate` and the admin listener).
     pub fn auth(&self) -> &Arc<Authenticator> {
-        &self.auth
+        self.judge.auth()
     }
 
     /// Handles one request end to end; every request, refusals included, is observed in
@@ -242,109 +236,44 @@ impl Gateway {
         peer: SocketAddr,
     ) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
         let scan = meaning::HeaderScan::of(req.headers(), &self.protected);
-        let header_bytes = scan.bytes;
-        if header_bytes > self.max_header_bytes {
-            self.routes.unmatched.count(Outcome::HeadersTooLarge);
-            tracing::info!(status = 431, bytes = header_bytes, "request headers too large");
-            let resp = error_response(
+        if scan.bytes > self.max_header_bytes {
+            let r = Refusal::plain(
                 http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request_header_fields_too_large",
                 "the request headers exceed the configured maximum",
+                Outcome::HeadersTooLarge,
             );
-            return (resp, &self.routes.unmatched);
+            return refused(self.judge.refuse_unrouted(r));
         }
         if let Err(e) = meaning::check(&req) {
-            let (status, outcome, code) = match e {
-                meaning::MeaningError::UnsupportedTransferCoding => {
-                    (http::StatusCode::NOT_IMPLEMENTED, Outcome::NotImplemented, "not_implemented")
-                }
-                _ => (http::StatusCode::BAD_REQUEST, Outcome::InvalidRequest, "invalid_request"),
+            let r = match e {
+                meaning::MeaningError::UnsupportedTransferCoding => Refusal::plain(
+                    http::StatusCode::NOT_IMPLEMENTED,
+                    "not_implemented",
+                    e.description(),
+                    Outcome::NotImplemented,
+                ),
+                _ => Refusal::plain(
+                    http::StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    e.description(),
+                    Outcome::InvalidRequest,
+                ),
             };
-            self.routes.unmatched.count(outcome);
-            tracing::info!(
-                status = status.as_u16(),
-                reason = e.description(),
-                "request refused: more than one meaning"
-            );
-            return (error_response(status, code, e.description()), &self.routes.unmatched);
+            return refused(self.judge.refuse_unrouted(r));
         }
-        let form = match routes::match_form(req.uri().path()) {
-            Ok(f) => f,
-            Err(e) => {
-                self.routes.unmatched.count(Outcome::InvalidRequest);
-                tracing::info!(status = 400, reason = e.description(), "path refused");
-                let resp = error_response(http::StatusCode::BAD_REQUEST, "invalid_request", e.description());
-                return (resp, &self.routes.unmatched);
-            }
+        let htu = || self.request_uri(&req);
+        let original = Original { method: req.method(), path: req.uri().path(), headers: req.headers(), htu: &htu };
+        let allowed = match self.judge.judge(&original).await {
+            Ok(a) => a,
+            Err(refusal) => return refused(refusal),
         };
-        let Some(route) = self.routes.find(&form, req.method()) else {
-            if req.method() == http::Method::CONNECT {
-                self.routes.unmatched.count(Outcome::MethodNotAllowed);
-                tracing::info!(status = 405, "CONNECT refused: no route allows it");
-                let resp = error_response(
-                    http::StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "CONNECT is not allowed on this path",
-                );
-                return (resp, &self.routes.unmatched);
-            }
-            self.routes.unmatched.count(Outcome::NoRoute);
-            tracing::debug!(status = 404, method = %req.method(), "no route");
-            let resp = error_response(http::StatusCode::NOT_FOUND, "no_route", "no route matches this path and method");
-            return (resp, &self.routes.unmatched);
-        };
-        drop(form);
-
-        let verified = if route.cfg.anonymous {
-            None
-        } else {
-            let htu = || self.request_uri(&req);
-            let auth_req =
-                crate::auth::AuthRequest { headers: req.headers(), method: req.method().as_str(), htu: &htu };
-            let need = crate::auth::Requirement {
-                scopes: &route.cfg.scopes,
-                sender_constrained: route.cfg.sender_constrained,
-            };
-            match self.auth.authorize_request(&auth_req, &need).await {
-                Ok(v) => Some(v),
-                Err(r) => {
-                    self.auth.count_rejection(&r);
-                    let outcome = match r.error {
-                        AuthError::MissingToken => Outcome::MissingToken,
-                        AuthError::InvalidRequest(_) => Outcome::InvalidRequest,
-                        AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => Outcome::InvalidToken,
-                        AuthError::InsufficientScope => Outcome::InsufficientScope,
-                        AuthError::Unavailable => Outcome::Unavailable,
-                    };
-                    route.metrics.count(outcome);
-                    tracing::info!(
-                        route = %route.cfg.name,
-                        status = r.error.status().as_u16(),
-                        error = r.error.code(),
-                        reason = r.error.reason(),
-                        issuer = r.issuer.and_then(|i| self.auth.keys().issuers.get(i)).map(|k| k.name()).unwrap_or(""),
-                        "request refused: {}",
-                        r.error.description()
-                    );
-                    return (reject(r.error, route, self.dpop_challenge(&req, route)), &route.metrics);
-                }
-            }
-        };
+        let Allowed { route, verified, claim_headers } = allowed;
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
-        let claim_headers = match &verified {
-            Some(v) => match self.claim_headers(v, route) {
-                Ok(list) => list,
-                Err(r) => {
-                    self.auth.count_rejection(&r);
-                    route.metrics.count(Outcome::InvalidToken);
-                    tracing::info!(route = %route.cfg.name, status = 401, reason = r.error.reason(), "request refused: {}", r.error.description());
-                    return (reject(r.error, route, self.dpop_challenge(&req, route)), &route.metrics);
-                }
-            },
-            None => Vec::new(),
-        };
         scan.scrub(req.headers_mut(), &self.protected, route.cfg.method_override);
-        req.headers_mut().extend(claim_headers);
+        for (name, value) in claim_headers {
+            req.headers_mut().insert(name, value);
+        }
         if tunnel::is_websocket_upgrade(&req) {
             return (self.upgrade(req, peer, verified, route, outcome).await, &route.metrics);
         }
@@ -378,45 +307,6 @@ impl Gateway {
                 format!("http://{host}{path}")
             }
         }
-    }
-
-    /// The `algs` of a DPoP challenge when the request used the DPoP scheme or the route
-    /// requires it; `None` for a Bearer challenge.
-    fn dpop_challenge<B>(&self, req: &Request<B>, route: &crate::routes::Route) -> Option<&str> {
-        let used = req.headers().get(header::AUTHORIZATION).is_some_and(|v| {
-            v.as_bytes().trim_ascii_start().get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
-        });
-        (used || route.cfg.sender_constrained).then_some(self.dpop_algs.as_str())
-    }
-
-    /// The configured claim headers for this token on this route (the issuer's, then the
-    /// route's, which win on a shared name); a claim that cannot be a header refuses the
-    /// request. Nothing is allocated when none are configured.
-    fn claim_headers(
-        &self,
-        v: &Verified,
-        route: &crate::routes::Route,
-    ) -> Result<Vec<(Option<HeaderName>, HeaderValue)>, crate::auth::Rejected> {
-        let issuer = &self.auth.keys().issuers[v.issuer()].cfg.claim_headers;
-        let on_route = &route.cfg.claim_headers;
-        if issuer.is_empty() && on_route.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(issuer.len() + on_route.len());
-        let overridden = |c: &crate::config::ClaimHeader| on_route.iter().any(|r| r.name == c.name);
-        for c in issuer.iter().filter(|c| !overridden(c)).chain(on_route.iter()) {
-            match v.verdict.claim_values.get(c.path) {
-                Some(crate::auth::ClaimValue::Value(val)) => out.push((Some(c.name.clone()), val.clone())),
-                Some(crate::auth::ClaimValue::Unforwardable) => {
-                    return Err(crate::auth::Rejected {
-                        error: AuthError::InvalidToken(crate::auth::TokenError::UnforwardableClaim),
-                        issuer: Some(v.issuer()),
-                    })
-                }
-                Some(crate::auth::ClaimValue::Absent) | None => {}
-            }
-        }
-        Ok(out)
     }
 
     /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
@@ -490,7 +380,7 @@ impl Gateway {
                 };
                 route.metrics.count(outcome);
                 tracing::info!(route = %route.cfg.name, status = status.as_u16(), "request refused: {desc}; the upstream request was aborted");
-                error_response(status, code, desc)
+                Refusal::plain(status, code, desc, outcome).response().map(Either::Right)
             }
             (Err(failure), None) => {
                 route.metrics.count(failure);
@@ -499,7 +389,7 @@ impl Gateway {
                 } else {
                     (http::StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached")
                 };
-                error_response(status, code, desc)
+                Refusal::plain(status, code, desc, failure).response().map(Either::Right)
             }
         }
     }

@@ -1,0 +1,201 @@
+//! The one decision: given a request's method, path and headers, which route it takes and
+//! whether it may pass — canonical method, path normalisation (dot segments refused), route
+//! match (404, or 405 for `CONNECT`), then for a protected route the credentials, the token and
+//! the scopes, then the claim headers the upstream will get. The proxy, the decision listener
+//! and `validate` all call [`Judge::judge`]; they differ only in what follows an allow (forward
+//! it, answer 200 with the claim headers, print the verdict). A refusal is a [`Refusal`],
+//! already counted and logged. Nothing here does I/O beyond what the authenticator does.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::auth::{AuthError, AuthRequest, Authenticator, ClaimValue, Rejected, Requirement, TokenError, Verified};
+use crate::metrics::{Metrics, Outcome, RouteMetrics};
+use crate::refusal::Refusal;
+use crate::routes::{self, Route, RouteTable};
+
+/// The request being judged (for the decision listener: the *original* request).
+pub struct Original<'a> {
+    /// The method, as sent.
+    pub method: &'a Method,
+    /// The path, as sent (no query).
+    pub path: &'a str,
+    /// The headers carrying the credentials.
+    pub headers: &'a HeaderMap,
+    /// The URI the client addressed, for a DPoP proof's `htu` (computed only then).
+    pub htu: &'a (dyn Fn() -> String + Sync),
+}
+
+/// A request allowed on its route.
+pub struct Allowed<'r> {
+    /// The route it took.
+    pub route: &'r Route,
+    /// The verified token; `None` on an anonymous route.
+    pub verified: Option<Verified>,
+    /// The configured claim headers for this token on this route.
+    pub claim_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Allowed<'_> {
+    /// `allowed` or `anonymous`.
+    pub fn outcome(&self) -> Outcome {
+        if self.verified.is_some() {
+            Outcome::Allowed
+        } else {
+            Outcome::Anonymous
+        }
+    }
+}
+
+/// Routes and authentication for one listener (its metrics carry the listener's label).
+pub struct Judge {
+    routes: RouteTable,
+    auth: Arc<Authenticator>,
+    /// Every issuer's algorithms, space-separated: the `algs` of a DPoP challenge.
+    dpop_algs: String,
+}
+
+impl Judge {
+    /// A judge over `routes` for the listener named `listener` (`proxy`, `decision`).
+    pub fn new(
+        routes: &[crate::config::RouteConfig],
+        auth: Arc<Authenticator>,
+        metrics: &Metrics,
+        listener: &str,
+    ) -> Judge {
+        let mut algs: Vec<&str> = Vec::new();
+        for a in auth.keys().issuers.iter().flat_map(|k| k.cfg.algorithms.iter()) {
+            if !algs.contains(&a.name()) {
+                algs.push(a.name());
+            }
+        }
+        Judge { routes: RouteTable::new(routes, metrics, listener), auth, dpop_algs: algs.join(" ") }
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The authenticator.
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// Counts and logs a refusal that happened before routing (framing, limits).
+    pub fn refuse_unrouted(&self, r: Refusal) -> (Refusal, &RouteMetrics) {
+        self.routes.unmatched.count(r.outcome);
+        tracing::info!(status = r.status.as_u16(), error = r.code, "request refused: {}", r.description);
+        (r, &self.routes.unmatched)
+    }
+
+    /// Decides `o`. A refusal comes back counted (requests and token rejections) and logged,
+    /// with the metric handles its duration belongs to; an allow is counted by the caller,
+    /// which knows how the request ended.
+    pub async fn judge(&self, o: &Original<'_>) -> Result<Allowed<'_>, (Refusal, &RouteMetrics)> {
+        if o.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(self.refuse_unrouted(Refusal::plain(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the method name must be upper case",
+                Outcome::InvalidRequest,
+            )));
+        }
+        let form = match routes::match_form(o.path) {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(self.refuse_unrouted(Refusal::plain(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    e.description(),
+                    Outcome::InvalidRequest,
+                )))
+            }
+        };
+        let Some(route) = self.routes.find(&form, o.method) else {
+            let r = if o.method == Method::CONNECT {
+                Refusal::plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "CONNECT is not allowed on this path",
+                    Outcome::MethodNotAllowed,
+                )
+            } else {
+                Refusal::plain(
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    "no route matches this path and method",
+                    Outcome::NoRoute,
+                )
+            };
+            return Err(self.refuse_unrouted(r));
+        };
+        drop(form);
+        if route.cfg.anonymous {
+            return Ok(Allowed { route, verified: None, claim_headers: Vec::new() });
+        }
+        let req = AuthRequest { headers: o.headers, method: o.method.as_str(), htu: o.htu };
+        let need = Requirement { scopes: &route.cfg.scopes, sender_constrained: route.cfg.sender_constrained };
+        let verified = match self.auth.authorize_request(&req, &need).await {
+            Ok(v) => v,
+            Err(r) => return Err(self.refuse(r, route, o.headers)),
+        };
+        match self.claim_headers(&verified, route) {
+            Ok(claim_headers) => Ok(Allowed { route, verified: Some(verified), claim_headers }),
+            Err(r) => Err(self.refuse(r, route, o.headers)),
+        }
+    }
+
+    fn refuse<'r>(&self, r: Rejected, route: &'r Route, headers: &HeaderMap) -> (Refusal, &'r RouteMetrics) {
+        self.auth.count_rejection(&r);
+        let refusal = Refusal::auth(r.error, route, self.dpop_challenge(headers, route));
+        route.metrics.count(refusal.outcome);
+        tracing::info!(
+            route = %route.cfg.name,
+            status = refusal.status.as_u16(),
+            error = refusal.code,
+            reason = r.error.reason(),
+            issuer = r.issuer.and_then(|i| self.auth.keys().issuers.get(i)).map(|k| k.name()).unwrap_or(""),
+            "request refused: {}",
+            refusal.description
+        );
+        (refusal, &route.metrics)
+    }
+
+    /// The `algs` of a DPoP challenge when the request used the DPoP scheme or the route
+    /// requires it; `None` for a Bearer challenge.
+    fn dpop_challenge(&self, headers: &HeaderMap, route: &Route) -> Option<&str> {
+        let used = headers.get(header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes().trim_ascii_start().get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+        });
+        (used || route.cfg.sender_constrained).then_some(self.dpop_algs.as_str())
+    }
+
+    /// The configured claim headers for this token on this route (the issuer's, then the
+    /// route's, which win on a shared name); a claim that cannot be a header refuses the
+    /// request. Nothing is allocated when none are configured.
+    fn claim_headers(&self, v: &Verified, route: &Route) -> Result<Vec<(HeaderName, HeaderValue)>, Rejected> {
+        let issuer = &self.auth.keys().issuers[v.issuer()].cfg.claim_headers;
+        let on_route = &route.cfg.claim_headers;
+        if issuer.is_empty() && on_route.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(issuer.len() + on_route.len());
+        let overridden = |c: &crate::config::ClaimHeader| on_route.iter().any(|r| r.name == c.name);
+        for c in issuer.iter().filter(|c| !overridden(c)).chain(on_route.iter()) {
+            match v.verdict.claim_values.get(c.path) {
+                Some(ClaimValue::Value(val)) => out.push((c.name.clone(), val.clone())),
+                Some(ClaimValue::Unforwardable) => {
+                    return Err(Rejected {
+                        error: AuthError::InvalidToken(TokenError::UnforwardableClaim),
+                        issuer: Some(v.issuer()),
+                    })
+                }
+                Some(ClaimValue::Absent) | None => {}
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,103 @@
+//! Every way jwtgate says no, as one value — status, error code, description, challenge and the
+//! metric outcome — rendered into a response in exactly one place, so the proxy, the decision
+//! listener and `validate` cannot drift apart. Bodies are small JSON documents
+//! (`{"error", "error_description"}`), challenges follow RFC 6750 §3 (`Bearer`) or RFC 9449 §7.1
+//! (`DPoP`, with the accepted `algs`). Descriptions are fixed ASCII sentences without quotes:
+//! nothing a client sent ever reaches a header.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::auth::AuthError;
+use crate::metrics::Outcome;
+use crate::routes::Route;
+
+/// A refusal, ready to be answered and counted.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The `error` code of the body (and of the challenge, where it has one).
+    pub code: &'static str,
+    /// The `error_description`.
+    pub description: &'static str,
+    /// `WWW-Authenticate`, for refusals about credentials.
+    pub challenge: Option<HeaderValue>,
+    /// The `outcome` label it counts under.
+    pub outcome: Outcome,
+    /// The authentication failure behind it, when it is one (`validate` explains it).
+    pub auth_error: Option<AuthError>,
+}
+
+impl Refusal {
+    /// A refusal without a challenge (400, 404, 405, 408, 431, 501, 502, 504).
+    pub fn plain(status: StatusCode, code: &'static str, description: &'static str, outcome: Outcome) -> Refusal {
+        Refusal { status, code, description, challenge: None, outcome, auth_error: None }
+    }
+
+    /// The refusal for an authentication failure on `route`. With `dpop_algs` (the request used
+    /// the DPoP scheme, or the route requires it) the challenge is a `DPoP` one naming the
+    /// accepted proof algorithms; otherwise `Bearer`.
+    pub fn auth(err: AuthError, route: &Route, dpop_algs: Option<&str>) -> Refusal {
+        let outcome = match err {
+            AuthError::MissingToken => Outcome::MissingToken,
+            AuthError::InvalidRequest(_) => Outcome::InvalidRequest,
+            AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => Outcome::InvalidToken,
+            AuthError::InsufficientScope => Outcome::InsufficientScope,
+            AuthError::Unavailable => Outcome::Unavailable,
+        };
+        let challenge = match (err, dpop_algs) {
+            // An IdP outage is not a credentials problem: `Retry-After`, no challenge.
+            (AuthError::Unavailable, _) => None,
+            (AuthError::MissingToken, None) => Some(HeaderValue::from_static("Bearer realm=\"jwtgate\"")),
+            (AuthError::InvalidRequest(_), None) => Some(HeaderValue::from_static("Bearer error=\"invalid_request\"")),
+            (AuthError::InsufficientScope, None) => Some(route.scope_challenge.clone()),
+            (other, None) => {
+                let v = format!("Bearer error=\"{}\", error_description=\"{}\"", other.code(), other.description());
+                Some(HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\"")))
+            }
+            (other, Some(algs)) => {
+                let v = match other {
+                    AuthError::MissingToken => format!("DPoP algs=\"{algs}\""),
+                    AuthError::InsufficientScope => format!(
+                        "DPoP error=\"insufficient_scope\", scope=\"{}\", algs=\"{algs}\"",
+                        route.cfg.scopes.join(" ")
+                    ),
+                    other => format!(
+                        "DPoP error=\"{}\", error_description=\"{}\", algs=\"{algs}\"",
+                        other.code(),
+                        other.description()
+                    ),
+                };
+                Some(HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("DPoP error=\"invalid_token\"")))
+            }
+        };
+        Refusal {
+            status: err.status(),
+            code: err.code(),
+            description: err.description(),
+            challenge,
+            outcome,
+            auth_error: Some(err),
+        }
+    }
+
+    /// The response: the JSON body, `no-store`, the challenge, and `Retry-After` on a 503.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({ "error": self.code, "error_description": self.description }).to_string();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(c) = &self.challenge {
+            h.insert(header::WWW_AUTHENTICATE, c.clone());
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
