@@ -71,7 +71,9 @@ pub struct ConnMetrics {
 /// What a connection task needs to know about its requests: how many are in flight and when
 /// the last one finished (milliseconds since the connection was accepted).
 struct Activity {
-    started: Instant,
+    clock: CoarseClock,
+    /// When the connection was accepted, in the clock's milliseconds.
+    accepted_ms: u64,
     in_flight: AtomicUsize,
     served: AtomicU64,
     last_done_ms: AtomicU64,
@@ -83,7 +85,38 @@ const NOT_READING: u64 = u64::MAX;
 
 impl Activity {
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.clock.now_ms()
+    }
+}
+
+/// Milliseconds since the listener started, advanced by a ticker a few times a second: the
+/// per-request bookkeeping reads one atomic instead of the system clock (the timeouts it serves
+/// are in seconds).
+#[derive(Clone)]
+struct CoarseClock(Arc<AtomicU64>);
+
+/// How often the coarse clock advances.
+const CLOCK_TICK: Duration = Duration::from_millis(100);
+
+impl CoarseClock {
+    /// A clock at 0 and the task that advances it (stopped by aborting it).
+    fn start() -> (CoarseClock, tokio::task::JoinHandle<()>) {
+        let clock = CoarseClock(Arc::new(AtomicU64::new(0)));
+        let c = clock.clone();
+        let origin = Instant::now();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CLOCK_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                c.0.store(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Release);
+            }
+        });
+        (clock, ticker)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -206,22 +239,69 @@ impl Expiry {
     }
 }
 
-/// When this connection expires if nothing changes, and why.
-fn deadline(a: &Activity, limits: &ServerLimits) -> (Instant, Option<Expiry>) {
+/// How long until this connection expires if nothing changes (`None`: busy), and why.
+fn remaining(a: &Activity, limits: &ServerLimits) -> Option<(Duration, Expiry)> {
     if a.in_flight.load(Ordering::Acquire) > 0 {
-        // Busy: look again later (the request's own timeouts bound it).
-        return (Instant::now() + limits.idle_timeout, None);
+        return None;
     }
-    let head_since = a.head_since_ms.load(Ordering::Acquire);
-    if head_since != NOT_READING {
-        let since = a.started + Duration::from_millis(head_since);
-        return (since + limits.header_read_timeout, Some(Expiry::HeaderTimeout));
+    let (since, limit, why) = match a.head_since_ms.load(Ordering::Acquire) {
+        NOT_READING if a.served.load(Ordering::Acquire) == 0 => {
+            (a.accepted_ms, limits.header_read_timeout, Expiry::HeaderTimeout)
+        }
+        NOT_READING => (a.last_done_ms.load(Ordering::Acquire), limits.idle_timeout, Expiry::IdleTimeout),
+        head => (head, limits.header_read_timeout, Expiry::HeaderTimeout),
+    };
+    let elapsed = Duration::from_millis(a.now_ms().saturating_sub(since));
+    Some((limit.saturating_sub(elapsed), why))
+}
+
+/// What the watchdog tells a connection.
+enum Order {
+    /// Finish what is in flight, then close (shutdown).
+    Drain,
+    /// Close now (a timeout, or the drain ran out).
+    Close,
+}
+
+/// Watches one connection from its own task, so that the connection's task polls nothing but
+/// the connection and one channel: closes it when its header-read or idle time runs out,
+/// drains it on shutdown and closes it when the drain runs out.
+async fn watchdog(
+    activity: Arc<Activity>,
+    limits: ServerLimits,
+    mut shutdown: watch::Receiver<bool>,
+    mut force: watch::Receiver<bool>,
+    orders: mpsc::Sender<Order>,
+    metrics: Option<ConnMetrics>,
+) {
+    loop {
+        let wait = match remaining(&activity, &limits) {
+            Some((left, why)) if left.is_zero() => {
+                tracing::debug!(reason = why.label(), "closing the connection");
+                if let Some(m) = &metrics {
+                    m.closed.with_label_values(&[why.label()]).inc();
+                }
+                let _ = orders.send(Order::Close).await;
+                return;
+            }
+            // Look again when it would expire (a request may start or end meanwhile); a busy
+            // connection is looked at again after a while.
+            Some((left, _)) => left + CLOCK_TICK,
+            None => limits.idle_timeout.min(limits.header_read_timeout),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    let _ = orders.send(Order::Drain).await;
+                    let _ = force.changed().await;
+                    let _ = orders.send(Order::Close).await;
+                    return;
+                }
+            }
+            _ = orders.closed() => return,
+        }
     }
-    if a.served.load(Ordering::Acquire) == 0 {
-        return (a.started + limits.header_read_timeout, Some(Expiry::HeaderTimeout));
-    }
-    let last = Duration::from_millis(a.last_done_ms.load(Ordering::Acquire));
-    (a.started + last + limits.idle_timeout, Some(Expiry::IdleTimeout))
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then drains.
@@ -259,6 +339,7 @@ pub async fn serve<F, Fut, B>(
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (force_tx, force_rx) = watch::channel(false);
+    let (clock, ticker) = CoarseClock::start();
     loop {
         let permit = match &cap {
             None => None,
@@ -300,6 +381,7 @@ pub async fn serve<F, Fut, B>(
                     force: force_rx.clone(),
                     alive: alive_tx.clone(),
                     permit,
+                    clock: clock.clone(),
                 };
                 tokio::spawn(conn.run(stream, handler.clone(), peer));
             }
@@ -319,6 +401,7 @@ pub async fn serve<F, Fut, B>(
             let _ = force_tx.send(true);
         }
     }
+    ticker.abort();
 }
 
 /// One accepted connection and what it needs to run and end.
@@ -330,6 +413,7 @@ struct Connection {
     force: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    clock: CoarseClock,
 }
 
 impl Connection {
@@ -344,7 +428,8 @@ impl Connection {
             m.open.inc();
         }
         let activity = Arc::new(Activity {
-            started: Instant::now(),
+            accepted_ms: self.clock.now_ms(),
+            clock: self.clock.clone(),
             in_flight: 0.into(),
             served: 0.into(),
             last_done_ms: 0.into(),
@@ -359,39 +444,36 @@ impl Connection {
             handler(req, peer)
                 .map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _in_flight: in_flight })))
         });
+        let (orders_tx, mut orders) = mpsc::channel(2);
+        tokio::spawn(watchdog(
+            activity,
+            self.limits,
+            self.shutdown.clone(),
+            self.force.clone(),
+            orders_tx,
+            self.metrics.clone(),
+        ));
         let conn = self.builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
-        let mut draining = false;
+        let mut watched = true;
         loop {
-            let (at, _) = deadline(&activity, &self.limits);
             tokio::select! {
+                biased;
                 r = conn.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, "connection ended with an error: {e}");
                     }
                     break;
                 }
-                _ = tokio::time::sleep_until(at) => {
-                    // Re-read: a request may have started or finished while the timer ran.
-                    if let (now_at, Some(why)) = deadline(&activity, &self.limits) {
-                        if now_at <= Instant::now() {
-                            tracing::debug!(%peer, reason = why.label(), "closing the connection");
-                            if let Some(m) = &self.metrics {
-                                m.closed.with_label_values(&[why.label()]).inc();
-                            }
-                            break;
-                        }
-                    }
-                }
-                changed = self.shutdown.changed(), if !draining => {
-                    if changed.is_err() || *self.shutdown.borrow() {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-                _ = self.force.changed() => break,
+                order = orders.recv(), if watched => match order {
+                    Some(Order::Drain) => conn.as_mut().graceful_shutdown(),
+                    Some(Order::Close) => break,
+                    None => watched = false,
+                },
             }
         }
+        // Dropping the receiver ends the watchdog.
+        drop(orders);
         if let Some(m) = &self.metrics {
             m.open.dec();
         }
