@@ -81,6 +81,16 @@ pub struct FileConfig {
     pub routes: Vec<RouteSection>,
     /// `[key_manager_sync]`: the WSO2 APIM key-manager registration.
     pub key_manager_sync: Option<KmSyncSection>,
+    /// `[decision]`: the listener answering auth subrequests (absent = off).
+    pub decision: Option<DecisionSection>,
+}
+
+/// `[decision]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSection {
+    /// Where the decision listener listens; only the front proxy should reach it.
+    pub listen: SocketAddr,
 }
 
 /// `[server]`.
@@ -416,6 +426,8 @@ pub struct Config {
     pub claim_paths: Vec<Vec<String>>,
     /// `[key_manager_sync]` as written (validated by `km_sync::settings`).
     pub key_manager_sync: Option<KmSyncSection>,
+    /// `[decision]`.
+    pub decision: Option<DecisionSection>,
 }
 
 /// `[upstream]`, validated.
@@ -594,6 +606,11 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.listen == s.admin_listen && s.listen.port() != 0 {
         problems.push(problem("server.admin_listen", "must differ from server.listen"));
     }
+    if let Some(d) = &file.decision {
+        if d.listen.port() != 0 && (d.listen == s.listen || d.listen == s.admin_listen) {
+            problems.push(problem("decision.listen", "must differ from server.listen and server.admin_listen"));
+        }
+    }
     if !matches!(s.log_format.as_str(), "text" | "json") {
         problems.push(problem("server.log_format", "must be \"text\" or \"json\""));
     }
@@ -631,6 +648,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             routes,
             claim_paths,
             key_manager_sync: file.key_manager_sync,
+            decision: file.decision,
         }),
         _ => Err(problems),
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod decision_listener;
 pub mod dev;
 pub mod fetch;
 pub mod keys;

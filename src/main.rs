@@ -186,6 +186,13 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                         c.issuers.len(),
                         c.routes.len()
                     );
+                    if let Some(d) = c.decision.as_ref().filter(|d| !d.listen.ip().is_loopback()) {
+                        eprintln!(
+                            "warning: decision.listen = {} is not a loopback address: the decision listener trusts \
+                             X-Original-* / X-Forwarded-* headers, so only the front proxy may reach it",
+                            d.listen
+                        );
+                    }
                     let warnings = sync_warnings(&c);
                     if !warnings.is_empty() {
                         eprintln!(

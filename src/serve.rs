@@ -17,6 +17,7 @@ use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::decision::Judge;
+use crate::decision_listener::DecisionService;
 use crate::fetch::HttpFetcher;
 use crate::keys::KeyRegistry;
 use crate::km_sync::status::{SyncState, SyncStatus};
@@ -51,6 +52,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
+    /// Where the decision listener listens, when `[decision]` is configured.
+    pub decision_addr: Option<SocketAddr>,
     /// The key stores (tests look at them).
     pub keys: Arc<KeyRegistry>,
     /// The metrics.
@@ -104,6 +107,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");
     }
+    let decision_judge =
+        config.decision.as_ref().map(|_| Judge::new(&config.routes, auth.clone(), &metrics, "decision"));
     let judge = Judge::new(&config.routes, auth.clone(), &metrics, "proxy");
     let gateway = Arc::new(Gateway::new(judge, config.upstream.clone(), &config.server, metrics.clone()));
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -150,10 +155,32 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits },
         None,
     ));
+    let mut servers = vec![proxy, admin];
+    let mut decision_addr = None;
+    if let (Some(d), Some(judge)) = (&config.decision, decision_judge) {
+        let listener = bind("decision.listen", d.listen).await?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "decision.listen",
+            addr: d.listen,
+            source,
+        })?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the decision listener trusts X-Original-* / X-Forwarded-* headers: make sure only the front proxy can reach it");
+        }
+        let service = Arc::new(DecisionService::new(judge, config.server.public_base_url.clone()));
+        servers.push(tokio::spawn(serve(
+            listener,
+            move |req, peer| DecisionService::handle(service.clone(), req, peer),
+            shutdown.subscribe(),
+            limits,
+            None,
+        )));
+        decision_addr = Some(addr);
+    }
     let mut background = keys.spawn_refreshers();
     let km = crate::km_sync::spawn(&config, &keys.issuers, metrics.clone(), km_status.clone(), shutdown.subscribe())
         .map_err(StartError::Config)?;
     background.extend(km);
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), "jwtgate listening");
-    Ok(Running { proxy_addr, admin_addr, keys, metrics, km_status, shutdown, servers: vec![proxy, admin], background })
+    Ok(Running { proxy_addr, admin_addr, decision_addr, keys, metrics, km_status, shutdown, servers, background })
 }

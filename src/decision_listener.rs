@@ -1,0 +1,234 @@
+//! The decision listener: answers auth subrequests for the front proxies users already run
+//! (nginx `auth_request`, ingress-nginx `auth-url`, Traefik ForwardAuth, Envoy `ext_authz`).
+//! Each request is judged exactly as the proxy would judge the *original* request — same
+//! routes, same rules, the one [`Judge`] — and is never forwarded anywhere. The original method
+//! and URI come from, in this order: `X-Original-Method` + `X-Original-URI` (nginx);
+//! `X-Original-URL`, absolute (ingress-nginx); `X-Forwarded-Method` + `X-Forwarded-Uri`
+//! (Traefik); else the decision request's own method and path (Envoy). Allowed: `200`, empty,
+//! with `x-jwt-payload`, `x-jwt-sub` and the configured claim headers for the front proxy to
+//! copy (none on an anonymous route). Refused: the proxy's status, challenge and JSON body.
+//! It trusts those headers: it must listen where only the front proxy can reach it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::decision::{Allowed, Judge, Original};
+use crate::metrics::Outcome;
+use crate::proxy::{X_JWT_PAYLOAD, X_JWT_SUB};
+use crate::refusal::Refusal;
+
+static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The original request a subrequest asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalRequest {
+    /// Its method.
+    pub method: Method,
+    /// Its path (no query).
+    pub path: String,
+    /// `scheme://authority` when the headers say it (for DPoP's `htu`).
+    pub origin: Option<String>,
+}
+
+/// The one value of `name`, if any; two copies are ambiguous.
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err("a header naming the original request appears more than once"),
+        (Some(v), None) => v.to_str().map(Some).map_err(|_| "a header naming the original request is not text"),
+    }
+}
+
+fn method(text: Option<&str>, own: &Method) -> Result<Method, &'static str> {
+    match text {
+        None => Ok(own.clone()),
+        Some(m) => Method::from_bytes(m.trim().as_bytes()).map_err(|_| "the original method is not a method"),
+    }
+}
+
+/// `/path?query` → `/path`; anything but origin-form is refused.
+fn origin_form_path(uri: &str) -> Result<String, &'static str> {
+    let path = uri.split(['?', '#']).next().unwrap_or("");
+    if path.starts_with('/') {
+        Ok(path.to_string())
+    } else {
+        Err("the original URI must be a path (origin-form)")
+    }
+}
+
+/// Reads the original method and URI, in the documented order.
+pub fn original_request<B>(req: &Request<B>) -> Result<OriginalRequest, &'static str> {
+    let h = req.headers();
+    let own = req.method();
+    if let Some(uri) = single(h, &X_ORIGINAL_URI)? {
+        return Ok(OriginalRequest {
+            method: method(single(h, &X_ORIGINAL_METHOD)?, own)?,
+            path: origin_form_path(uri)?,
+            origin: None,
+        });
+    }
+    if let Some(url) = single(h, &X_ORIGINAL_URL)? {
+        let parsed = url::Url::parse(url).map_err(|_| "X-Original-URL is not an absolute URL")?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err("X-Original-URL is not an absolute http(s) URL");
+        }
+        // The raw path as sent (`Url` would resolve dot segments the judge must see).
+        let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
+        let raw_path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+        return Ok(OriginalRequest {
+            method: method(single(h, &X_ORIGINAL_METHOD)?, own)?,
+            path: origin_form_path(raw_path)?,
+            origin: Some(parsed.origin().ascii_serialization()),
+        });
+    }
+    if let Some(uri) = single(h, &X_FORWARDED_URI)? {
+        let origin = match (single(h, &X_FORWARDED_PROTO)?, single(h, &X_FORWARDED_HOST)?) {
+            (Some(proto), Some(host)) => Some(format!("{proto}://{host}")),
+            _ => None,
+        };
+        return Ok(OriginalRequest {
+            method: method(single(h, &X_FORWARDED_METHOD)?, own)?,
+            path: origin_form_path(uri)?,
+            origin,
+        });
+    }
+    Ok(OriginalRequest { method: own.clone(), path: req.uri().path().to_string(), origin: None })
+}
+
+/// The decision listener's handler state.
+pub struct DecisionService {
+    judge: Judge,
+    public_base_url: Option<String>,
+}
+
+impl DecisionService {
+    /// A service judging with `judge` (whose metrics say `listener="decision"`).
+    pub fn new(judge: Judge, public_base_url: Option<String>) -> DecisionService {
+        DecisionService { judge, public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()) }
+    }
+
+    /// Answers one subrequest.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let (resp, metrics) = match original_request(&req) {
+            Err(why) => {
+                let (r, m) = self.judge.refuse_unrouted(Refusal::plain(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    why,
+                    Outcome::InvalidRequest,
+                ));
+                (r.response(), m)
+            }
+            Ok(o) => {
+                let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let htu = || {
+                    let base = match (&self.public_base_url, &o.origin) {
+                        (Some(b), _) => b.clone(),
+                        (None, Some(origin)) => origin.clone(),
+                        (None, None) => format!("http://{host}"),
+                    };
+                    format!("{base}{}", o.path)
+                };
+                let original = Original { method: &o.method, path: &o.path, headers: req.headers(), htu: &htu };
+                match self.judge.judge(&original).await {
+                    Ok(allowed) => {
+                        allowed.route.metrics.count(allowed.outcome());
+                        let metrics = &allowed.route.metrics;
+                        (allowed_response(allowed), metrics)
+                    }
+                    Err((r, m)) => (r.response(), m),
+                }
+            }
+        };
+        metrics.duration.observe(started.elapsed().as_secs_f64());
+        resp
+    }
+}
+
+/// `200`, empty, with the headers the front proxy copies to the upstream.
+fn allowed_response(a: Allowed<'_>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = a.verified {
+        h.insert(&X_JWT_PAYLOAD, v.payload_header);
+        if let Some(sub) = v.verdict.sub_header.clone() {
+            h.insert(&X_JWT_SUB, sub);
+        }
+        for (name, value) in a.claim_headers {
+            h.insert(name, value);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_original_request_is_read_in_the_documented_order() {
+        let nginx = req("GET", "/_auth", &[("x-original-uri", "/orders/1?x=1"), ("x-original-method", "POST")]);
+        assert_eq!(
+            original_request(&nginx).unwrap(),
+            OriginalRequest { method: Method::POST, path: "/orders/1".into(), origin: None }
+        );
+        let ingress = req(
+            "GET",
+            "/auth",
+            &[("x-original-url", "https://api.example.com/orders/../admin?q"), ("x-original-method", "DELETE")],
+        );
+        let o = original_request(&ingress).unwrap();
+        assert_eq!(
+            (o.method, o.path.as_str(), o.origin.as_deref()),
+            (Method::DELETE, "/orders/../admin", Some("https://api.example.com"))
+        );
+        let traefik = req(
+            "GET",
+            "/",
+            &[
+                ("x-forwarded-method", "PUT"),
+                ("x-forwarded-uri", "/orders/2"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "api.example.com"),
+            ],
+        );
+        let o = original_request(&traefik).unwrap();
+        assert_eq!(
+            (o.method, o.path.as_str(), o.origin.as_deref()),
+            (Method::PUT, "/orders/2", Some("https://api.example.com"))
+        );
+        let envoy = req("PATCH", "/orders/3?y", &[]);
+        assert_eq!(original_request(&envoy).unwrap().path, "/orders/3");
+        // X-Original-URI wins over the others.
+        let both = req("GET", "/", &[("x-original-uri", "/a"), ("x-forwarded-uri", "/b")]);
+        assert_eq!(original_request(&both).unwrap().path, "/a");
+        assert!(original_request(&req("GET", "/", &[("x-original-uri", "http://x/a")])).is_err());
+        let twice =
+            Request::builder().uri("/").header("x-original-uri", "/a").header("x-original-uri", "/b").body(()).unwrap();
+        assert!(original_request(&twice).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The decision listener, and the one decision core behind all three front doors: the proxy,
+//! the decision listener and `validate` give the same status and error for the same request.
+mod support;
+
+use jwtgate::auth::alg::Alg;
+use serde_json::{json, Value};
+use support::*;
+
+const DECISION: &str = "\n[decision]\nlisten = \"127.0.0.1:0\"\n";
+
+fn decision_url(h: &Harness, path: &str) -> String {
+    format!("http://{}{path}", h.gw.decision_addr.expect("decision listener"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_listener_judges_the_original_request() {
+    let h = Harness::start_with("", DECISION).await;
+    let token = h.token("orders:read");
+    let ask = |uri: &str, method: &str| {
+        h.client.get(decision_url(&h, "/_auth")).header("x-original-uri", uri).header("x-original-method", method)
+    };
+    // Allowed: 200, empty, with the claim headers; nothing forwarded.
+    let r = ask("/orders/7?x=1", "GET").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-jwt-sub"], "alice");
+    assert!(r.headers().contains_key("x-jwt-payload"));
+    assert!(r.text().await.unwrap().is_empty());
+    // The original method matters: POST /orders needs orders:write.
+    let r = ask("/orders/7", "POST").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        www_authenticate(r.headers()),
+        "Bearer error=\"insufficient_scope\", scope=\"orders:write orders:read\""
+    );
+    // No token: 401 with the challenge; anonymous route: 200 without claim headers.
+    let r = ask("/orders/7", "GET").send().await.unwrap();
+    assert_eq!((r.status().as_u16(), www_authenticate(r.headers())), (401, "Bearer realm=\"jwtgate\"".to_string()));
+    let r = ask("/public/x", "GET").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("x-jwt-sub"));
+    // Path rules apply to the original URI.
+    let r = ask("/public/../orders/7", "GET").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = ask("/nowhere", "GET").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // ingress-nginx (absolute URL), Traefik (X-Forwarded-*), Envoy (its own method and path).
+    let r = h
+        .client
+        .get(decision_url(&h, "/auth"))
+        .header("x-original-url", "https://api.example.com/orders/7")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h
+        .client
+        .get(decision_url(&h, "/"))
+        .header("x-forwarded-method", "PUT")
+        .header("x-forwarded-uri", "/orders/7")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "PUT needs orders:write");
+    let r = h.client.get(decision_url(&h, "/orders/7")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.upstream.hits(), 0, "the decision listener forwards nothing");
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "jwtgate_requests_total{listener=\"decision\",outcome=\"allowed\",route=\"orders-read\"}"),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"allowed\",route=\"orders-read\"}"),
+        0.0,
+        "{m}"
+    );
+}
+
+/// Runs `jwtgate validate --config <cfg> --route PATH --method M TOKEN`.
+async fn validate(cfg: &std::path::Path, path: &str, method: &str, token: &str) -> (u16, Value) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+    cmd.env_remove("JWTGATE_CONFIG")
+        .args(["validate", "--config"])
+        .arg(cfg)
+        .args(["--route", path, "--method", method, token]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["status"].as_u64().unwrap_or(0) as u16, v["error"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_the_proxy_and_the_decision_listener_agree() {
+    let h = Harness::start_with("", DECISION).await;
+    let dir = std::env::temp_dir().join(format!("jwtgate-diff-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("jwtgate.toml");
+    std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, "", "")).unwrap();
+    let mut expired = h.claims("orders:read");
+    expired["exp"] = json!(now() - 600);
+    let stranger = SigningKey::generate(Alg::RS256, "unknown-kid").unwrap();
+    let tokens = [
+        ("valid", h.token("orders:read orders:write")),
+        ("expired", h.key.token(&expired)),
+        ("wrong scope", h.token("profile")),
+        ("unknown kid", stranger.token(&h.claims("orders:read"))),
+        ("garbage", "abc.def.ghi".to_string()),
+    ];
+    let requests =
+        [("/orders/1", "GET"), ("/orders", "POST"), ("/public/x", "GET"), ("/nowhere", "GET"), ("/api/x", "DELETE")];
+    for (what, token) in &tokens {
+        for (path, method) in requests {
+            let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let proxy = h.client.request(m.clone(), h.url(path)).bearer_auth(token).send().await.unwrap();
+            let proxy_status = proxy.status().as_u16();
+            let proxy_error = proxy.json::<Value>().await.map(|v| v["error"].clone()).unwrap_or(Value::Null);
+            let decision = h
+                .client
+                .get(decision_url(&h, "/_auth"))
+                .header("x-original-uri", path)
+                .header("x-original-method", method)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let decision_status = decision.status().as_u16();
+            let decision_error = decision.json::<Value>().await.map(|v| v["error"].clone()).unwrap_or(Value::Null);
+            let (validate_status, validate_error) = validate(&cfg, path, method, token).await;
+            // The proxy's allowed answers are the upstream's (200, no error body).
+            let proxy_error = if proxy_status == 200 { Value::Null } else { proxy_error };
+            let seen =
+                [(proxy_status, &proxy_error), (decision_status, &decision_error), (validate_status, &validate_error)];
+            assert!(
+                seen.iter().all(|s| *s == seen[0]),
+                "{what} {method} {path}: proxy {:?}, decision {:?}, validate {:?}",
+                seen[0],
+                seen[1],
+                seen[2]
+            );
+        }
+    }
+}
