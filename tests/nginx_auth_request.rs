@@ -1,0 +1,120 @@
+//! A real nginx in front of the echo upstream, asking jwtgate's decision listener about every
+//! request with `auth_request`, configured with `deploy/nginx/auth_request.conf` exactly as the
+//! README shows it. Needs nginx (Debian's `nginx-light`; `.ci/run` installs it). Without nginx
+//! the test says so and passes on a developer's machine, and fails under CI.
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const CONF: &str = include_str!("../deploy/nginx/auth_request.conf");
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_available() -> bool {
+    match Command::new("nginx").arg("-v").stderr(Stdio::null()).status() {
+        Ok(_) => true,
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "nginx is required under CI (.ci/run installs nginx-light)");
+            eprintln!("nginx is not installed: skipping the auth_request test (apt-get install nginx-light)");
+            false
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_nginx(upstream: SocketAddr, decision: SocketAddr) -> Nginx {
+    let dir = std::env::temp_dir().join(format!("jwtgate-nginx-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let server = CONF
+        .replace("server 127.0.0.1:9000;", &format!("server {upstream};"))
+        .replace("server 127.0.0.1:8081;", &format!("server {decision};"))
+        .replace("listen 127.0.0.1:8000;", &format!("listen 127.0.0.1:{port};"));
+    assert_ne!(server, CONF, "the addresses were replaced");
+    let d = dir.display();
+    let main = format!(
+        "daemon off;\nmaster_process off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, main).unwrap();
+    let child =
+        Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stderr(Stdio::inherit()).spawn().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Nginx { child, addr };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_with_the_readme_config() {
+    if !nginx_available() {
+        return;
+    }
+    let h = Harness::start_with(
+        "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2",
+        "\n[decision]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let nginx = start_nginx(h.upstream.addr, h.gw.decision_addr.unwrap()).await;
+    let url = |p: &str| format!("http://{}{p}", nginx.addr);
+    let c = &h.client;
+
+    // A valid token: the upstream is reached with the verified claim headers, not the spoofed ones.
+    let r = c
+        .get(url("/orders/1"))
+        .bearer_auth(h.token("orders:read"))
+        .header("x-jwt-sub", "mallory")
+        .send()
+        .await
+        .unwrap();
+    let echo = echoed(r).await;
+    assert_eq!(upstream_header(&echo, "x-jwt-sub"), ["alice"], "{echo}");
+    assert_eq!(upstream_header(&echo, "x-jwt-payload").len(), 1, "{echo}");
+    // No token: 401 with jwtgate's challenge, and the upstream never sees it.
+    let hits = h.upstream.hits();
+    let r = c.get(url("/orders/1")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(www_authenticate(r.headers()), "Bearer realm=\"jwtgate\"");
+    // Missing scope: 403 naming it.
+    let r = c.get(url("/orders/1")).bearer_auth(h.token("profile")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(www_authenticate(r.headers()), "Bearer error=\"insufficient_scope\", scope=\"orders:read\"");
+    // No route: 404 kept through the error_page mapping.
+    assert_eq!(c.get(url("/nowhere")).bearer_auth(h.token("")).send().await.unwrap().status(), 404);
+    assert_eq!(h.upstream.hits(), hits);
+    // Anonymous route: passes, and a spoofed identity is removed on the way.
+    let echo = echoed(c.get(url("/public/x")).header("x-jwt-sub", "mallory").send().await.unwrap()).await;
+    assert!(upstream_header(&echo, "x-jwt-sub").is_empty(), "{echo}");
+    let names: Vec<&String> = echo["headers"].as_object().unwrap().keys().collect();
+    assert!(!names.iter().any(|n| n.contains("jwt")), "{names:?}");
+
+    // The IdP goes away for longer than jwks_max_stale_seconds: 503 stays a 503.
+    h.idp.set_down(true);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let r = c.get(url("/orders/1")).bearer_auth(h.token("orders:read")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+}
