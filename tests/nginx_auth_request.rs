@@ -57,12 +57,14 @@ async fn start_nginx(upstream: SocketAddr, decision: SocketAddr) -> Nginx {
     );
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, main).unwrap();
-    let child =
-        Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stderr(Stdio::inherit()).spawn().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Owned at once, so that a failed start still kills and reaps it (on drop).
+    let nginx = Nginx {
+        child: Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stderr(Stdio::inherit()).spawn().unwrap(),
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Nginx { child, addr };
+        if tokio::net::TcpStream::connect(nginx.addr).await.is_ok() {
+            return nginx;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
