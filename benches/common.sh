@@ -41,8 +41,9 @@ http {
 CONF
 }
 
-# jwtgate_conf FILE PORT ADMIN_PORT DISCOVERY_URL CACHE_ENTRIES: one worker thread, the dev
-# issuer's RS256 tokens, an anonymous route /anon and a validated route /api (orders:read).
+# jwtgate_conf FILE PORT ADMIN_PORT DISCOVERY_URL CACHE_ENTRIES [DECISION_PORT]: one worker
+# thread, the dev issuer's RS256 tokens, an anonymous route /anon and a validated route /api
+# (orders:read); with DECISION_PORT, a decision listener there too.
 jwtgate_conf() {
   cat > "$1" <<CONF
 [server]
@@ -67,4 +68,7 @@ name = "api"
 path_prefix = "/api"
 scopes = ["orders:read"]
 CONF
+  if [ -n "${6:-}" ]; then
+    printf '[decision]\nlisten = "127.0.0.1:%s"\n' "$6" >> "$1"
+  fi
 }

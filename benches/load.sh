@@ -10,6 +10,8 @@
 #   issuer     `jwtgate dev-issuer`: Asgardeo-like discovery + JWKS, mints the tokens (core 1)
 #   jwtgate    `jwtgate serve`, worker_threads = 1                         (core 0)
 #   jwtgate    a second one with the verified-token cache off              (core 0)
+#              both also run a decision listener (auth subrequests, Envoy-style: own path)
+#   nginx      `return 200`, one worker: the floor for any HTTP answer       (core 0)  <- baseline
 #   wrk        1 thread, 32 connections                                    (core 1)
 #   pace       examples/pace.rs: constant rate (5,000 req/s), 8 connections (core 1)
 # Scenarios run for the same duration in interleaved rounds. For every run it prints req/s,
@@ -63,17 +65,22 @@ trap cleanup EXIT INT TERM
 # shellcheck source=benches/common.sh
 . "$HERE/common.sh"
 P_UP=$(free_port); P_NGX=$(free_port); P_GW=$(free_port); P_ADM=$(free_port); P_ISS=$(free_port)
-P_GW2=$(free_port); P_ADM2=$(free_port)
+P_GW2=$(free_port); P_ADM2=$(free_port); P_DEC=$(free_port); P_DEC2=$(free_port); P_STATIC=$(free_port)
 
 # --- upstream and nginx baseline -------------------------------------------------------
 nginx_conf upstream "$P_UP" 'location / { return 200 "ok\n"; }'
 nginx_conf passthrough "$P_NGX" 'location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }'
 taskset -c "$LOAD_CPU" nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" & PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/passthrough/nginx.conf" -e "$WORK/passthrough/error.log" & PIDS+=($!)
+# The floor for any HTTP answer, beside the decision listener: nginx answering 200 itself.
+nginx_conf static "$P_STATIC" 'location / { return 200; }'
+taskset -c "$PROXY_CPU" nginx -c "$WORK/static/nginx.conf" -e "$WORK/static/error.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$P_UP/" 200
 wait_http "http://127.0.0.1:$P_NGX/" 200
+wait_http "http://127.0.0.1:$P_STATIC/" 200
 NGX_MASTER=$(cat "$WORK/passthrough/nginx.pid")
 NGX_WORKER=$(pgrep -P "$NGX_MASTER" | head -1)
+STATIC_WORKER=$(pgrep -P "$(cat "$WORK/static/nginx.pid")" | head -1)
 
 # --- issuer, tokens, jwtgate -----------------------------------------------------------
 echo "minting $((NTOKENS + MEMTOKENS)) RS256 tokens..."
@@ -85,11 +92,11 @@ DISCOVERY=$(head -1 "$WORK/issuer.out")
 [ -n "$DISCOVERY" ] || { echo "the dev issuer did not start" >&2; exit 1; }
 head -n "$NTOKENS" "$ALL_TOKENS" > "$TOKENS"
 
-jwtgate_conf "$WORK/jwtgate.toml" "$P_GW" "$P_ADM" "$DISCOVERY" 200000
+jwtgate_conf "$WORK/jwtgate.toml" "$P_GW" "$P_ADM" "$DISCOVERY" 200000 "$P_DEC"
 taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/jwtgate.toml" 2> "$WORK/jwtgate.log" & GW_PID=$!; PIDS+=($GW_PID)
 wait_http "http://127.0.0.1:$P_ADM/readyz" 200
 # The same gateway with the verified-token cache off: every request is a full RS256 check.
-jwtgate_conf "$WORK/jwtgate-nocache.toml" "$P_GW2" "$P_ADM2" "$DISCOVERY" 0
+jwtgate_conf "$WORK/jwtgate-nocache.toml" "$P_GW2" "$P_ADM2" "$DISCOVERY" 0 "$P_DEC2"
 taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/jwtgate-nocache.toml" 2> "$WORK/jwtgate-nocache.log" & GW2_PID=$!; PIDS+=($GW2_PID)
 wait_http "http://127.0.0.1:$P_ADM2/readyz" 200
 RSS_IDLE=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
@@ -154,8 +161,9 @@ run_paced() {
   fi
 }
 
-# Prime the one-token scenario (its first request is the only miss).
+# Prime the one-token scenarios (their first request is the only miss).
 curl -s -o /dev/null -H "Authorization: Bearer $(head -1 "$TOKENS")" "http://127.0.0.1:$P_GW/api/x"
+curl -s -o /dev/null -H "Authorization: Bearer $(head -1 "$TOKENS")" "http://127.0.0.1:$P_DEC/api/x"
 
 # The baselines and the anonymous route get the very request the one-token scenario sends
 # (token included, just not checked): the same bytes cross every proxy.
@@ -167,6 +175,9 @@ for r in $(seq 1 "$ROUNDS"); do
   run jwtgate_one_token "$GW_PID" "http://127.0.0.1:$P_GW/api/x" one_token.lua
   run jwtgate_rotating_cached "$GW_PID" "http://127.0.0.1:$P_GW/api/x" rotating.lua
   run jwtgate_new_token_each "$GW2_PID" "http://127.0.0.1:$P_GW2/api/x" rotating.lua
+  run nginx_static_200 "$STATIC_WORKER" "http://127.0.0.1:$P_STATIC/api/x" one_token.lua
+  run decision_one_token "$GW_PID" "http://127.0.0.1:$P_DEC/api/x" one_token.lua
+  run decision_new_token_each "$GW2_PID" "http://127.0.0.1:$P_DEC2/api/x" rotating.lua
   run_paced direct_upstream@${RATE}rps - "http://127.0.0.1:$P_UP/api/x"
   run_paced nginx_passthrough@${RATE}rps "$NGX_WORKER" "http://127.0.0.1:$P_NGX/api/x"
   run_paced jwtgate_one_token@${RATE}rps "$GW_PID" "http://127.0.0.1:$P_GW/api/x"
@@ -201,6 +212,9 @@ print(f"jwtgate one-token CPU/req vs nginx passthrough: {get('jwtgate_one_token'
 print(f"jwtgate new-token-each CPU/req: {get('jwtgate_new_token_each', 3):.1f} us = {get('jwtgate_new_token_each', 3) / ngx:.2f}x nginx  (target <= 40 us, 0.5x the jwt-authorizer peer's ~78)")
 print(f"jwtgate rotating tokens (cached) CPU/req vs nginx passthrough: {get('jwtgate_rotating_cached', 3) / ngx:.2f}x")
 print(f"jwtgate one-token throughput vs its anonymous route: {get('jwtgate_one_token', 0) / get('jwtgate_anonymous', 0):.2f}x  (target >= 0.95)")
+floor = get("nginx_static_200", 3)
+print(f"decision listener, repeated token: {get('decision_one_token', 0):.0f} req/s, {get('decision_one_token', 3):.1f} cpu_us = {get('decision_one_token', 3) / floor:.2f}x nginx's static 200 ({floor:.1f} us)  (target <= 1.20)")
+print(f"decision listener, new token each: {get('decision_new_token_each', 3):.1f} cpu_us; minus the static-200 floor: {get('decision_new_token_each', 3) - floor:.1f} us  (target <= one raw RS256 verify: cargo bench --bench decision -- rs256)")
 d = next((v for n, v in med.items() if n.startswith("direct_upstream@")), None)
 x = next((v for n, v in med.items() if n.startswith("nginx_passthrough@")), None)
 g = next((v for n, v in med.items() if n.startswith("jwtgate_one_token@")), None)
