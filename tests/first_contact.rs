@@ -285,12 +285,7 @@ async fn with_the_idp_down_since_start_a_bad_token_is_still_401() {
     idp.set_down(true);
     let upstream = EchoUpstream::start().await.unwrap();
     let text = config_text(&idp.discovery_url(), upstream.addr, "", "");
-    let gw = jwtgate::serve::start(
-        jwtgate::config::Config::parse(&text, None).unwrap(),
-        std::sync::Arc::new(jwtgate::clock::SystemClock),
-    )
-    .await
-    .unwrap();
+    let gw = start_gateway(&text).await;
     let client = http_client();
     for (what, token) in client_faults(&idp, &key) {
         let (status, body) = status_of(&client, gw.proxy_addr, &token).await;

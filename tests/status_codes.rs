@@ -194,12 +194,7 @@ async fn issuer_never_loaded_is_503_with_retry_after() {
     idp.set_down(true);
     let upstream = EchoUpstream::start().await.unwrap();
     let text = config_text(&idp.discovery_url(), upstream.addr, "", "");
-    let gw = jwtgate::serve::start(
-        jwtgate::config::Config::parse(&text, None).unwrap(),
-        std::sync::Arc::new(jwtgate::clock::SystemClock),
-    )
-    .await
-    .unwrap();
+    let gw = start_gateway(&text).await;
     let client = http_client();
     let ready = client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.unwrap();
     assert_eq!(ready.status(), 503);

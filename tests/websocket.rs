@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jwtgate::auth::alg::Alg;
-use jwtgate::clock::SystemClock;
-use jwtgate::config::Config;
 use support::*;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -63,7 +61,7 @@ async fn start(server_extra: &str) -> Ws {
     let upstream = ws_upstream().await;
     let text = config_text(&idp.discovery_url(), upstream, "", server_extra)
         + "\n[[routes]]\nname = \"chat\"\npath_prefix = \"/chat\"\nmethods = [\"GET\"]\nscopes = [\"chat\"]\n";
-    let gw = jwtgate::serve::start(Config::parse(&text, None).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    let gw = start_gateway(&text).await;
     let client = http_client();
     for _ in 0..200 {
         if client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.is_ok_and(|r| r.status() == 200) {
