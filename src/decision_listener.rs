@@ -113,18 +113,34 @@ pub fn original_request<B>(req: &Request<B>) -> Result<OriginalRequest, &'static
 pub struct DecisionService {
     judge: Judge,
     public_base_url: Option<String>,
+    max_header_bytes: usize,
 }
 
 impl DecisionService {
-    /// A service judging with `judge` (whose metrics say `listener="decision"`).
-    pub fn new(judge: Judge, public_base_url: Option<String>) -> DecisionService {
-        DecisionService { judge, public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_string()) }
+    /// A service judging with `judge` (whose metrics say `listener="decision"`), with the
+    /// proxy's header limit.
+    pub fn new(judge: Judge, server: &crate::config::ServerSection) -> DecisionService {
+        DecisionService {
+            judge,
+            public_base_url: server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            max_header_bytes: server.max_header_bytes(),
+        }
     }
 
     /// Answers one subrequest.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
+        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
         let (resp, metrics) = match original_request(&req) {
+            _ if header_bytes > self.max_header_bytes => {
+                let (r, m) = self.judge.refuse_unrouted(Refusal::plain(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request_header_fields_too_large",
+                    "the request headers exceed the configured maximum",
+                    Outcome::HeadersTooLarge,
+                ));
+                (r.response(), m)
+            }
             Err(why) => {
                 let (r, m) = self.judge.refuse_unrouted(Refusal::plain(
                     StatusCode::BAD_REQUEST,

@@ -167,7 +167,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the decision listener trusts X-Original-* / X-Forwarded-* headers: make sure only the front proxy can reach it");
         }
-        let service = Arc::new(DecisionService::new(judge, config.server.public_base_url.clone()));
+        let service = Arc::new(DecisionService::new(judge, &config.server));
         servers.push(tokio::spawn(serve(
             listener,
             move |req, peer| DecisionService::handle(service.clone(), req, peer),

@@ -65,6 +65,8 @@ async fn the_decision_listener_judges_the_original_request() {
     assert_eq!(r.status(), 403, "PUT needs orders:write");
     let r = h.client.get(decision_url(&h, "/orders/7")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let r = ask("/orders/7", "GET").bearer_auth(&token).header("x-big", "a".repeat(70_000)).send().await.unwrap();
+    assert_eq!(r.status(), 431, "the proxy's header limit");
     assert_eq!(h.upstream.hits(), 0, "the decision listener forwards nothing");
     let m = h.metrics().await;
     assert_eq!(

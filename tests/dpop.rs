@@ -187,3 +187,26 @@ async fn htu_follows_public_base_url() {
     let (status, _, body) = send(&h, "/api/x", &auth, Some(&c.proof("GET", &h.url("/api/x")))).await;
     assert_eq!(status, 401, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_listener_checks_proofs_against_the_original_request() {
+    let h = Harness::start_with(ISSUER, "\n[decision]\nlisten = \"127.0.0.1:0\"\n").await;
+    let c = Client::new(&h);
+    let decision = format!("http://{}/_auth", h.gw.decision_addr.unwrap());
+    let ask = |proof: String| {
+        h.client
+            .get(&decision)
+            .header("authorization", format!("DPoP {}", c.token))
+            .header("dpop", proof)
+            .header("x-original-url", "https://api.example.com/api/x?page=2")
+            .header("x-original-method", "GET")
+    };
+    // htm and htu are the original request's, not the subrequest's.
+    let r = ask(c.proof("GET", "https://api.example.com/api/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = ask(c.proof("GET", &decision)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(www_authenticate(r.headers()).starts_with("DPoP error=\"invalid_dpop_proof\""));
+    let r = ask(c.proof("POST", "https://api.example.com/api/x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
