@@ -1,7 +1,7 @@
 //! The hot path's decision: from an `Authorization` header to `Verified` claims or a precise
 //! refusal. It reads key sets through `ArcSwap` and never does I/O, except the one
 //! rate-limited, single-flight JWKS refetch an unknown `kid` may trigger. A verified-token
-//! cache (keyed by a keyed 128-bit digest of the whole token, see [`cache`]) lets a repeated
+//! cache (keyed by a 128-bit MAC of the whole token, keyed SipHash-2-4, see [`cache`]) lets a repeated
 //! token skip the signature check; the time claims and scopes are still checked on every request,
 //! and a cached verdict is used only while the issuer's key set is the one it was checked with.
 
@@ -153,9 +153,17 @@ fn payload_header(token: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&token[start..start + len]).ok()
 }
 
-/// The cache key: a 128-bit keyed SipHash-1-3 of the whole token. The key is random per
-/// process, so nobody can search for a token colliding with a cached one; storing 16 bytes
-/// instead of the ~1 KiB token is what keeps the cache small.
+/// The cache key: a 128-bit MAC of the whole token, keyed SipHash-2-4 with a key drawn at
+/// random per process. The key is a security boundary: the cache answers "verified" for any
+/// token with the same digest, so a second token with a colliding digest would ride the first
+/// one's signature. A MAC with a secret key makes that a forgery against the MAC: an attacker
+/// who cannot see the key (it never leaves the process, and nothing derived from it is ever
+/// sent) succeeds with probability about 2^-128 per guess. SipHash-2-4 is the variant its
+/// authors propose as a MAC; SipHash-1-3, used before, is the reduced-round variant meant for
+/// hash tables, with a smaller security margin. Storing 16 bytes instead of the ~1 KiB token is
+/// what keeps the cache small. Cost, measured on the cached decision of an 800-byte token
+/// (`cargo bench --bench decision -- cached/`, same machine, back to back): 446 ns with
+/// SipHash-1-3, 554 ns with SipHash-2-4 — about 0.1 µs a request for the security margin.
 #[derive(Clone)]
 struct TokenDigester(u64, u64);
 
@@ -163,7 +171,7 @@ impl TokenDigester {
     fn digest(&self, token: &[u8]) -> u128 {
         use siphasher::sip128::Hasher128;
         use std::hash::Hasher;
-        let mut h = siphasher::sip128::SipHasher13::new_with_keys(self.0, self.1);
+        let mut h = siphasher::sip128::SipHasher24::new_with_keys(self.0, self.1);
         h.write(token);
         h.finish128().as_u128()
     }
