@@ -52,6 +52,8 @@ pub struct Metrics {
     pub open_tunnels: IntGauge,
     /// `jwtgate_tunnels_expired_total`: tunnels closed at `tunnel_max_lifetime_seconds`.
     pub tunnels_expired: IntCounter,
+    /// `jwtgate_build_info{version}`: always 1, so dashboards can show what runs.
+    pub build_info: IntGaugeVec,
 }
 
 /// Request outcomes, the `outcome` label of `jwtgate_requests_total`.
@@ -231,11 +233,19 @@ impl Metrics {
             "WebSocket tunnels closed at their maximum lifetime.",
         ));
         must(registry.register(Box::new(tunnels_expired.clone())));
+        let build_info =
+            must(IntGaugeVec::new(Opts::new("jwtgate_build_info", "The running version (always 1)."), &["version"]));
+        must(registry.register(Box::new(build_info.clone())));
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for r in ["ok", "error", "conflict"] {
             km_sync_runs.with_label_values(&[r]);
         }
         for op in ["create", "update"] {
             km_sync_writes.with_label_values(&[op]);
+        }
+        // Bounded label sets are created up front, so dashboards see 0 rather than no data.
+        for k in ["connect", "timeout", "other"] {
+            upstream_errors.with_label_values(&[k]);
         }
         for r in ["hit", "miss"] {
             token_cache.with_label_values(&[r]);
@@ -262,6 +272,7 @@ impl Metrics {
             upgrades,
             open_tunnels,
             tunnels_expired,
+            build_info,
         }
     }
 

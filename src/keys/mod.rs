@@ -94,6 +94,13 @@ impl IssuerKeys {
     /// A store with nothing loaded yet.
     pub fn new(cfg: IssuerConfig, fetcher: HttpFetcher, metrics: Arc<Metrics>) -> IssuerKeys {
         let (discovery_tx, _) = watch::channel(None);
+        // This issuer's bounded series exist from the start (0, not absent, on a dashboard).
+        for r in ["ok", "error"] {
+            metrics.jwks_fetches.with_label_values(&[cfg.name.as_str(), r]);
+        }
+        for r in ["ok", "error", "throttled"] {
+            metrics.jwks_refetches.with_label_values(&[cfg.name.as_str(), r]);
+        }
         IssuerKeys {
             discovery_url: Mutex::new(cfg.discovery_url.clone()),
             cfg,
