@@ -124,6 +124,11 @@ pub struct ServerSection {
     pub tunnel_max_lifetime_seconds: u64,
     /// Open client connections at most; beyond it new connections wait in the backlog.
     pub max_connections: usize,
+    /// One `jwtgate::access` log line per request (method, route, status, outcome, reason,
+    /// upstream status, duration, bytes; never the token).
+    pub access_log: bool,
+    /// Add the token's `sub` to the access log (personal data: off by default).
+    pub access_log_subject: bool,
     /// The scheme and authority clients use to reach jwtgate (`https://api.example.com`),
     /// for DPoP's `htu`; absent: `http://` and the request's own `Host`.
     pub public_base_url: Option<String>,
@@ -152,6 +157,8 @@ impl Default for ServerSection {
             tunnel_max_lifetime_seconds: 3600,
             max_connections: 10_000,
             public_base_url: None,
+            access_log: false,
+            access_log_subject: false,
             token_cache_entries: 100_000,
             log_format: "text".into(),
             log_level: "info".into(),

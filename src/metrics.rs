@@ -131,6 +131,8 @@ impl Outcome {
 
 /// Counter and histogram handles for one route, resolved once.
 pub struct RouteMetrics {
+    /// The route's name (`""`: no route matched).
+    pub route: Box<str>,
     outcomes: Vec<IntCounter>,
     /// The route's latency histogram.
     pub duration: prometheus::Histogram,
@@ -288,6 +290,7 @@ impl Metrics {
     /// Handles for one route of one listener (every outcome pre-created so it shows as 0).
     pub fn route(&self, listener: &str, route: &str) -> RouteMetrics {
         RouteMetrics {
+            route: route.into(),
             outcomes: Outcome::ALL
                 .iter()
                 .map(|o| self.requests.with_label_values(&[listener, route, o.label()]))

@@ -68,3 +68,108 @@ async fn every_metric_on_the_dashboard_is_exported() {
     assert!(exported.contains("jwtgate_build_info"));
     assert!(text.contains(&format!("jwtgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
 }
+
+/// Starts `jwtgate serve` on `config_text` (JSON logs) and returns the child, its proxy address
+/// and the receiver of its log lines.
+async fn serve_with_json_logs(
+    config_text: &str,
+) -> (tokio::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::AsyncBufReadExt;
+    let dir = std::env::temp_dir().join(format!("jwtgate-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{:x}.toml", rand::random::<u64>()));
+    std::fs::write(&path, config_text).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("JWTGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let proxy = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(v) = rx.recv().await {
+            if let Some(addr) = v["fields"]["proxy_addr"].as_str() {
+                return addr.to_string();
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .expect("serve listened in time");
+    (child, proxy, rx)
+}
+
+/// The next `jwtgate::access` line.
+async fn next_access(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let v = rx.recv().await.expect("log line");
+            if v["target"] == "jwtgate::access" {
+                return v["fields"].clone();
+            }
+        }
+    })
+    .await
+    .expect("an access line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_one_line_per_request_and_never_the_token() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+    let upstream = EchoUpstream::start().await.unwrap();
+    for with_subject in [false, true] {
+        let server = format!("log_format = \"json\"\naccess_log = true\naccess_log_subject = {with_subject}");
+        let (_child, proxy, mut logs) =
+            serve_with_json_logs(&config_text(&idp.discovery_url(), upstream.addr, "", &server)).await;
+        let client = http_client();
+        let token = key.token(&idp.claims(now(), "alice", AUD, "orders:read"));
+        // Keys may still be loading: wait for the first 200.
+        let mut status = 0;
+        for _ in 0..100 {
+            status = client
+                .get(format!("http://{proxy}/orders/1"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, 200);
+        let mut line = next_access(&mut logs).await;
+        while line["status"] != 200 {
+            line = next_access(&mut logs).await;
+        }
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["route"], "orders-read");
+        assert_eq!(line["outcome"], "allowed");
+        assert_eq!(line["upstream_status"], 200);
+        assert!(line["duration_ms"].as_f64().is_some(), "{line}");
+        assert_eq!(line.get("sub").and_then(Value::as_str), with_subject.then_some("alice"), "{line}");
+        assert!(!line.to_string().contains(&token[..40]), "the token is never logged");
+        // A refusal: its outcome and reason.
+        let r = client.get(format!("http://{proxy}/orders/1")).bearer_auth(format!("{token}x")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let line = next_access(&mut logs).await;
+        assert_eq!((line["status"].as_u64(), line["outcome"].as_str()), (Some(401), Some("invalid_token")), "{line}");
+        assert!(line["reason"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
+        assert!(line.get("upstream_status").is_none() || line["upstream_status"].is_null(), "{line}");
+    }
+}

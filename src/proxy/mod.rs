@@ -42,11 +42,22 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// A refusal as the proxy answers it, with the metrics its duration belongs to.
-fn refused(
-    (r, metrics): (Refusal, &crate::metrics::RouteMetrics),
-) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
-    (r.response().map(Either::Right), metrics)
+/// How a request ended, for its duration metric and its access-log line.
+struct Served<'a> {
+    /// The metrics of the route it took (or of "no route").
+    metrics: &'a crate::metrics::RouteMetrics,
+    /// Its outcome.
+    outcome: Outcome,
+    /// Why, for a refusal (the metric reason, or the error code).
+    reason: &'static str,
+    /// `x-jwt-sub`, captured only when the access log asks for it.
+    sub: Option<HeaderValue>,
+}
+
+/// A refusal as the proxy answers it, with how it ended.
+fn refused((r, metrics): (Refusal, &crate::metrics::RouteMetrics)) -> (Response<ProxyBody>, Served<'_>) {
+    let reason = r.auth_error.map_or(r.code, |e| e.reason());
+    (r.response().map(Either::Right), Served { metrics, outcome: r.outcome, reason, sub: None })
 }
 
 /// The upstream did not answer in time.
@@ -66,6 +77,10 @@ pub struct Gateway {
     body_read_timeout: std::time::Duration,
     tunnel_lifetime: std::time::Duration,
     protected: meaning::ProtectedNames,
+    /// One `jwtgate::access` log line per request.
+    access_log: bool,
+    /// The access log names the token's `sub`.
+    access_log_subject: bool,
     /// `server.public_base_url` without its trailing `/`.
     public_base_url: Option<String>,
     metrics: Arc<Metrics>,
@@ -203,6 +218,8 @@ impl Gateway {
         let protected = meaning::ProtectedNames::new(configured);
         let public_base_url = server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string());
         Gateway {
+            access_log: server.access_log,
+            access_log_subject: server.access_log_subject,
             public_base_url,
             protected,
             judge,
@@ -225,16 +242,36 @@ impl Gateway {
     /// `jwtgate_request_duration_seconds` (so its `_count` equals `jwtgate_requests_total`).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
-        let (resp, metrics) = self.handle_inner(req, peer).await;
-        metrics.duration.observe(started.elapsed().as_secs_f64());
+        // Only what the access log needs, and only when it is on.
+        let logged = self.access_log.then(|| {
+            let length: Option<u64> =
+                req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            (req.method().clone(), length)
+        });
+        let (resp, served) = self.handle_inner(req, peer).await;
+        let elapsed = started.elapsed();
+        served.metrics.duration.observe(elapsed.as_secs_f64());
+        if let Some((method, request_bytes)) = logged {
+            let forwarded = matches!(served.outcome, Outcome::Allowed | Outcome::Anonymous);
+            tracing::info!(
+                target: "jwtgate::access",
+                method = %method,
+                route = %served.metrics.route,
+                status = resp.status().as_u16(),
+                outcome = served.outcome.label(),
+                reason = served.reason,
+                upstream_status = forwarded.then(|| resp.status().as_u16()),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                request_bytes,
+                response_bytes = http_body::Body::size_hint(resp.body()).exact(),
+                sub = served.sub.as_ref().and_then(|s| s.to_str().ok()),
+                "access"
+            );
+        }
         resp
     }
 
-    async fn handle_inner(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> (Response<ProxyBody>, &crate::metrics::RouteMetrics) {
+    async fn handle_inner(&self, mut req: Request<Incoming>, peer: SocketAddr) -> (Response<ProxyBody>, Served<'_>) {
         let scan = meaning::HeaderScan::of(req.headers(), &self.protected);
         if scan.bytes > self.max_header_bytes {
             let r = Refusal::plain(
@@ -270,12 +307,14 @@ impl Gateway {
         };
         let Allowed { route, verified, claim_headers } = allowed;
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
+        let sub = if self.access_log_subject { verified.as_ref().and_then(|v| v.sub_header().cloned()) } else { None };
         scan.scrub(req.headers_mut(), &self.protected, route.cfg.method_override);
         for (name, value) in claim_headers {
             req.headers_mut().insert(name, value);
         }
         if tunnel::is_websocket_upgrade(&req) {
-            return (self.upgrade(req, peer, verified, route, outcome).await, &route.metrics);
+            let (resp, outcome, reason) = self.upgrade(req, peer, verified, route, outcome).await;
+            return (resp, Served { metrics: &route.metrics, outcome, reason, sub });
         }
         self.upstream_request(&mut req, peer, verified);
         let (parts, body) = req.into_parts();
@@ -288,7 +327,8 @@ impl Gateway {
         }
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
-        (self.answer(sent, client_fault, route, outcome), &route.metrics)
+        let (resp, outcome, reason) = self.answer(sent, client_fault, route, outcome);
+        (resp, Served { metrics: &route.metrics, outcome, reason, sub })
     }
 
     /// The URI the client addressed, for a DPoP proof's `htu`: `public_base_url` (or `http://`
@@ -318,7 +358,7 @@ impl Gateway {
         verified: Option<Verified>,
         route: &crate::routes::Route,
         outcome: Outcome,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Outcome, &'static str) {
         let client_upgrade = hyper::upgrade::on(&mut req);
         self.upstream_request(&mut req, peer, verified);
         tunnel::restore_upgrade_headers(req.headers_mut());
@@ -331,7 +371,7 @@ impl Gateway {
                 tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_lifetime, self.metrics.clone());
                 self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
                 route.metrics.count(outcome);
-                return tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new())));
+                return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");
             }
             Ok(Ok(resp)) => {
                 self.metrics.upgrades.with_label_values(&["declined"]).inc();
@@ -357,11 +397,11 @@ impl Gateway {
         client_fault: Option<BodyFailure>,
         route: &crate::routes::Route,
         outcome: Outcome,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Outcome, &'static str) {
         match (self.upstream_outcome(sent), client_fault) {
             (Ok(resp), _) => {
                 route.metrics.count(outcome);
-                resp.map(Either::Left)
+                (resp.map(Either::Left), outcome, "")
             }
             (Err(_), Some(fault)) => {
                 let (status, outcome, code, desc) = match fault {
@@ -380,7 +420,7 @@ impl Gateway {
                 };
                 route.metrics.count(outcome);
                 tracing::info!(route = %route.cfg.name, status = status.as_u16(), "request refused: {desc}; the upstream request was aborted");
-                Refusal::plain(status, code, desc, outcome).response().map(Either::Right)
+                (Refusal::plain(status, code, desc, outcome).response().map(Either::Right), outcome, code)
             }
             (Err(failure), None) => {
                 route.metrics.count(failure);
@@ -389,7 +429,7 @@ impl Gateway {
                 } else {
                     (http::StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached")
                 };
-                Refusal::plain(status, code, desc, failure).response().map(Either::Right)
+                (Refusal::plain(status, code, desc, failure).response().map(Either::Right), failure, code)
             }
         }
     }
