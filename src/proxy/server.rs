@@ -96,7 +96,7 @@ impl Activity {
 struct CoarseClock(Arc<AtomicU64>);
 
 /// How often the coarse clock advances.
-const CLOCK_TICK: Duration = Duration::from_millis(100);
+const CLOCK_TICK: Duration = Duration::from_millis(250);
 
 impl CoarseClock {
     /// A clock at 0 and the task that advances it (stopped by aborting it).
