@@ -226,7 +226,9 @@ fn parse_key(jwk: &Value, allowed: &[Alg]) -> Result<Key, String> {
             let e = str_field(jwk, "e")?.and_then(b64).ok_or("missing or bad \"e\"")?;
             let n = strip_zeros(&n);
             let e = strip_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // After `strip_zeros` the first byte is non-zero; an empty `n` has no bits (found by
+            // fuzzing: `n.len() * 8 - 8` underflowed for `"n": ""`).
+            let bits = n.first().map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
             if !(2048..=8192).contains(&bits) {
                 return Err(format!("RSA modulus of {bits} bits (2048..8192 accepted)"));
             }
@@ -285,6 +287,16 @@ mod tests {
         assert!(matches!(KeySet::parse(b"[]", &[Alg::RS256]), Err(JwksError::NotAJwks(_))));
         assert!(matches!(KeySet::parse(b"{\"keys\": 3}", &[Alg::RS256]), Err(JwksError::NotAJwks(_))));
         assert!(matches!(KeySet::parse(b"nope", &[Alg::RS256]), Err(JwksError::NotAJwks(_))));
+    }
+
+    #[test]
+    fn an_empty_or_zero_rsa_modulus_is_skipped_not_a_panic() {
+        // Regression: found by `fuzz/run.sh` (jwks_parse): `"n": ""` underflowed the bit count.
+        for n in ["", "AAAA"] {
+            let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k", "n": n, "e": "AQAB"}]});
+            let parsed = KeySet::parse(doc.to_string().as_bytes(), &[Alg::RS256]);
+            assert!(parsed.map_or(true, |p| p.set.len() == 0), "n = {n:?}");
+        }
     }
 
     #[test]
