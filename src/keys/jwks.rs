@@ -295,7 +295,7 @@ mod tests {
         for n in ["", "AAAA"] {
             let doc = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k", "n": n, "e": "AQAB"}]});
             let parsed = KeySet::parse(doc.to_string().as_bytes(), &[Alg::RS256]);
-            assert!(parsed.map_or(true, |p| p.set.len() == 0), "n = {n:?}");
+            assert!(parsed.map_or(true, |p| p.set.is_empty()), "n = {n:?}");
         }
     }
 
