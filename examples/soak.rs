@@ -117,6 +117,7 @@ scopes = ["orders:read"]
         .expect("start jwtgate");
     let pid = child.id().expect("pid");
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    jwtgate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
     for _ in 0..400 {
         if client.get(format!("http://127.0.0.1:{admin_port}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {

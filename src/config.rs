@@ -13,6 +13,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::auth::alg::Alg;
+use crate::km_sync::settings::Settings;
+pub use crate::tls::ListenerTls;
 
 /// The host of Asgardeo's cloud service; `organization = "x"` expands against it.
 pub const ASGARDEO_ORIGIN: &str = "https://api.asgardeo.io";
@@ -91,6 +93,40 @@ pub struct FileConfig {
 pub struct DecisionSection {
     /// Where the decision listener listens; only the front proxy should reach it.
     pub listen: SocketAddr,
+    /// `[decision.tls]`: serve the decision listener over TLS (absent = plain HTTP).
+    pub tls: Option<TlsSection>,
+}
+
+/// `[server.tls]` / `[decision.tls]`: a listener's certificate and key, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first, relative to the config file.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), relative to the config file.
+    pub key_file: String,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `upstream.protocol`: how jwtgate talks to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 keep-alive connections, over TCP or TLS (the default).
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP: how a gRPC server in the same pod listens.
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
 }
 
 /// `[server]`.
@@ -135,12 +171,14 @@ pub struct ServerSection {
     /// Entries in the verified-token cache; 0 turns it off.
     pub token_cache_entries: u64,
     /// `text` or `json` log lines.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// The default log filter (`RUST_LOG` overrides it).
     pub log_level: String,
     /// Runtime threads for `serve`: 0 = one per core (or `TOKIO_WORKER_THREADS`); 1 runs a
     /// single-threaded runtime, the cheapest for a sidecar pinned to one core.
     pub worker_threads: usize,
+    /// `[server.tls]`: serve the proxy listener over TLS (absent = plain HTTP).
+    pub tls: Option<TlsSection>,
 }
 
 impl Default for ServerSection {
@@ -160,9 +198,10 @@ impl Default for ServerSection {
             access_log: false,
             access_log_subject: false,
             token_cache_entries: 100_000,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             log_level: "info".into(),
             worker_threads: 0,
+            tls: None,
         }
     }
 }
@@ -200,8 +239,13 @@ impl ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    /// `http://host:port` of the protected API.
+    /// `http://host:port` or `https://host:port` of the protected API.
     pub url: String,
+    /// `http1` (default), `h2c` (HTTP/2 over plain TCP, e.g. gRPC) or `h2` (HTTP/2 over TLS).
+    #[serde(default = "default_protocol")]
+    pub protocol: UpstreamProtocol,
+    /// PEM bundle of the CAs trusted for an `https://` upstream (default: the public web PKI).
+    pub ca_file: Option<String>,
     /// TCP connect timeout; a failed connect is 502.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
@@ -216,6 +260,9 @@ pub struct UpstreamSection {
     pub pool_max_idle: usize,
 }
 
+fn default_protocol() -> UpstreamProtocol {
+    UpstreamProtocol::Http1
+}
 fn default_connect_timeout() -> u64 {
     5
 }
@@ -431,19 +478,70 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Every claim path a `claim_headers` entry names, each once; entries refer to it by index.
     pub claim_paths: Vec<Vec<String>>,
-    /// `[key_manager_sync]` as written (validated by `km_sync::settings`).
-    pub key_manager_sync: Option<KmSyncSection>,
-    /// `[decision]`.
-    pub decision: Option<DecisionSection>,
+    /// `[key_manager_sync]`, validated.
+    pub key_manager_sync: KmSyncConfig,
+    /// `[decision]`, validated.
+    pub decision: Option<Decision>,
+    /// `[server.tls]`, resolved: the proxy listener serves TLS when present.
+    pub server_tls: Option<ListenerTls>,
+}
+
+/// `[decision]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Where the decision listener listens.
+    pub listen: SocketAddr,
+    /// Its certificate and key, when it serves TLS.
+    pub tls: Option<ListenerTls>,
+}
+
+/// `[key_manager_sync]`, validated once with the rest of the file. A switched-off section
+/// must not block start-up, so its problems are kept (for `check-config`'s warnings and for
+/// `km-sync --once`, which runs either way) instead of failing the file.
+#[derive(Debug, Clone)]
+pub enum KmSyncConfig {
+    /// No `[key_manager_sync]` section.
+    Absent,
+    /// `enabled = false`: the settings if complete, or what they still lack.
+    Off(Result<Box<Settings>, Vec<ConfigProblem>>),
+    /// `enabled = true` (then the section is complete, or the file was refused).
+    On(Box<Settings>),
+}
+
+impl KmSyncConfig {
+    /// The settings the background sync inside `serve` runs with.
+    pub fn for_serve(&self) -> Option<&Settings> {
+        match self {
+            KmSyncConfig::On(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The settings `km-sync --once` runs with, enabled or not; `Ok(None)`: no section.
+    pub fn for_one_pass(&self) -> Result<Option<&Settings>, &[ConfigProblem]> {
+        match self {
+            KmSyncConfig::Absent => Ok(None),
+            KmSyncConfig::Off(Ok(s)) | KmSyncConfig::On(s) => Ok(Some(s)),
+            KmSyncConfig::Off(Err(problems)) => Err(problems),
+        }
+    }
 }
 
 /// `[upstream]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
-    /// The base URL: scheme `http`, a host and a port.
+    /// The base URL: scheme `http` or `https`, a host and a port.
     pub url: Url,
+    /// The host to connect to (an IPv6 address without brackets).
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
     /// `host:port` used as the authority of forwarded requests.
     pub authority: String,
+    /// How requests are carried.
+    pub protocol: UpstreamProtocol,
+    /// TLS to the upstream, for an `https://` URL.
+    pub tls: Option<UpstreamTls>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Response-header timeout.
@@ -454,8 +552,17 @@ pub struct Upstream {
     pub pool_max_idle: usize,
 }
 
+/// TLS to the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Only these CAs are trusted (else the public web PKI).
+    pub ca_file: Option<PathBuf>,
+    /// SNI and the name the certificate must carry: the URL's host.
+    pub server_name: String,
+}
+
 /// One issuer, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     /// Short name.
     pub name: String,
@@ -498,7 +605,7 @@ pub struct ClaimHeader {
 }
 
 /// One route, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// The metric label.
     pub name: String,
@@ -546,7 +653,7 @@ impl Config {
 
     /// The folder relative paths in the file are resolved against.
     pub fn base_dir(&self) -> PathBuf {
-        self.source.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        base_dir_of(self.source.as_deref())
     }
 }
 
@@ -618,9 +725,6 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             problems.push(problem("decision.listen", "must differ from server.listen and server.admin_listen"));
         }
     }
-    if !matches!(s.log_format.as_str(), "text" | "json") {
-        problems.push(problem("server.log_format", "must be \"text\" or \"json\""));
-    }
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
@@ -638,13 +742,30 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
         }
     }
 
-    let upstream = validate_upstream(&file.upstream, &mut problems);
+    let base = base_dir_of(source);
+    let server_tls = file.server.tls.as_ref().map(|t| listener_tls(t, &base, "server.tls", &mut problems));
+    let decision = file.decision.as_ref().map(|d| Decision {
+        listen: d.listen,
+        tls: d.tls.as_ref().map(|t| listener_tls(t, &base, "decision.tls", &mut problems)),
+    });
+    let upstream = validate_upstream(&file.upstream, &base, &mut problems);
     let mut claim_paths = Vec::new();
     let issuers = validate_issuers(&file.issuers, &mut claim_paths, &mut problems);
     let routes = validate_routes(&file.routes, &mut claim_paths, &mut problems);
 
-    // `[key_manager_sync]` beyond key names and types is checked only where the sync runs
-    // (`km_sync::settings`): a switched-off section must not block start-up.
+    // A switched-off `[key_manager_sync]` must not block start-up: its problems are kept,
+    // not reported (beyond key names and types, which serde checked).
+    let key_manager_sync = match &file.key_manager_sync {
+        None => KmSyncConfig::Absent,
+        Some(k) => match (k.enabled, Settings::resolve(k, &base, &issuers)) {
+            (true, Ok(s)) => KmSyncConfig::On(Box::new(s)),
+            (true, Err(mut p)) => {
+                problems.append(&mut p);
+                KmSyncConfig::Absent
+            }
+            (false, r) => KmSyncConfig::Off(r.map(Box::new)),
+        },
+    };
 
     match upstream {
         Some(upstream) if problems.is_empty() => Ok(Config {
@@ -654,14 +775,30 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             issuers,
             routes,
             claim_paths,
-            key_manager_sync: file.key_manager_sync,
-            decision: file.decision,
+            key_manager_sync,
+            decision,
+            server_tls,
         }),
         _ => Err(problems),
     }
 }
 
-fn validate_upstream(u: &UpstreamSection, problems: &mut Vec<ConfigProblem>) -> Option<Upstream> {
+/// The folder relative paths in a file at `source` are resolved against.
+fn base_dir_of(source: Option<&Path>) -> PathBuf {
+    source.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A `tls` table with its files resolved (they are read when the listener starts or reloads).
+fn listener_tls(t: &TlsSection, base: &Path, key: &str, problems: &mut Vec<ConfigProblem>) -> ListenerTls {
+    for (name, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+        if v.trim().is_empty() {
+            problems.push(problem(format!("{key}.{name}"), "must name a PEM file"));
+        }
+    }
+    ListenerTls { cert_file: base.join(&t.cert_file), key_file: base.join(&t.key_file) }
+}
+
+fn validate_upstream(u: &UpstreamSection, base: &Path, problems: &mut Vec<ConfigProblem>) -> Option<Upstream> {
     let url = match Url::parse(&u.url) {
         Ok(url) => url,
         Err(e) => {
@@ -669,9 +806,27 @@ fn validate_upstream(u: &UpstreamSection, problems: &mut Vec<ConfigProblem>) -> 
             return None;
         }
     };
-    if url.scheme() != "http" {
-        problems.push(problem("upstream.url", "must be an http:// URL (the sidecar hop is plain HTTP)"));
-        return None;
+    let https = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => {
+            problems.push(problem("upstream.url", "must be an http:// or https:// URL"));
+            return None;
+        }
+    };
+    match (u.protocol, https) {
+        (UpstreamProtocol::H2c, true) => problems.push(problem(
+            "upstream.protocol",
+            "\"h2c\" is HTTP/2 over plain TCP: use an http:// URL, or protocol = \"h2\" for HTTP/2 over TLS",
+        )),
+        (UpstreamProtocol::H2, false) => problems.push(problem(
+            "upstream.protocol",
+            "\"h2\" is HTTP/2 over TLS: use an https:// URL, or protocol = \"h2c\" for HTTP/2 over plain TCP",
+        )),
+        _ => {}
+    }
+    if u.ca_file.is_some() && !https {
+        problems.push(problem("upstream.ca_file", "applies only to an https:// upstream"));
     }
     let Some(host) = url.host_str() else {
         problems.push(problem("upstream.url", "has no host"));
@@ -680,7 +835,7 @@ fn validate_upstream(u: &UpstreamSection, problems: &mut Vec<ConfigProblem>) -> 
     if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
         problems.push(problem("upstream.url", "must be only scheme, host and port (the path is forwarded unchanged)"));
     }
-    let port = url.port_or_known_default().unwrap_or(80);
+    let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
     let ranges: [(&str, u64, u64, u64); 4] = [
         ("connect_timeout_seconds", u.connect_timeout_seconds, 1, 300),
         ("timeout_seconds", u.timeout_seconds, 1, 86_400),
@@ -696,8 +851,15 @@ fn validate_upstream(u: &UpstreamSection, problems: &mut Vec<ConfigProblem>) -> 
         Some(url::Host::Ipv6(a)) => format!("[{a}]:{port}"),
         _ => format!("{host}:{port}"),
     };
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let tls = https
+        .then(|| UpstreamTls { ca_file: u.ca_file.as_ref().map(|f| base.join(f)), server_name: bare_host.clone() });
     Some(Upstream {
         authority,
+        host: bare_host,
+        port,
+        protocol: u.protocol,
+        tls,
         url,
         connect_timeout: Duration::from_secs(u.connect_timeout_seconds),
         timeout: Duration::from_secs(u.timeout_seconds),

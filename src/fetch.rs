@@ -62,6 +62,7 @@ pub struct HttpFetcher {
 impl HttpFetcher {
     /// Builds the client. Fails only if the TLS backend cannot start.
     pub fn new() -> Result<HttpFetcher, reqwest::Error> {
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))

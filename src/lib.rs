@@ -22,4 +22,5 @@ pub mod proxy;
 pub mod refusal;
 pub mod routes;
 pub mod serve;
+pub mod tls;
 pub mod validate_cmd;

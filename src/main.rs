@@ -96,26 +96,22 @@ fn config_path(arg: &ConfigArg) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config/jwtgate.toml"))
 }
 
-/// Loads the file and validates what `serve` runs: `[key_manager_sync]` in full only when it
+/// Loads and validates the file as `serve` runs it: `[key_manager_sync]` in full only when it
 /// is enabled (a switched-off section needs only valid key names and types).
 fn load_checked(path: &std::path::Path) -> Result<Config, jwtgate::config::ConfigError> {
-    let c = Config::load(path)?;
-    match jwtgate::km_sync::settings::Settings::for_serve(&c) {
-        Ok(_) => Ok(c),
-        Err(problems) => Err(jwtgate::config::ConfigError { file: Some(path.to_path_buf()), problems }),
-    }
+    Config::load(path)
 }
 
 /// What a switched-off `[key_manager_sync]` still lacks before it could run (`check-config`
 /// shows these as warnings; they do not fail the check).
 fn sync_warnings(c: &Config) -> Vec<jwtgate::config::ConfigProblem> {
     match &c.key_manager_sync {
-        Some(s) if !s.enabled => jwtgate::km_sync::settings::Settings::from_config(c).err().unwrap_or_default(),
+        jwtgate::config::KmSyncConfig::Off(Err(problems)) => problems.clone(),
         _ => Vec::new(),
     }
 }
 
-fn init_logging(format: &str, level: &str) {
+fn init_logging(format: jwtgate::config::LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
@@ -123,7 +119,7 @@ fn init_logging(format: &str, level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
+    if format == jwtgate::config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -175,10 +171,23 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             let path = config_path(&arg);
             match load_checked(&path) {
                 Ok(c) => {
+                    // The TLS files are read as the listeners would read them.
+                    let tls_problems: Vec<String> = c
+                        .server_tls
+                        .iter()
+                        .chain(c.decision.iter().filter_map(|d| d.tls.as_ref()))
+                        .filter_map(|t| t.load().err())
+                        .collect();
+                    if !tls_problems.is_empty() {
+                        for p in tls_problems {
+                            eprintln!("{}: {p}", path.display());
+                        }
+                        return Ok(ExitCode::from(2));
+                    }
                     let sync = match &c.key_manager_sync {
-                        Some(k) if k.enabled => ", key-manager sync enabled",
-                        Some(_) => ", key-manager sync switched off",
-                        None => "",
+                        jwtgate::config::KmSyncConfig::On(_) => ", key-manager sync enabled",
+                        jwtgate::config::KmSyncConfig::Off(_) => ", key-manager sync switched off",
+                        jwtgate::config::KmSyncConfig::Absent => "",
                     };
                     println!(
                         "{}: ok ({} issuer(s), {} route(s){sync})",
@@ -218,7 +227,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                     return Ok(ExitCode::from(2));
                 }
             };
-            init_logging(&config.server.log_format, &config.server.log_level);
+            init_logging(config.server.log_format, &config.server.log_level);
             let running = jwtgate::serve::start(config, Arc::new(SystemClock)).await?;
             wait_for_signal().await?;
             tracing::info!("shutting down: draining in-flight requests");
@@ -235,7 +244,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             } else {
                 token
             };
-            init_logging("text", "warn");
+            init_logging(jwtgate::config::LogFormat::Text, "warn");
             let verdict = match Config::load(&path) {
                 Ok(c) => {
                     jwtgate::validate_cmd::run(
@@ -258,7 +267,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                     return Ok(ExitCode::from(2));
                 }
             };
-            init_logging("text", "warn");
+            init_logging(jwtgate::config::LogFormat::Text, "warn");
             let result = jwtgate::km_sync::run_once(
                 &config,
                 jwtgate::km_sync::PassOptions { dry_run, push_secret },
@@ -273,7 +282,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             Ok(ExitCode::from(result.exit_code as u8))
         }
         Command::DevIssuer { port, tokens, out, audience, scope } => {
-            init_logging("text", "warn");
+            init_logging(jwtgate::config::LogFormat::Text, "warn");
             let issuer =
                 jwtgate::dev::issuer::FakeIssuer::start_on(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "dev")
                     .await
@@ -289,7 +298,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev => {
-            init_logging("text", "info");
+            init_logging(jwtgate::config::LogFormat::Text, "info");
             use jwtgate::dev;
             let setup = dev::start_dev(dev::DEV_ISSUER, dev::DEV_UPSTREAM, dev::DEV_GATEWAY, dev::DEV_ADMIN).await?;
             println!("{}", dev::banner(&setup));

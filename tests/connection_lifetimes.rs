@@ -91,6 +91,7 @@ async fn http2_connections_that_idle_or_stall_are_closed() {
     let took = until_closed(&mut s).await;
     assert!(took < Duration::from_secs(4), "mid-HEADERS: {took:?}");
     // Idle after a request, with a real HTTP/2 client: the next request needs a new connection.
+    jwtgate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     assert_eq!(client.get(h.url("/public/x")).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(3500)).await;

@@ -374,7 +374,7 @@ async fn apim_4xx_is_reported_with_its_code_and_not_retried() {
 async fn an_expired_admin_token_is_renewed_once() {
     let k = Km::start("").await;
     let metrics = Arc::new(jwtgate::metrics::Metrics::new());
-    let settings = jwtgate::km_sync::settings::Settings::from_config(&k.config).unwrap().unwrap();
+    let settings = k.config.key_manager_sync.for_one_pass().unwrap().unwrap().clone();
     let status = Arc::new(jwtgate::km_sync::status::SyncStatus::new(jwtgate::km_sync::status::SyncState::Drifted));
     let syncer = jwtgate::km_sync::reconcile::Syncer::new(settings, metrics.clone(), status).unwrap();
     let fetcher = jwtgate::fetch::HttpFetcher::new().unwrap();
@@ -559,8 +559,13 @@ fn insecure_skip_verify_is_refused_off_loopback() {
          mgmt_client_id = \"c\"\nmgmt_client_secret_env = \"Y\"\ninsecure_skip_verify = true\n",
         config_text("https://api.asgardeo.io/t/acme/oauth2/token/.well-known/openid-configuration", "127.0.0.1:1".parse().unwrap(), "", "")
     );
+    // Enabled, the section is checked with the file; switched off (the default), its problems
+    // are kept for `check-config` and `km-sync --once`.
+    let on = text.replace("[key_manager_sync]\n", "[key_manager_sync]\nenabled = true\n");
+    let problems = Config::parse(&on, None).unwrap_err().problems;
+    assert!(problems.iter().any(|p| p.path == "key_manager_sync.insecure_skip_verify"), "{problems:?}");
     let config = Config::parse(&text, None).unwrap();
-    let problems = jwtgate::km_sync::settings::Settings::from_config(&config).unwrap_err();
+    let problems = config.key_manager_sync.for_one_pass().unwrap_err();
     assert!(problems.iter().any(|p| p.path == "key_manager_sync.insecure_skip_verify"), "{problems:?}");
 }
 

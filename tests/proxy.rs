@@ -58,6 +58,7 @@ async fn refused_request_with_a_body_never_reaches_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_works() {
     let h = Harness::start().await;
+    jwtgate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let resp = client.get(h.url("/orders/3")).bearer_auth(h.token("orders:read")).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);

@@ -90,6 +90,7 @@ async fn get_and_head_bodies_are_forwarded_as_sent() {
     let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body["body_bytes"], 5, "{body}");
     // HTTP/2 without content-length.
+    jwtgate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))]);
     let r = client.get(h.url("/public/x")).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();

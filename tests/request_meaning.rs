@@ -120,6 +120,7 @@ async fn host_must_be_one_and_present() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_host_must_agree_with_authority() {
     let h = Harness::start().await;
+    jwtgate::tls::install_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let r = client.get(h.url("/public/x")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -178,7 +178,14 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(up.accepted(), 5);
-    let m = reqwest::get(format!("http://{}/metrics", gw.admin_addr)).await.unwrap().text().await.unwrap();
+    let m = support::http_client()
+        .get(format!("http://{}/metrics", gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let failed: f64 = ["connect", "timeout", "other"]
         .iter()
         .map(|k| metric(&m, &format!("jwtgate_upstream_errors_total{{kind=\"{k}\"}}")))
@@ -262,6 +269,13 @@ async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
     let resp = client.post(format!("http://{}/public/c", gw.proxy_addr)).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(up.accepted(), 2, "the POST was not sent a second time");
-    let m = reqwest::get(format!("http://{}/metrics", gw.admin_addr)).await.unwrap().text().await.unwrap();
+    let m = support::http_client()
+        .get(format!("http://{}/metrics", gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(metric(&m, "jwtgate_upstream_errors_total{kind=\"other\"}"), 1.0, "{m}");
 }

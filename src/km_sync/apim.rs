@@ -111,6 +111,7 @@ fn rejected(what: &str, status: StatusCode, body: &[u8]) -> ApimError {
 impl ApimClient {
     /// Builds the HTTP client (custom CA, optional loopback-only insecure mode, timeouts).
     pub fn new(settings: Settings) -> Result<ApimClient, String> {
+        crate::tls::install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))

@@ -89,6 +89,13 @@ pub async fn run_task(syncer: Arc<Syncer>, keys: Arc<IssuerKeys>, mut shutdown: 
     }
 }
 
+/// An inline password works but sits in a file that is often world-readable or committed.
+fn warn_inline_password(settings: &Settings) {
+    if matches!(settings.password, settings::SecretSource::Inline(_)) {
+        tracing::warn!("key_manager_sync.password is inline in the config file; prefer password_env or password_file");
+    }
+}
+
 /// Starts the background sync for `serve` when `[key_manager_sync] enabled = true`.
 pub fn spawn(
     config: &Config,
@@ -97,11 +104,9 @@ pub fn spawn(
     status: Arc<SyncStatus>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
-    let settings = match Settings::for_serve(config) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(None),
-        Err(problems) => return Err(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-    };
+    let Some(settings) = config.key_manager_sync.for_serve() else { return Ok(None) };
+    let settings = settings.clone();
+    warn_inline_password(&settings);
     let Some(issuer) = keys.get(settings.issuer_index).cloned() else {
         return Err("key_manager_sync.issuer: no such issuer".into());
     };
@@ -123,11 +128,12 @@ pub struct OnceResult {
 pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration) -> OnceResult {
     let dry_run = opts.dry_run;
     let fail = |output: String, exit_code| OnceResult { output, exit_code };
-    let settings = match Settings::from_config(config) {
-        Ok(Some(s)) => s,
+    let settings = match config.key_manager_sync.for_one_pass() {
+        Ok(Some(s)) => s.clone(),
         Ok(None) => return fail("no [key_manager_sync] section in the configuration".into(), 2),
         Err(problems) => return fail(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"), 2),
     };
+    warn_inline_password(&settings);
     if let Err(e) = settings.secrets() {
         return fail(format!("key_manager_sync: {e}"), 2);
     }

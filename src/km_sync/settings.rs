@@ -3,12 +3,12 @@
 //! Secrets themselves are read per pass ([`Settings::secrets`]) so that a rotated secret file
 //! is picked up without a restart; they are never logged or printed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
 
-use crate::config::{is_loopback_host, outbound_url, Config, ConfigProblem, IssuerConfig, KmSyncSection};
+use crate::config::{is_loopback_host, outbound_url, ConfigProblem, IssuerConfig, KmSyncSection};
 
 /// How jwtgate authenticates to APIM's Admin REST API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,25 +149,10 @@ fn origin(url: &Url) -> String {
 }
 
 impl Settings {
-    /// Validates the section, whether or not it is enabled (`km-sync --once` runs either way);
-    /// `None` when the config has no `[key_manager_sync]`.
-    pub fn from_config(config: &Config) -> Result<Option<Settings>, Vec<ConfigProblem>> {
-        let Some(s) = &config.key_manager_sync else { return Ok(None) };
-        Settings::resolve(s, config).map(Some)
-    }
-
-    /// The settings `serve` runs the background sync with: `None` when the section is absent or
-    /// says `enabled = false` — then nothing beyond key names and types is required of it.
-    pub fn for_serve(config: &Config) -> Result<Option<Settings>, Vec<ConfigProblem>> {
-        match &config.key_manager_sync {
-            Some(s) if s.enabled => Settings::resolve(s, config).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    fn resolve(s: &KmSyncSection, config: &Config) -> Result<Settings, Vec<ConfigProblem>> {
+    /// Validates the section against the validated issuers; `base` is the config file's folder.
+    /// Called by `config::validate` (no I/O, no logging).
+    pub fn resolve(s: &KmSyncSection, base: &Path, issuers: &[IssuerConfig]) -> Result<Settings, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let base = config.base_dir();
         let apim = match &s.apim_url {
             None => {
                 problems.push(p("apim_url", "missing"));
@@ -232,11 +217,6 @@ impl Settings {
         let password = secret(&s.password_env, &s.password_file, &s.password, "password")
             .map_err(|e| problems.push(e))
             .unwrap_or(SecretSource::Inline(String::new()));
-        if s.password.is_some() {
-            tracing::warn!(
-                "key_manager_sync.password is inline in the config file; prefer password_env or password_file"
-            );
-        }
         let mgmt_client_secret =
             secret(&s.mgmt_client_secret_env, &s.mgmt_client_secret_file, &None, "mgmt_client_secret")
                 .map_err(|e| problems.push(e))
@@ -252,11 +232,11 @@ impl Settings {
         }
 
         let issuer_index = match &s.issuer {
-            Some(name) => config.issuers.iter().position(|i| &i.name == name).ok_or_else(|| {
-                let names: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
+            Some(name) => issuers.iter().position(|i| &i.name == name).ok_or_else(|| {
+                let names: Vec<&str> = issuers.iter().map(|i| i.name.as_str()).collect();
                 format!("no [[issuers]] entry is named {name:?} (configured: {})", names.join(", "))
             }),
-            None if config.issuers.len() == 1 => Ok(0),
+            None if issuers.len() == 1 => Ok(0),
             None => Err("required when more than one [[issuers]] entry is configured".to_string()),
         };
         // On a bad `issuer` the rest is still checked (against the first issuer), so that every
@@ -265,13 +245,13 @@ impl Settings {
             Ok(i) => i,
             Err(why) => {
                 problems.push(p("issuer", why));
-                if config.issuers.is_empty() {
+                if issuers.is_empty() {
                     return Err(problems);
                 }
                 0
             }
         };
-        let issuer = config.issuers[issuer_index].clone();
+        let issuer = issuers[issuer_index].clone();
         let org_name = match s.org_name.clone().or_else(|| org_from_url(&issuer.discovery_url)) {
             Some(o) => o,
             None => {

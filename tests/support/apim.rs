@@ -171,7 +171,7 @@ impl FakeApim {
     /// Serves HTTPS with `cert_chain` and `key` (PKCS#8 DER) instead of plain HTTP.
     pub async fn start_tls(cert_chain: Vec<Vec<u8>>, key: Vec<u8>) -> FakeApim {
         use tokio_rustls::rustls;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -287,6 +287,7 @@ impl FakeApim {
     /// The Developer Portal's "Generate Keys" for application `app` against key manager
     /// `key_manager`, as the portal sends it (Basic admin credentials): status and body.
     pub async fn generate_keys(&self, app: &str, key_manager: &str) -> (u16, Value) {
+        jwtgate::tls::install_crypto_provider();
         let r = reqwest::Client::builder()
             .no_proxy()
             .danger_accept_invalid_certs(true)

@@ -98,6 +98,7 @@ pub async fn start_gateway(text: &str) -> Running {
 }
 
 pub fn http_client() -> reqwest::Client {
+    jwtgate::tls::install_crypto_provider();
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("client")
 }
 
