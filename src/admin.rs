@@ -1,6 +1,9 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (200 only once every issuer
 //! has a usable key set), `/metrics` (Prometheus text) and `/status` (issuers, keys, the
-//! key-manager sync). It is read-only and never shows a token or a secret.
+//! key-manager sync, the configuration's hash and reload history), and `POST /reload` (re-read
+//! the configuration file: 200 with what changed, or 400 with the problems and nothing
+//! changed). It never shows a token or a secret. It listens on loopback by default: whoever
+//! reaches it can make jwtgate re-read its file, nothing more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +14,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
-use crate::keys::KeyRegistry;
 use crate::km_sync::status::SyncStatus;
 use crate::metrics::Metrics;
+use crate::serve::Reloader;
 
 /// What the admin listener reads.
 pub struct AdminState {
-    /// Key stores.
-    pub keys: Arc<KeyRegistry>,
+    /// The current generation (key stores, configuration) and the reload entry point.
+    pub reloader: Arc<Reloader>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Key-manager sync status.
@@ -36,8 +39,8 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
 impl AdminState {
     /// Per-issuer key status.
     pub fn issuers_json(&self) -> serde_json::Value {
-        let list: Vec<_> = self
-            .keys
+        let keys = self.reloader.current().keys.clone();
+        let list: Vec<_> = keys
             .issuers
             .iter()
             .map(|k| {
@@ -60,15 +63,42 @@ impl AdminState {
         serde_json::Value::Array(list)
     }
 
+    /// The configuration's identity and reload history.
+    fn config_json(&self) -> serde_json::Value {
+        let generation = self.reloader.current();
+        let history = self.reloader.history();
+        let loaded_at = generation.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        json!({
+            "file": generation.config.source.as_ref().map(|p| p.display().to_string()),
+            "sha256": generation.config.sha256,
+            "loaded_at": loaded_at,
+            "reloads": {"ok": history.ok, "failed": history.failed},
+            "last_reload_error": history.last_error,
+            "restart_needed": history.restart_needed,
+        })
+    }
+
     /// Answers one admin request.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Full<Bytes>> {
+        if req.method() == Method::POST && req.uri().path() == "/reload" {
+            return match self.reloader.reload().await {
+                Ok(r) => json_response(
+                    StatusCode::OK,
+                    json!({"status": "reloaded", "sha256": r.sha256, "restart_needed": r.restart_needed}),
+                ),
+                Err(problems) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "invalid_config", "problems": problems, "status": "unchanged"}),
+                ),
+            };
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed"}));
         }
         match req.uri().path() {
             "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
             "/readyz" => {
-                let ready = self.keys.all_usable();
+                let ready = self.reloader.current().keys.all_usable();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 json_response(status, json!({"ready": ready, "issuers": self.issuers_json()}))
             }
@@ -83,6 +113,7 @@ impl AdminState {
                 json!({
                     "issuers": self.issuers_json(),
                     "key_manager_sync": self.km_sync.snapshot(),
+                    "config": self.config_json(),
                 }),
             ),
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),

@@ -484,6 +484,8 @@ pub struct Config {
     pub decision: Option<Decision>,
     /// `[server.tls]`, resolved: the proxy listener serves TLS when present.
     pub server_tls: Option<ListenerTls>,
+    /// SHA-256 of the file's text, hex (shown on `/status`, logged on reload).
+    pub sha256: String,
 }
 
 /// `[decision]`, validated.
@@ -648,7 +650,13 @@ impl Config {
                 return Err(fail(vec![problem(path, msg)]));
             }
         };
-        validate(file, source).map_err(fail)
+        let mut config = validate(file, source).map_err(fail)?;
+        config.sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(config)
     }
 
     /// The folder relative paths in the file are resolved against.
@@ -778,6 +786,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             key_manager_sync,
             decision,
             server_tls,
+            sha256: String::new(),
         }),
         _ => Err(problems),
     }

@@ -116,6 +116,18 @@ pub struct DecisionService {
     max_header_bytes: usize,
 }
 
+/// The answer when no decision service is configured in the running generation (cannot
+/// happen while `[decision]` stays; adding or removing it needs a restart).
+pub fn unavailable() -> Response<Full<Bytes>> {
+    Refusal::plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the decision listener is being reconfigured; restart jwtgate",
+        crate::metrics::Outcome::Unavailable,
+    )
+    .response()
+}
+
 impl DecisionService {
     /// A service judging with `judge` (whose metrics say `listener="decision"`), with the
     /// proxy's header limit.

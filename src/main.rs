@@ -229,7 +229,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             };
             init_logging(config.server.log_format, &config.server.log_level);
             let running = jwtgate::serve::start(config, Arc::new(SystemClock)).await?;
-            wait_for_signal().await?;
+            serve_until_stopped(&running).await?;
             tracing::info!("shutting down: draining in-flight requests");
             running.shutdown().await;
             tracing::info!("stopped");
@@ -308,6 +308,24 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                 let _ = std::fs::remove_dir_all(dir);
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP meanwhile re-reads the configuration file (the result
+/// is logged by the reload itself).
+async fn serve_until_stopped(running: &jwtgate::serve::Running) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => return r,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = running.reload().await;
+            }
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// `jwtgate_connection_limit_waits_total`: accepts that waited for `max_connections`.
     pub connection_limit_waits: IntCounter,
+    /// `jwtgate_config_reloads_total{result}`: `ok|error`.
+    pub config_reloads: IntCounterVec,
     /// `jwtgate_upgrades_total{result}`: allowed WebSocket upgrades, `tunnelled|declined`
     /// (the upstream did not switch protocols) or `failed` (the upstream was unreachable).
     pub upgrades: IntCounterVec,
@@ -213,11 +215,19 @@ impl Metrics {
         must(registry.register(Box::new(open_connections.clone())));
         let connections_closed = counter(
             "jwtgate_connections_closed_total",
-            "Client connections jwtgate closed: no request head in time, or idle.",
+            "Client connections jwtgate closed: no request head (or TLS handshake) in time, idle, or a failed TLS handshake.",
             &["reason"],
         );
-        for r in ["header_timeout", "idle_timeout"] {
+        for r in ["header_timeout", "idle_timeout", "tls_handshake"] {
             connections_closed.with_label_values(&[r]);
+        }
+        let config_reloads = counter(
+            "jwtgate_config_reloads_total",
+            "Configuration reloads (SIGHUP, POST /reload): ok, or error (refused; the running one stays).",
+            &["result"],
+        );
+        for r in ["ok", "error"] {
+            config_reloads.with_label_values(&[r]);
         }
         let connection_limit_waits = must(IntCounter::new(
             "jwtgate_connection_limit_waits_total",
@@ -271,6 +281,7 @@ impl Metrics {
             open_connections,
             connections_closed,
             connection_limit_waits,
+            config_reloads,
             upgrades,
             open_tunnels,
             tunnels_expired,

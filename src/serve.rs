@@ -1,13 +1,22 @@
 //! Assembles a running gateway from a validated configuration: key stores and their
-//! refreshers, the authenticator, the route table, the proxy and admin listeners. `serve`,
-//! `dev` and the integration tests all start jwtgate through [`start`], so they run the same
-//! code. Shutdown stops accepting, drains in-flight requests within the configured bound and
-//! stops the background tasks.
+//! refreshers, the authenticator, the route table, the proxy, decision and admin listeners.
+//! `serve`, `dev` and the integration tests all start jwtgate through [`start`], so they run
+//! the same code. Shutdown stops accepting, drains in-flight requests within the configured
+//! bound and stops the background tasks.
+//!
+//! Everything a request reads is one [`Generation`], built from one [`Config`] and published
+//! through one `ArcSwap`: a request loads it once and finishes on it, so a reload
+//! ([`Reloader`]) is atomic — in-flight requests end on the old generation, the next request
+//! on any connection (keep-alive ones stay open) sees the new one. A reload keeps what did not
+//! change: the key stores of unchanged issuers (no refetch burst), the upstream pool, the
+//! DPoP replay cache, the key-manager sync task.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,10 +28,12 @@ use crate::config::Config;
 use crate::decision::Judge;
 use crate::decision_listener::DecisionService;
 use crate::fetch::HttpFetcher;
-use crate::keys::KeyRegistry;
+use crate::keys::{IssuerKeys, KeyRegistry};
+use crate::km_sync::settings::Settings;
 use crate::km_sync::status::{SyncState, SyncStatus};
 use crate::metrics::Metrics;
-use crate::proxy::server::{serve, ServerLimits};
+use crate::proxy::server::{serve, ServerLimits, TlsSwitch};
+use crate::proxy::upstream::UpstreamPool;
 use crate::proxy::Gateway;
 
 /// Why the gateway could not start.
@@ -41,10 +52,27 @@ pub enum StartError {
     /// The outbound HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    /// The configuration is unusable beyond what parsing could tell.
+    /// The configuration is unusable beyond what parsing could tell (a TLS file, a CA file).
     #[error("{0}")]
     Config(String),
 }
+
+/// What requests read: everything built from one configuration.
+pub struct Generation {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The proxy's handler state.
+    pub gateway: Arc<Gateway>,
+    /// The decision listener's, when `[decision]` is configured.
+    pub decision: Option<Arc<DecisionService>>,
+    /// The key stores, in `[[issuers]]` order.
+    pub keys: Arc<KeyRegistry>,
+    /// When this configuration was loaded.
+    pub loaded_at: SystemTime,
+}
+
+/// The current generation, swapped whole on reload.
+pub type Live = Arc<ArcSwap<Generation>>;
 
 /// A running gateway.
 pub struct Running {
@@ -54,35 +82,39 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Where the decision listener listens, when `[decision]` is configured.
     pub decision_addr: Option<SocketAddr>,
-    /// The key stores (tests look at them).
-    pub keys: Arc<KeyRegistry>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Key-manager sync status.
     pub km_status: Arc<SyncStatus>,
+    /// Re-reads the configuration file (SIGHUP, `POST /reload`).
+    pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
-    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
+    /// The key stores requests use now.
+    pub fn keys(&self) -> Arc<KeyRegistry> {
+        self.reloader.live.load().keys.clone()
+    }
+
+    /// Re-reads the configuration file; see [`Reloader::reload`].
+    pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
+        self.reloader.reload().await
+    }
+
     /// Stops accepting, drains in-flight requests (bounded), stops background tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
         }
-        for b in self.background {
-            b.abort();
-        }
+        self.reloader.stop_background().await;
     }
 }
 
-/// Starts the gateway; the first key load runs in the background (readiness waits for it).
-pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
-    let metrics = Arc::new(Metrics::new());
-    let fetcher = HttpFetcher::new().map_err(|e| StartError::Client(e.to_string()))?;
-    let keys = Arc::new(KeyRegistry::new(&config.issuers, fetcher, metrics.clone()));
+/// Logs what is legal but weakens the checks, once per load.
+fn warn_about(config: &Config) {
     for i in &config.issuers {
         if i.audiences.is_empty() {
             tracing::warn!(issuer = %i.name, "audiences = []: tokens are accepted whatever their aud");
@@ -94,41 +126,315 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             );
         }
     }
-    let auth = Arc::new(
-        Authenticator::new(
-            keys.clone(),
-            clock,
-            config.server.token_cache_entries,
-            config.server.max_token_bytes(),
-            metrics.clone(),
-        )
-        .with_claim_paths(config.claim_paths.clone()),
-    );
     if config.routes.is_empty() {
         tracing::warn!("no [[routes]] configured: every request gets 404");
     }
-    let decision_judge =
-        config.decision.as_ref().map(|_| Judge::new(&config.routes, auth.clone(), &metrics, "decision"));
-    let judge = Judge::new(&config.routes, auth.clone(), &metrics, "proxy");
-    let gateway = Arc::new(Gateway::new(judge, config.upstream.clone(), &config.server, metrics.clone()));
+}
+
+/// What a generation is built with beside its configuration.
+struct Parts {
+    fetcher: HttpFetcher,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Builds a generation from `config`, reusing from `previous` the key stores of issuers whose
+/// configuration is unchanged, the upstream pool if `[upstream]` is unchanged, and the DPoP
+/// replay cache. Fails only on an upstream `ca_file` that cannot be used.
+fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result<Generation, String> {
+    let mut reusable: Vec<Arc<IssuerKeys>> = previous.map(|p| p.keys.issuers.clone()).unwrap_or_default();
+    let issuers = config
+        .issuers
+        .iter()
+        .map(|cfg| match reusable.iter().position(|k| &k.cfg == cfg) {
+            Some(i) => reusable.swap_remove(i),
+            None => Arc::new(IssuerKeys::new(cfg.clone(), parts.fetcher.clone(), parts.metrics.clone())),
+        })
+        .collect();
+    let keys = Arc::new(KeyRegistry { issuers });
+    let mut auth = Authenticator::new(
+        keys.clone(),
+        parts.clock.clone(),
+        config.server.token_cache_entries,
+        config.server.max_token_bytes(),
+        parts.metrics.clone(),
+    )
+    .with_claim_paths(config.claim_paths.clone());
+    if let Some(p) = previous {
+        auth = auth.with_replay_cache(p.gateway.auth().replay_cache().clone());
+    }
+    let auth = Arc::new(auth);
+    let pool = match previous.map(|p| p.gateway.pool()).filter(|pool| pool.config() == &config.upstream) {
+        Some(pool) => pool.clone(),
+        None => UpstreamPool::start(&config.upstream)?,
+    };
+    let decision = config.decision.as_ref().map(|_| {
+        Arc::new(DecisionService::new(
+            Judge::new(&config.routes, auth.clone(), &parts.metrics, "decision"),
+            &config.server,
+        ))
+    });
+    let judge = Judge::new(&config.routes, auth, &parts.metrics, "proxy");
+    let gateway = Arc::new(Gateway::new(
+        judge,
+        config.upstream.clone(),
+        pool,
+        &config.server,
+        config.server_tls.is_some(),
+        parts.metrics.clone(),
+    ));
+    Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now() })
+}
+
+/// The background tasks of the current generation.
+struct Background {
+    /// Each key store's refresher.
+    refreshers: Vec<(Arc<IssuerKeys>, JoinHandle<()>)>,
+    /// The key-manager sync, with the settings and key store it runs with.
+    km: Option<(Settings, Arc<IssuerKeys>, JoinHandle<()>)>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default)]
+pub struct Reloaded {
+    /// Settings that changed in the file but take effect only after a restart.
+    pub restart_needed: Vec<String>,
+    /// The new configuration's SHA-256.
+    pub sha256: String,
+}
+
+/// The configuration file's history, for `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadHistory {
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused.
+    pub failed: u64,
+    /// Why the last refused reload was refused (cleared by a successful one).
+    pub last_error: Option<Vec<String>>,
+    /// Settings changed in the file that wait for a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Re-reads the configuration file and swaps in a new generation (SIGHUP, `POST /reload`).
+pub struct Reloader {
+    live: Live,
+    source: Option<PathBuf>,
+    parts: Parts,
+    background: tokio::sync::Mutex<Background>,
+    km_status: Arc<SyncStatus>,
+    shutdown: watch::Receiver<bool>,
+    proxy_tls: Option<TlsSwitch>,
+    decision_tls: Option<TlsSwitch>,
+    history: std::sync::Mutex<ReloadHistory>,
+}
+
+impl Reloader {
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.live.load_full()
+    }
+
+    /// The reload history.
+    pub fn history(&self) -> ReloadHistory {
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the file again. A valid one (TLS files included) replaces routes, issuers,
+    /// upstream and sync settings at once; an invalid one changes nothing and its problems
+    /// are returned (and logged). Listener addresses and connection limits changed in the
+    /// file are reported as needing a restart. One reload runs at a time.
+    pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
+        let mut background = self.background.lock().await;
+        let result = self.reload_locked(&mut background);
+        let reloads = &self.parts.metrics.config_reloads;
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(r) => {
+                reloads.with_label_values(&["ok"]).inc();
+                history.ok += 1;
+                history.last_error = None;
+                history.restart_needed.clone_from(&r.restart_needed);
+                if r.restart_needed.is_empty() {
+                    tracing::info!(sha256 = %r.sha256, "configuration reloaded");
+                } else {
+                    tracing::warn!(sha256 = %r.sha256, restart_needed = ?r.restart_needed, "configuration reloaded; these changes need a restart to take effect");
+                }
+            }
+            Err(problems) => {
+                reloads.with_label_values(&["error"]).inc();
+                history.failed += 1;
+                history.last_error = Some(problems.clone());
+                tracing::error!(problems = ?problems, "configuration reload refused; the running configuration stays");
+            }
+        }
+        result
+    }
+
+    fn reload_locked(&self, background: &mut Background) -> Result<Reloaded, Vec<String>> {
+        let Some(path) = &self.source else {
+            return Err(vec!["this gateway was not started from a configuration file".into()]);
+        };
+        let config = Config::load(path).map_err(|e| e.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let old = self.live.load_full();
+        let restart_needed = restart_needed(&old.config, &config);
+        // Every file is read before anything is swapped: all of it applies, or none.
+        let load_tls = |t: Option<&crate::config::ListenerTls>| t.map(|t| t.load()).transpose();
+        let proxy_tls = load_tls(config.server_tls.as_ref()).map_err(|e| vec![format!("server.tls: {e}")])?;
+        let decision_tls = load_tls(config.decision.as_ref().and_then(|d| d.tls.as_ref()))
+            .map_err(|e| vec![format!("decision.tls: {e}")])?;
+        let sha256 = config.sha256.clone();
+        warn_about(&config);
+        let new = Arc::new(build(config, Some(&old), &self.parts).map_err(|e| vec![e])?);
+
+        if let (Some(switch), Some(c)) = (&self.proxy_tls, proxy_tls) {
+            switch.store(c);
+        }
+        if let (Some(switch), Some(c)) = (&self.decision_tls, decision_tls) {
+            switch.store(c);
+        }
+        self.live.store(new.clone());
+
+        // Refreshers: kept for the key stores carried over, started for new ones, stopped for
+        // the ones gone.
+        let mut old_refreshers = std::mem::take(&mut background.refreshers);
+        for k in &new.keys.issuers {
+            match old_refreshers.iter().position(|(o, _)| Arc::ptr_eq(o, k)) {
+                Some(i) => background.refreshers.push(old_refreshers.swap_remove(i)),
+                None => background.refreshers.push((k.clone(), tokio::spawn(k.clone().run_refresher()))),
+            }
+        }
+        for (k, handle) in old_refreshers {
+            tracing::info!(issuer = %k.name(), "issuer removed; its key refresher stops");
+            handle.abort();
+        }
+        // The sync restarts only when what it runs with changed.
+        let wanted = new.config.key_manager_sync.for_serve();
+        let unchanged = match (&background.km, wanted) {
+            (Some((s, k, _)), Some(w)) => {
+                s == w && new.keys.issuers.get(w.issuer_index).is_some_and(|n| Arc::ptr_eq(n, k))
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            if let Some((_, _, handle)) = background.km.take() {
+                handle.abort();
+                self.km_status.update(|s| s.state = SyncState::Disabled);
+            }
+            background.km = self.spawn_km(&new).map_err(|e| vec![e])?;
+        }
+        Ok(Reloaded { restart_needed, sha256 })
+    }
+
+    fn spawn_km(&self, generation: &Generation) -> Result<Option<(Settings, Arc<IssuerKeys>, JoinHandle<()>)>, String> {
+        let Some(settings) = generation.config.key_manager_sync.for_serve() else { return Ok(None) };
+        let Some(issuer) = generation.keys.issuers.get(settings.issuer_index).cloned() else {
+            return Err("key_manager_sync.issuer: no such issuer".into());
+        };
+        let handle = crate::km_sync::spawn(
+            &generation.config,
+            &generation.keys.issuers,
+            self.parts.metrics.clone(),
+            self.km_status.clone(),
+            self.shutdown.clone(),
+        )?;
+        Ok(handle.map(|h| (settings.clone(), issuer, h)))
+    }
+
+    async fn stop_background(&self) {
+        let mut b = self.background.lock().await;
+        for (_, h) in b.refreshers.drain(..) {
+            h.abort();
+        }
+        if let Some((_, _, h)) = b.km.take() {
+            h.abort();
+        }
+    }
+}
+
+/// The settings that differ between `old` and `new` but are fixed while running: listener
+/// addresses, TLS on or off, connection limits, the runtime and logging.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let mut check = |key: &str, differs: bool| {
+        if differs {
+            changed.push(key.to_string());
+        }
+    };
+    check("server.listen", o.listen != n.listen);
+    check("server.admin_listen", o.admin_listen != n.admin_listen);
+    check("server.tls", old.server_tls.is_some() != new.server_tls.is_some());
+    check("decision", old.decision.is_some() != new.decision.is_some());
+    if let (Some(a), Some(b)) = (&old.decision, &new.decision) {
+        check("decision.listen", a.listen != b.listen);
+        check("decision.tls", a.tls.is_some() != b.tls.is_some());
+    }
+    check("server.max_header_bytes", o.max_header_bytes() != n.max_header_bytes());
+    check("server.header_read_timeout_seconds", o.header_read_timeout_seconds != n.header_read_timeout_seconds);
+    check("server.idle_timeout_seconds", o.idle_timeout_seconds != n.idle_timeout_seconds);
+    check("server.max_connections", o.max_connections != n.max_connections);
+    check("server.drain_timeout_seconds", o.drain_timeout_seconds != n.drain_timeout_seconds);
+    check("server.worker_threads", o.worker_threads != n.worker_threads);
+    check("server.log_format", o.log_format != n.log_format);
+    check("server.log_level", o.log_level != n.log_level);
+    changed
+}
+
+/// Starts the gateway; the first key load runs in the background (readiness waits for it).
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let fetcher = HttpFetcher::new().map_err(|e| StartError::Client(e.to_string()))?;
+    let load_tls = |what: &str, t: Option<&crate::config::ListenerTls>| -> Result<Option<TlsSwitch>, StartError> {
+        t.map(|t| t.load().map(|c| Arc::new(ArcSwap::new(c))))
+            .transpose()
+            .map_err(|e| StartError::Config(format!("{what}: {e}")))
+    };
+    let proxy_tls = load_tls("server.tls", config.server_tls.as_ref())?;
+    let decision_tls = load_tls("decision.tls", config.decision.as_ref().and_then(|d| d.tls.as_ref()))?;
+    warn_about(&config);
+    let parts = Parts { fetcher, metrics: metrics.clone(), clock };
+    let source = config.source.clone();
+    let generation = Arc::new(build(config, None, &parts).map_err(StartError::Config)?);
+    let config = generation.config.clone();
+    let live: Live = Arc::new(ArcSwap::new(generation.clone()));
+
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
     };
+    let local = |what: &'static str, l: &TcpListener, addr: SocketAddr| {
+        l.local_addr().map_err(|source| StartError::Bind { what, addr, source })
+    };
     let proxy_listener = bind("server.listen", config.server.listen).await?;
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
-    let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "server.listen",
-        addr: config.server.listen,
-        source,
-    })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "server.admin_listen",
-        addr: config.server.admin_listen,
-        source,
-    })?;
+    let proxy_addr = local("server.listen", &proxy_listener, config.server.listen)?;
+    let admin_addr = local("server.admin_listen", &admin_listener, config.server.admin_listen)?;
+    let decision_listener = match &config.decision {
+        Some(d) => {
+            let l = bind("decision.listen", d.listen).await?;
+            let addr = local("decision.listen", &l, d.listen)?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the decision listener trusts X-Original-* / X-Forwarded-* headers: make sure only the front proxy can reach it");
+            }
+            Some((l, addr))
+        }
+        None => None,
+    };
 
     let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let reloader = Arc::new(Reloader {
+        live: live.clone(),
+        source,
+        parts,
+        background: tokio::sync::Mutex::new(Background { refreshers: Vec::new(), km: None }),
+        km_status: km_status.clone(),
+        shutdown: shutdown_rx.clone(),
+        proxy_tls: proxy_tls.clone(),
+        decision_tls: decision_tls.clone(),
+        history: Default::default(),
+    });
     let limits = ServerLimits {
         max_header_bytes: config.server.max_header_bytes(),
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
@@ -136,51 +442,56 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         max_connections: config.server.max_connections,
         drain: Duration::from_secs(config.server.drain_timeout_seconds),
     };
-    let gw = gateway.clone();
+    let l = live.clone();
     let proxy = tokio::spawn(serve(
         proxy_listener,
-        move |req, peer| Gateway::handle(gw.clone(), req, peer),
+        // One load per request: the request runs to its end on the generation it started on.
+        move |req, peer| Gateway::handle(l.load().gateway.clone(), req, peer),
         shutdown_rx.clone(),
         limits,
         Some(metrics.connections()),
+        proxy_tls,
     ));
-    let admin_state = Arc::new(AdminState { keys: keys.clone(), metrics: metrics.clone(), km_sync: km_status.clone() });
+    let admin_state =
+        Arc::new(AdminState { reloader: reloader.clone(), metrics: metrics.clone(), km_sync: km_status.clone() });
     let admin = tokio::spawn(serve(
         admin_listener,
-        move |req, _peer| {
-            let st = admin_state.clone();
-            async move { st.handle(&req) }
-        },
-        shutdown_rx,
+        move |req, _peer| AdminState::handle(admin_state.clone(), req),
+        shutdown_rx.clone(),
         ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits },
+        None,
         None,
     ));
     let mut servers = vec![proxy, admin];
     let mut decision_addr = None;
-    if let (Some(d), Some(judge)) = (&config.decision, decision_judge) {
-        let listener = bind("decision.listen", d.listen).await?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: "decision.listen",
-            addr: d.listen,
-            source,
-        })?;
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the decision listener trusts X-Original-* / X-Forwarded-* headers: make sure only the front proxy can reach it");
-        }
-        let service = Arc::new(DecisionService::new(judge, &config.server));
+    if let Some((listener, addr)) = decision_listener {
+        let l = live.clone();
         servers.push(tokio::spawn(serve(
             listener,
-            move |req, peer| DecisionService::handle(service.clone(), req, peer),
-            shutdown.subscribe(),
+            move |req, peer| {
+                // The decision service exists in every generation while `[decision]` does
+                // (adding or removing the section needs a restart).
+                let service = l.load().decision.clone();
+                async move {
+                    match service {
+                        Some(s) => DecisionService::handle(s, req, peer).await,
+                        None => crate::decision_listener::unavailable(),
+                    }
+                }
+            },
+            shutdown_rx.clone(),
             limits,
             None,
+            decision_tls,
         )));
         decision_addr = Some(addr);
     }
-    let mut background = keys.spawn_refreshers();
-    let km = crate::km_sync::spawn(&config, &keys.issuers, metrics.clone(), km_status.clone(), shutdown.subscribe())
-        .map_err(StartError::Config)?;
-    background.extend(km);
-    tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), "jwtgate listening");
-    Ok(Running { proxy_addr, admin_addr, decision_addr, keys, metrics, km_status, shutdown, servers, background })
+    {
+        let mut b = reloader.background.lock().await;
+        b.refreshers =
+            generation.keys.issuers.iter().map(|k| (k.clone(), tokio::spawn(k.clone().run_refresher()))).collect();
+        b.km = reloader.spawn_km(&generation).map_err(StartError::Config)?;
+    }
+    tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
+    Ok(Running { proxy_addr, admin_addr, decision_addr, metrics, km_status, reloader, shutdown, servers })
 }

@@ -219,7 +219,7 @@ pub struct Authenticator {
     digester: TokenDigester,
     max_token_bytes: usize,
     claim_paths: Vec<Vec<String>>,
-    replay: dpop::ReplayCache,
+    replay: Arc<dpop::ReplayCache>,
     metrics: Arc<Metrics>,
     cache_hit: prometheus::IntCounter,
     cache_miss: prometheus::IntCounter,
@@ -244,7 +244,7 @@ impl Authenticator {
             digester: TokenDigester(rand::random(), rand::random()),
             max_token_bytes,
             claim_paths: Vec::new(),
-            replay: dpop::ReplayCache::default(),
+            replay: Arc::default(),
             metrics,
         }
     }
@@ -254,6 +254,18 @@ impl Authenticator {
     pub fn with_claim_paths(mut self, paths: Vec<Vec<String>>) -> Authenticator {
         self.claim_paths = paths;
         self
+    }
+
+    /// Shares `replay` (a reload keeps the DPoP proofs seen: a proof used just before it must
+    /// not be usable again just after).
+    pub fn with_replay_cache(mut self, replay: Arc<dpop::ReplayCache>) -> Authenticator {
+        self.replay = replay;
+        self
+    }
+
+    /// The DPoP replay cache, to hand to the next generation on reload.
+    pub fn replay_cache(&self) -> &Arc<dpop::ReplayCache> {
+        &self.replay
     }
 
     /// The key stores.

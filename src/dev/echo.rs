@@ -56,6 +56,7 @@ impl EchoUpstream {
             stop_rx,
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
+            None,
         ));
         Ok(EchoUpstream { addr, hits, body_errors, delay_ms, stop })
     }

@@ -74,6 +74,7 @@ impl FakeIssuer {
             stop_rx,
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
+            None,
         ));
         Ok(FakeIssuer { addr, org: org.to_string(), state, stop })
     }

@@ -128,7 +128,7 @@ pub async fn start_dev(
     let gateway = start(config, Arc::new(SystemClock)).await?;
     // Print the curl lines only once they work: wait (briefly) for the first key load.
     for _ in 0..100 {
-        if gateway.keys.all_usable() {
+        if gateway.keys().all_usable() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

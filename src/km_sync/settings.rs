@@ -50,7 +50,7 @@ impl SecretSource {
 }
 
 /// The validated sync settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Run inside `serve`.
     pub enabled: bool,

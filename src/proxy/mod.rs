@@ -68,6 +68,8 @@ type Exchanged = Result<Result<Response<UpstreamBody>, UpstreamError>, Elapsed>;
 
 /// Everything the request handler needs, shared by all connections.
 pub struct Gateway {
+    /// `http` or `https`: how clients reach this listener.
+    scheme: &'static str,
     judge: Judge,
     pool: Arc<UpstreamPool>,
     upstream: Upstream,
@@ -184,27 +186,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 impl Gateway {
-    /// Builds the handler state and the upstream connection pool; must run inside the runtime
-    /// (it starts the pool's idle reaper).
+    /// Builds the handler state around `pool` (from [`UpstreamPool::start`], kept across
+    /// reloads while `[upstream]` does not change). `tls`: the proxy listener serves TLS, so
+    /// forwarded requests say `X-Forwarded-Proto: https`.
     pub fn new(
         judge: Judge,
         upstream: Upstream,
+        pool: Arc<UpstreamPool>,
         server: &crate::config::ServerSection,
+        tls: bool,
         metrics: Arc<Metrics>,
     ) -> Gateway {
         let max_header_bytes = server.max_header_bytes();
         let body_read_timeout = std::time::Duration::from_secs(server.body_read_timeout_seconds);
         let tunnel_lifetime = std::time::Duration::from_secs(server.tunnel_max_lifetime_seconds);
-        // Config validation guarantees an http URL with a host; the fallbacks only keep this total.
-        let host = upstream.url.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
-        let port = upstream.url.port_or_known_default().unwrap_or(80);
-        let pool = UpstreamPool::start(
-            host,
-            port,
-            upstream.connect_timeout,
-            upstream.pool_max_idle,
-            upstream.pool_idle_timeout,
-        );
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let configured = judge
@@ -218,6 +213,7 @@ impl Gateway {
         let protected = meaning::ProtectedNames::new(configured);
         let public_base_url = server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string());
         Gateway {
+            scheme: if tls { "https" } else { "http" },
             access_log: server.access_log,
             access_log_subject: server.access_log_subject,
             public_base_url,
@@ -231,6 +227,11 @@ impl Gateway {
             tunnel_lifetime,
             metrics,
         }
+    }
+
+    /// The upstream pool, for the next generation on reload.
+    pub fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.pool
     }
 
     /// The authenticator (shared with `validate` and the admin listener).
@@ -344,7 +345,7 @@ impl Gateway {
                     .and_then(|h| h.to_str().ok())
                     .or_else(|| req.uri().authority().map(|a| a.as_str()))
                     .unwrap_or("");
-                format!("http://{host}{path}")
+                format!("{}://{host}{path}", self.scheme)
             }
         }
     }
@@ -497,7 +498,7 @@ impl Gateway {
             Some(v) => h.insert(&X_FORWARDED_FOR, v),
             None => h.remove(&X_FORWARDED_FOR),
         };
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(self.scheme));
         // Client copies of the claim headers are never trusted, on any route: `insert`
         // replaces them, and on anonymous routes they are removed.
         match verified {

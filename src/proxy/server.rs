@@ -167,14 +167,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 /// from there (hyper's own timer would start right after the previous response and cut every
 /// keep-alive connection at the header timeout). HTTP/2 connections, recognised by their
 /// preface, carry pings and settings between requests; the idle timeout covers them.
-struct WatchedStream {
-    inner: tokio::net::TcpStream,
+struct WatchedStream<S> {
+    inner: S,
     activity: Arc<Activity>,
     /// Decided on the first bytes: `Some(true)` for HTTP/2.
     h2: Option<bool>,
 }
 
-impl tokio::io::AsyncRead for WatchedStream {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WatchedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -195,7 +195,7 @@ impl tokio::io::AsyncRead for WatchedStream {
     }
 }
 
-impl tokio::io::AsyncWrite for WatchedStream {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
@@ -304,13 +304,18 @@ async fn watchdog(
     }
 }
 
-/// Serves `handler` on `listener` until `shutdown` turns true, then drains.
+/// A listener's TLS configuration; a reload swaps in a new one, which new connections use.
+pub type TlsSwitch = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
+
+/// Serves `handler` on `listener` (over TLS when `tls` is set) until `shutdown` turns true,
+/// then drains.
 pub async fn serve<F, Fut, B>(
     listener: TcpListener,
     handler: F,
     mut shutdown: watch::Receiver<bool>,
     limits: ServerLimits,
     metrics: Option<ConnMetrics>,
+    tls: Option<TlsSwitch>,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -382,6 +387,7 @@ pub async fn serve<F, Fut, B>(
                     alive: alive_tx.clone(),
                     permit,
                     clock: clock.clone(),
+                    tls: tls.clone(),
                 };
                 tokio::spawn(conn.run(stream, handler.clone(), peer));
             }
@@ -414,6 +420,7 @@ struct Connection {
     alive: mpsc::Sender<()>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     clock: CoarseClock,
+    tls: Option<TlsSwitch>,
 }
 
 impl Connection {
@@ -427,6 +434,41 @@ impl Connection {
         if let Some(m) = &self.metrics {
             m.open.inc();
         }
+        match self.tls.take() {
+            None => self.serve_io(stream, handler, peer).await,
+            Some(tls) => {
+                // The handshake counts against the header-read timeout, like the first head.
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+                match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => self.serve_io(stream, handler, peer).await,
+                    Ok(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
+                    Err(_) => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.open.dec();
+        }
+        drop(self.permit.take());
+        drop(self.alive);
+    }
+
+    /// A connection that ended before HTTP started on it.
+    fn closed_early(&self, reason: &'static str, detail: &str, peer: SocketAddr) {
+        tracing::debug!(%peer, reason, "{detail}");
+        if let Some(m) = &self.metrics {
+            m.closed.with_label_values(&[reason]).inc();
+        }
+    }
+
+    async fn serve_io<S, F, Fut, B>(&self, stream: S, handler: F, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let activity = Arc::new(Activity {
             accepted_ms: self.clock.now_ms(),
             clock: self.clock.clone(),
@@ -474,10 +516,5 @@ impl Connection {
         }
         // Dropping the receiver ends the watchdog.
         drop(orders);
-        if let Some(m) = &self.metrics {
-            m.open.dec();
-        }
-        drop(self.permit.take());
-        drop(self.alive);
     }
 }
