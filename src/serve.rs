@@ -186,12 +186,15 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now() })
 }
 
+/// The running key-manager sync: the settings and key store it runs with, and its task.
+type KmTask = (Settings, Arc<IssuerKeys>, JoinHandle<()>);
+
 /// The background tasks of the current generation.
 struct Background {
     /// Each key store's refresher.
     refreshers: Vec<(Arc<IssuerKeys>, JoinHandle<()>)>,
     /// The key-manager sync, with the settings and key store it runs with.
-    km: Option<(Settings, Arc<IssuerKeys>, JoinHandle<()>)>,
+    km: Option<KmTask>,
 }
 
 /// What a reload changed.
@@ -327,7 +330,7 @@ impl Reloader {
         Ok(Reloaded { restart_needed, sha256 })
     }
 
-    fn spawn_km(&self, generation: &Generation) -> Result<Option<(Settings, Arc<IssuerKeys>, JoinHandle<()>)>, String> {
+    fn spawn_km(&self, generation: &Generation) -> Result<Option<KmTask>, String> {
         let Some(settings) = generation.config.key_manager_sync.for_serve() else { return Ok(None) };
         let Some(issuer) = generation.keys.issuers.get(settings.issuer_index).cloned() else {
             return Err("key_manager_sync.issuer: no such issuer".into());
