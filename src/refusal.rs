@@ -14,6 +14,34 @@ use crate::auth::AuthError;
 use crate::metrics::Outcome;
 use crate::routes::Route;
 
+static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
+
+/// The gRPC status code for a refusal's HTTP status: gRPC's own HTTP mapping for 401, 403,
+/// 404, 429, 502, 503 and 504; the closest code for the refusals it does not list.
+pub fn grpc_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "3",              // INVALID_ARGUMENT
+        401 => "16",             // UNAUTHENTICATED
+        403 => "7",              // PERMISSION_DENIED
+        404 | 405 | 501 => "12", // UNIMPLEMENTED
+        408 | 504 => "4",        // DEADLINE_EXCEEDED
+        413 | 431 => "8",        // RESOURCE_EXHAUSTED
+        429 | 502 | 503 => "14", // UNAVAILABLE
+        _ => "2",                // UNKNOWN
+    }
+}
+
+/// True for a gRPC request (`application/grpc`, `application/grpc+proto`, …).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
 /// A refusal, ready to be answered and counted.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -87,10 +115,38 @@ impl Refusal {
     /// The response: the JSON body, `no-store`, the challenge, and `Retry-After` on a 503.
     pub fn response(&self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({ "error": self.code, "error_description": self.description }).to_string();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        self.with_body(Bytes::from(body), HeaderValue::from_static("application/json"))
+    }
+
+    /// The response to a gRPC request (`content-type: application/grpc…`): a Trailers-Only
+    /// answer — the same HTTP status (gRPC's HTTP-to-status mapping turns 401 into
+    /// UNAUTHENTICATED and 403 into PERMISSION_DENIED for clients that look only at it),
+    /// `grpc-status` and `grpc-message` for those that read them, no body (a JSON body would
+    /// be read as a malformed gRPC frame).
+    pub fn grpc_response(&self) -> Response<Full<Bytes>> {
+        let mut resp = self.with_body(Bytes::new(), HeaderValue::from_static("application/grpc"));
+        let h = resp.headers_mut();
+        h.insert(&GRPC_STATUS, HeaderValue::from_static(grpc_code(self.status)));
+        // Descriptions are fixed ASCII sentences; anything else is percent-encoded as gRPC asks.
+        let mut message = String::with_capacity(self.description.len());
+        for b in self.description.bytes() {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                message.push(b as char);
+            } else {
+                message.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            h.insert(&GRPC_MESSAGE, v);
+        }
+        resp
+    }
+
+    fn with_body(&self, body: Bytes, content_type: HeaderValue) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CONTENT_TYPE, content_type);
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(c) = &self.challenge {
             h.insert(header::WWW_AUTHENTICATE, c.clone());

@@ -40,6 +40,12 @@ impl EchoUpstream {
 
     /// Starts on `addr`.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoUpstream> {
+        EchoUpstream::start_tls(addr, None).await
+    }
+
+    /// Starts on `addr`, serving TLS with `tls` when given (an `https://` upstream; the
+    /// document's `authority` then shows the `:authority` an HTTP/2 client sent).
+    pub async fn start_tls(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<EchoUpstream> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicUsize::new(0));
@@ -56,7 +62,7 @@ impl EchoUpstream {
             stop_rx,
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
-            None,
+            tls.map(|c| Arc::new(arc_swap::ArcSwap::new(c))),
         ));
         Ok(EchoUpstream { addr, hits, body_errors, delay_ms, stop })
     }
@@ -113,6 +119,7 @@ async fn echo(
     let doc = json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
+        "authority": parts.uri.authority().map(|a| a.as_str()),
         "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),
         "headers": header_map_json(&parts.headers),

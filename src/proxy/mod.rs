@@ -60,6 +60,18 @@ fn refused((r, metrics): (Refusal, &crate::metrics::RouteMetrics)) -> (Response<
     (r.response().map(Either::Right), Served { metrics, outcome: r.outcome, reason, sub: None })
 }
 
+/// A refusal of `req`: gRPC-shaped for a gRPC request (looked at only when refusing).
+fn refused_request<'a, B>(
+    req: &Request<B>,
+    (r, metrics): (Refusal, &'a crate::metrics::RouteMetrics),
+) -> (Response<ProxyBody>, Served<'a>) {
+    if !crate::refusal::is_grpc(req.headers()) {
+        return refused((r, metrics));
+    }
+    let reason = r.auth_error.map_or(r.code, |e| e.reason());
+    (r.grpc_response().map(Either::Right), Served { metrics, outcome: r.outcome, reason, sub: None })
+}
+
 /// The upstream did not answer in time.
 struct Elapsed;
 
@@ -281,7 +293,7 @@ impl Gateway {
                 "the request headers exceed the configured maximum",
                 Outcome::HeadersTooLarge,
             );
-            return refused(self.judge.refuse_unrouted(r));
+            return refused_request(&req, self.judge.refuse_unrouted(r));
         }
         if let Err(e) = meaning::check(&req) {
             let r = match e {
@@ -298,13 +310,13 @@ impl Gateway {
                     Outcome::InvalidRequest,
                 ),
             };
-            return refused(self.judge.refuse_unrouted(r));
+            return refused_request(&req, self.judge.refuse_unrouted(r));
         }
         let htu = || self.request_uri(&req);
         let original = Original { method: req.method(), path: req.uri().path(), headers: req.headers(), htu: &htu };
         let allowed = match self.judge.judge(&original).await {
             Ok(a) => a,
-            Err(refusal) => return refused(refusal),
+            Err(refusal) => return refused_request(&req, refusal),
         };
         let Allowed { route, verified, claim_headers } = allowed;
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };

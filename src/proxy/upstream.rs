@@ -79,7 +79,7 @@ pub struct UpstreamPool {
     h2: Mutex<Option<http2::SendRequest<UpstreamRequestBody>>>,
     /// Held while an HTTP/2 connection is being made, so a burst makes one, not many.
     h2_connecting: tokio::sync::Mutex<()>,
-    /// `scheme://authority` for the absolute URIs HTTP/2 requests carry.
+    /// `:scheme`, and the `:authority` of HTTP/2 requests that came without a `Host`.
     h2_scheme: http::uri::Scheme,
     h2_authority: Option<http::uri::Authority>,
     max_idle: usize,
@@ -224,12 +224,14 @@ impl UpstreamPool {
     async fn send_h2(&self, req: Request<ClientBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         // HTTP/2 carries the target as `:scheme` and `:authority`: an absolute URI, no `Host`.
+        // The client's `Host` becomes `:authority`, as it stays `Host` over HTTP/1.1.
+        let host = parts.headers.remove(http::header::HOST);
         let mut uri = http::uri::Parts::from(std::mem::take(&mut parts.uri));
         uri.scheme = Some(self.h2_scheme.clone());
-        uri.authority = self.h2_authority.clone();
+        uri.authority =
+            host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()).or_else(|| self.h2_authority.clone());
         parts.uri = http::Uri::from_parts(uri).map_err(|e| UpstreamError::Connect(format!("request target: {e}")))?;
         parts.version = http::Version::HTTP_2;
-        parts.headers.remove(http::header::HOST);
         let mut req = Request::from_parts(parts, Either::Left(body));
         for attempt in 0..2 {
             let mut tx = self.h2_sender().await?;

@@ -1,0 +1,766 @@
+//! Issue 10, running it in production: reload without dropping anything (POST /reload and
+//! SIGHUP), TLS on the proxy and decision listeners, TLS and HTTP/2 to the upstream, and gRPC
+//! through jwtgate with a real tonic client and server. Everything over loopback sockets.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use jwtgate::clock::SystemClock;
+use jwtgate::config::Config;
+use serde_json::Value;
+use support::*;
+
+/// A fresh folder for one test's files.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jwtgate-{tag}-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A CA and a certificate it signed for `localhost` and 127.0.0.1, written as PEM files
+/// `{name}-ca.pem`, `{name}-cert.pem`, `{name}-key.pem` in `dir`; returns the CA PEM.
+fn write_pki(dir: &Path, name: &str) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+/// A server config for `{name}-cert.pem`/`{name}-key.pem` in `dir`, offering `alpn`.
+fn server_tls(dir: &Path, name: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    let t = jwtgate::config::ListenerTls {
+        cert_file: dir.join(format!("{name}-cert.pem")),
+        key_file: dir.join(format!("{name}-key.pem")),
+    };
+    let mut c = Arc::unwrap_or_clone(t.load().unwrap());
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+/// An HTTPS client trusting only `ca_pem`.
+fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    jwtgate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A fake organization, an echo upstream, and a gateway started from a file in its own folder
+/// (so that it can be reloaded).
+struct Setup {
+    idp: FakeIssuer,
+    key: Arc<SigningKey>,
+    upstream: EchoUpstream,
+    dir: PathBuf,
+    path: PathBuf,
+    gw: jwtgate::serve::Running,
+    client: reqwest::Client,
+}
+
+impl Setup {
+    async fn start(tag: &str, routes_extra: &str, server_extra: &str) -> Setup {
+        let idp = FakeIssuer::start("acme").await.unwrap();
+        let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+        let upstream = EchoUpstream::start().await.unwrap();
+        let dir = temp_dir(tag);
+        let path = dir.join("jwtgate.toml");
+        let text = config_text(&idp.discovery_url(), upstream.addr, "", server_extra) + routes_extra;
+        std::fs::write(&path, text).unwrap();
+        let gw = jwtgate::serve::start(Config::load(&path).unwrap(), Arc::new(SystemClock)).await.unwrap();
+        let s = Setup { idp, key, upstream, dir, path, gw, client: http_client() };
+        s.wait_ready().await;
+        s
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..400 {
+            if let Ok(r) = self.client.get(self.admin("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway never became ready");
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.admin_addr)
+    }
+
+    fn token(&self, scope: &str) -> String {
+        self.key.token(&self.idp.claims(now(), "alice", AUD, scope))
+    }
+
+    /// Rewrites the config file with `routes_extra` and `server_extra`, and `upstream` (the
+    /// echo's address unless given).
+    fn rewrite(&self, routes_extra: &str, server_extra: &str, upstream: Option<SocketAddr>) {
+        let text = config_text(&self.idp.discovery_url(), upstream.unwrap_or(self.upstream.addr), "", server_extra)
+            + routes_extra;
+        std::fs::write(&self.path, text).unwrap();
+    }
+
+    /// `POST /reload`: status and body.
+    async fn reload(&self) -> (u16, Value) {
+        let r = self.client.post(self.admin("/reload")).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn status(&self) -> Value {
+        self.client.get(self.admin("/status")).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.client.get(self.admin("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+const REPORTS_ROUTE: &str = r#"
+[[routes]]
+name = "reports"
+path_prefix = "/reports"
+auth = "anonymous"
+"#;
+
+/// One HTTP/1.1 keep-alive connection to `addr`.
+async fn one_connection(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+async fn get_on(tx: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> u16 {
+    tx.ready().await.expect("the connection is still open");
+    let req = http::Request::get(path).header("host", "api.test").body(Empty::new()).unwrap();
+    let resp = tx.send_request(req).await.expect("an answer on the same connection");
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_added_by_reload_applies_on_a_connection_that_stays_open() {
+    let s = Setup::start("reload-route", "", "").await;
+    let mut conn = one_connection(s.gw.proxy_addr).await;
+    assert_eq!(get_on(&mut conn, "/reports/q3").await, 404, "no such route yet");
+    let sha_before = s.status().await["config"]["sha256"].as_str().unwrap().to_string();
+    let fetches_before = s.idp.jwks_fetches();
+    let keys_before = s.gw.keys();
+
+    s.rewrite(REPORTS_ROUTE, "", None);
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "reloaded");
+    assert_eq!(body["restart_needed"], serde_json::json!([]));
+
+    assert_eq!(get_on(&mut conn, "/reports/q3").await, 200, "the new route, on the same connection");
+    assert_eq!(s.upstream.hits(), 1);
+    // The unchanged issuer kept its key store: no refetch, the same store object.
+    assert_eq!(s.idp.jwks_fetches(), fetches_before, "a reload must not refetch unchanged issuers' keys");
+    assert!(Arc::ptr_eq(&keys_before.issuers[0], &s.gw.keys().issuers[0]));
+    let r = s.client.get(format!("http://{}/orders/1", s.gw.proxy_addr)).bearer_auth(s.token("orders:read")).send();
+    assert_eq!(r.await.unwrap().status(), 200, "tokens still verify against the kept keys");
+
+    let st = s.status().await;
+    assert_ne!(st["config"]["sha256"].as_str().unwrap(), sha_before);
+    assert_eq!(st["config"]["reloads"]["ok"], 1);
+    assert_eq!(st["config"]["file"].as_str().unwrap(), s.path.display().to_string());
+    assert!(st["config"]["loaded_at"].as_u64().unwrap() > 1_700_000_000);
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_config_reloads_total{result=\"ok\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "jwtgate_config_reloads_total{result=\"error\"}"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_is_refused_with_its_problems_and_changes_nothing() {
+    let s = Setup::start("reload-invalid", REPORTS_ROUTE, "").await;
+    let sha_before = s.status().await["config"]["sha256"].as_str().unwrap().to_string();
+    // Two problems at once, both reported with their key paths.
+    let broken = std::fs::read_to_string(&s.path).unwrap().replace("timeout_seconds = 2", "timeout_seconds = 0")
+        + "\n[[routes]]\npath_prefix = \"no-slash\"\n";
+    std::fs::write(&s.path, broken).unwrap();
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_config");
+    assert_eq!(body["status"], "unchanged");
+    let problems: Vec<String> =
+        body["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    assert!(problems.iter().any(|p| p.starts_with("upstream.timeout_seconds")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.starts_with("routes[")), "{problems:?}");
+
+    // A file that is not TOML at all.
+    std::fs::write(&s.path, "this is [ not toml").unwrap();
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 400, "{body}");
+
+    // A valid file whose TLS files are missing: refused as a whole.
+    s.rewrite("", "[server.tls]\ncert_file = \"nope.pem\"\nkey_file = \"nope-key.pem\"", None);
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["problems"][0].as_str().unwrap().contains("nope.pem"), "{body}");
+
+    // Still the old configuration: the route the broken files dropped still answers.
+    let r = s.client.get(format!("http://{}/reports/x", s.gw.proxy_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let st = s.status().await;
+    assert_eq!(st["config"]["sha256"].as_str().unwrap(), sha_before);
+    assert_eq!(st["config"]["reloads"]["failed"], 3);
+    assert!(st["config"]["last_reload_error"][0].as_str().unwrap().contains("nope.pem"));
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_config_reloads_total{result=\"error\"}"), 3.0);
+    assert_eq!(metric(&m, "jwtgate_config_reloads_total{result=\"ok\"}"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_changes_are_reported_as_needing_a_restart() {
+    let s = Setup::start("reload-listen", "", "").await;
+    // The file says another port and another idle timeout: both wait for a restart, the rest applies.
+    let text = std::fs::read_to_string(&s.path).unwrap().replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        "\nlisten = \"127.0.0.1:1\"\nidle_timeout_seconds = 5",
+        1,
+    ) + REPORTS_ROUTE;
+    std::fs::write(&s.path, text).unwrap();
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let needed: Vec<&str> = body["restart_needed"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(needed, ["server.listen", "server.idle_timeout_seconds"]);
+    let r = s.client.get(format!("http://{}/reports/x", s.gw.proxy_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the routes applied; the listener stayed where it was");
+    assert_eq!(s.status().await["config"]["restart_needed"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_issuers_and_the_upstream() {
+    let s = Setup::start("reload-issuers", "", "").await;
+    let other = FakeIssuer::start("globex").await.unwrap();
+    let other_key = other.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "g1_RS256").unwrap());
+    let second_upstream = EchoUpstream::start().await.unwrap();
+    let other_token = other_key.token(&other.claims(now(), "bob", AUD, "orders:read"));
+    let url = format!("http://{}/orders/1", s.gw.proxy_addr);
+    assert_eq!(s.client.get(&url).bearer_auth(&other_token).send().await.unwrap().status(), 401);
+
+    let text = config_text(&s.idp.discovery_url(), second_upstream.addr, "", "")
+        + &format!(
+            "\n[[issuers]]\nname = \"globex\"\ndiscovery_url = \"{}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"RS256\"]\n",
+            other.discovery_url()
+        );
+    std::fs::write(&s.path, text).unwrap();
+    assert_eq!(s.reload().await.0, 200);
+    s.wait_ready().await;
+    let r = s.client.get(&url).bearer_auth(&other_token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the new issuer's tokens pass once its keys loaded");
+    assert_eq!(second_upstream.hits(), 1, "the new upstream took the request");
+    assert_eq!(s.upstream.hits(), 0);
+
+    // Removed again: its tokens are refused, and its refresher stops fetching.
+    s.rewrite("", "", Some(second_upstream.addr));
+    assert_eq!(s.reload().await.0, 200);
+    assert_eq!(s.client.get(&url).bearer_auth(&other_token).send().await.unwrap().status(), 401);
+    assert_eq!(s.gw.keys().issuers.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_loses_no_request() {
+    let s = Arc::new(Setup::start("reload-load", "", "").await);
+    let token = s.token("orders:read");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, wrong) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (s, token, done, ok, wrong) = (s.clone(), token.clone(), done.clone(), ok.clone(), wrong.clone());
+        workers.push(tokio::spawn(async move {
+            let url = format!("http://{}/orders/1", s.gw.proxy_addr);
+            while !done.load(Ordering::Relaxed) {
+                let answered = match s.client.get(&url).bearer_auth(&token).send().await {
+                    Ok(r) => (r.status().as_u16(), r.bytes().await.map(|b| b.len()).map_err(|e| e.to_string())),
+                    Err(e) => (0, Err(e.to_string())),
+                };
+                match answered {
+                    (200, Ok(_)) => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("lost: {other:?}");
+                        wrong.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    for i in 0..20 {
+        // Alternate between two valid files (a route more or less).
+        s.rewrite(if i % 2 == 0 { REPORTS_ROUTE } else { "" }, "", None);
+        let (status, body) = s.reload().await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(wrong.load(Ordering::Relaxed), 0, "every request during 20 reloads was answered 200");
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load ran: {}", ok.load(Ordering::Relaxed));
+}
+
+/// Starts `jwtgate serve --config path` and returns it with its admin address (from its JSON
+/// log line).
+async fn serve_binary(path: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["serve", "--config"])
+        .arg(path)
+        .env_remove("JWTGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let admin = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Some(a) = v["fields"]["admin_addr"].as_str() {
+                    return a.to_string();
+                }
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .expect("serve listened in time");
+    // Keep draining its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let upstream = EchoUpstream::start().await.unwrap();
+    let dir = temp_dir("sighup");
+    let path = dir.join("jwtgate.toml");
+    std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", "log_format = \"json\"")).unwrap();
+    let (child, admin) = serve_binary(&path).await;
+    let client = http_client();
+    let status =
+        || async { client.get(format!("http://{admin}/status")).send().await.unwrap().json::<Value>().await.unwrap() };
+    let before = status().await["config"]["sha256"].as_str().unwrap().to_string();
+
+    std::fs::write(
+        &path,
+        config_text(&idp.discovery_url(), upstream.addr, "", "log_format = \"json\"") + REPORTS_ROUTE,
+    )
+    .unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut after = before.clone();
+    for _ in 0..200 {
+        after = status().await["config"]["sha256"].as_str().unwrap().to_string();
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_ne!(after, before, "SIGHUP re-read the file");
+    // A broken file on SIGHUP: the process stays up on the old configuration.
+    std::fs::write(&path, "[server]\nlisten = 3\n").unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    for _ in 0..200 {
+        if status().await["config"]["reloads"]["failed"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let st = status().await;
+    assert_eq!(st["config"]["reloads"]["failed"], 1, "{st}");
+    assert_eq!(st["config"]["sha256"].as_str().unwrap(), after);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --- TLS on the listeners ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_serves_tls_over_http1_and_h2_and_says_https_upstream() {
+    let s = Setup::start("tls-proxy", "", "").await;
+    let ca = write_pki(&s.dir, "one");
+    // A second gateway, from a file beside the certificates, serves TLS.
+    s.rewrite("", "[server.tls]\ncert_file = \"one-cert.pem\"\nkey_file = \"one-key.pem\"", None);
+    let gw = jwtgate::serve::start(Config::load(&s.path).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    let port = gw.proxy_addr.port();
+    let token = s.token("orders:read");
+    for (client, version) in [
+        (client_trusting(&ca), reqwest::Version::HTTP_2),
+        (
+            {
+                jwtgate::tls::install_crypto_provider();
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .http1_only()
+                    .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                    .build()
+                    .unwrap()
+            },
+            reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let r = client.get(format!("https://localhost:{port}/orders/1")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.version(), version, "ALPN chose the protocol");
+        let echo = echoed(r).await;
+        assert_eq!(upstream_header(&echo, "x-forwarded-proto"), ["https"]);
+        let r = client.get(format!("https://localhost:{port}/orders/1")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // Plain HTTP on the TLS port: the handshake fails, the connection is closed and counted.
+    let (status, _, _) =
+        raw(gw.proxy_addr, "GET /orders/1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 0, "no HTTP answer on a TLS port");
+    let m = http_client().get(format!("http://{}/metrics", gw.admin_addr)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "jwtgate_connections_closed_total{reason=\"tls_handshake\"}"), 1.0, "{m}");
+    // A client that does not trust the CA is refused by its own TLS stack.
+    let untrusting = http_client().get(format!("https://localhost:{port}/orders/1")).send().await;
+    assert!(untrusting.is_err());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_certificate_for_new_connections() {
+    let base = Setup::start("tls-rotate", "", "").await;
+    let dir = base.dir.clone();
+    let ca_one = write_pki(&dir, "one");
+    let ca_two = write_pki(&dir, "two");
+    let with_cert =
+        |name: &str| format!("[server.tls]\ncert_file = \"{name}-cert.pem\"\nkey_file = \"{name}-key.pem\"");
+    base.rewrite("", &with_cert("one"), None);
+    let gw = jwtgate::serve::start(Config::load(&base.path).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    let url = format!("https://localhost:{}/orders/1", gw.proxy_addr.port());
+    let token = base.token("orders:read");
+    let get = |ca: String| {
+        let (url, token) = (url.clone(), token.clone());
+        async move { client_trusting(&ca).get(url).bearer_auth(token).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(get(ca_one.clone()).await.unwrap(), 200);
+    assert!(get(ca_two.clone()).await.is_err());
+
+    base.rewrite("", &with_cert("two"), None);
+    let (status, body) = {
+        let r = http_client().post(format!("http://{}/reload", gw.admin_addr)).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(ca_two.clone()).await.unwrap(), 200, "new connections get the new certificate");
+    assert!(get(ca_one.clone()).await.is_err(), "the old certificate is gone");
+
+    // A key that does not match its certificate: refused, the running certificate stays.
+    std::fs::copy(dir.join("one-key.pem"), dir.join("two-key.pem")).unwrap();
+    let r = http_client().post(format!("http://{}/reload", gw.admin_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["problems"][0].as_str().unwrap().contains("server.tls"), "{body}");
+    assert_eq!(get(ca_two).await.unwrap(), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_listener_serves_tls_of_its_own() {
+    let base = Setup::start("tls-decision", "", "").await;
+    let ca = write_pki(&base.dir, "dec");
+    base.rewrite(
+        "\n[decision]\nlisten = \"127.0.0.1:0\"\n[decision.tls]\ncert_file = \"dec-cert.pem\"\nkey_file = \"dec-key.pem\"\n",
+        "",
+        None,
+    );
+    let gw = jwtgate::serve::start(Config::load(&base.path).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    let decision = gw.decision_addr.unwrap();
+    let client = client_trusting(&ca);
+    let ask = |token: Option<String>| {
+        let mut r = client
+            .get(format!("https://localhost:{}/auth", decision.port()))
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/orders/1");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    for _ in 0..200 {
+        if ask(Some(base.token("orders:read"))).await.unwrap().status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ask(Some(base.token("orders:read"))).await.unwrap().status(), 200);
+    assert_eq!(ask(None).await.unwrap().status(), 401);
+    // The proxy listener stays plain HTTP.
+    let r = http_client().get(format!("http://{}/orders/1", gw.proxy_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    gw.shutdown().await;
+}
+
+#[test]
+fn check_config_reads_the_tls_files() {
+    let dir = temp_dir("tls-check");
+    write_pki(&dir, "ok");
+    let base = config_text(
+        "https://api.asgardeo.io/t/acme/oauth2/token/.well-known/openid-configuration",
+        "127.0.0.1:1".parse().unwrap(),
+        "",
+        "",
+    );
+    let run = |tls: &str| {
+        std::fs::write(dir.join("jwtgate.toml"), base.replace("[server]", &format!("[server.tls]\n{tls}\n[server]")))
+            .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .args(["check-config", "--config"])
+            .arg(dir.join("jwtgate.toml"))
+            .output()
+            .unwrap()
+    };
+    let ok = run("cert_file = \"ok-cert.pem\"\nkey_file = \"ok-key.pem\"");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let bad = run("cert_file = \"ok-key.pem\"\nkey_file = \"ok-key.pem\"");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ok-key.pem"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let missing = run("cert_file = \"absent.pem\"\nkey_file = \"ok-key.pem\"");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("absent.pem"));
+}
+
+// --- TLS and HTTP/2 to the upstream ---------------------------------------------------------------
+
+/// A gateway (from a file in `dir`) in front of `upstream_url` with `upstream_extra` lines.
+async fn gateway_to(s: &Setup, upstream_url: &str, upstream_extra: &str) -> jwtgate::serve::Running {
+    let text = std::fs::read_to_string(&s.path).unwrap().replacen(
+        &format!("url = \"http://{}\"", s.upstream.addr),
+        &format!("url = \"{upstream_url}\"\n{upstream_extra}"),
+        1,
+    );
+    let path = s.dir.join("upstream.toml");
+    std::fs::write(&path, text).unwrap();
+    jwtgate::serve::start(Config::load(&path).unwrap(), Arc::new(SystemClock)).await.unwrap()
+}
+
+async fn wait_ready_at(admin: SocketAddr) {
+    for _ in 0..400 {
+        if let Ok(r) = http_client().get(format!("http://{admin}/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("not ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_verified_against_its_ca_file() {
+    let s = Setup::start("upstream-tls", "", "").await;
+    write_pki(&s.dir, "up");
+    let tls_echo =
+        EchoUpstream::start_tls("127.0.0.1:0".parse().unwrap(), Some(server_tls(&s.dir, "up", &[b"h2", b"http/1.1"])))
+            .await
+            .unwrap();
+    let token = s.token("orders:read");
+    let url_of = |gw: &jwtgate::serve::Running| format!("http://{}/orders/1", gw.proxy_addr);
+
+    // Trusted through ca_file, with SNI `localhost`: HTTP/1.1 by default.
+    let https = format!("https://localhost:{}", tls_echo.addr.port());
+    let gw = gateway_to(&s, &https, "ca_file = \"up-ca.pem\"").await;
+    wait_ready_at(gw.admin_addr).await;
+    let echo = echoed(s.client.get(url_of(&gw)).bearer_auth(&token).send().await.unwrap()).await;
+    assert_eq!(echo["version"], "HTTP/1.1");
+    // The client's Host goes through (SNI and verification use the URL's host).
+    assert_eq!(upstream_header(&echo, "host"), [gw.proxy_addr.to_string()]);
+    gw.shutdown().await;
+
+    // HTTP/2 over TLS (ALPN h2).
+    let gw = gateway_to(&s, &https, "ca_file = \"up-ca.pem\"\nprotocol = \"h2\"").await;
+    wait_ready_at(gw.admin_addr).await;
+    for _ in 0..3 {
+        let echo = echoed(s.client.get(url_of(&gw)).bearer_auth(&token).send().await.unwrap()).await;
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(echo["authority"], gw.proxy_addr.to_string(), "the client's Host is the :authority");
+    }
+    gw.shutdown().await;
+
+    // Not trusted (the public web PKI does not know the test CA): 502, never forwarded.
+    let hits = tls_echo.hits();
+    let gw = gateway_to(&s, &https, "").await;
+    wait_ready_at(gw.admin_addr).await;
+    let r = s.client.get(url_of(&gw)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(tls_echo.hits(), hits);
+    let m = http_client().get(format!("http://{}/metrics", gw.admin_addr)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "jwtgate_upstream_errors_total{kind=\"connect\"}"), 1.0, "{m}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_carries_requests_to_a_plain_http2_upstream() {
+    let s = Setup::start("upstream-h2c", "", "").await;
+    let gw = gateway_to(&s, &format!("http://{}", s.upstream.addr), "protocol = \"h2c\"").await;
+    wait_ready_at(gw.admin_addr).await;
+    let token = s.token("orders:read");
+    let url = format!("http://{}/orders/1?x=1", gw.proxy_addr);
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        all.push(s.client.get(&url).bearer_auth(&token).send());
+    }
+    for r in futures_util::future::join_all(all).await {
+        let echo = echoed(r.unwrap()).await;
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(echo["path"], "/orders/1");
+        assert_eq!(echo["query"], "x=1");
+    }
+    // A POST with a body streams through too.
+    let r = s.client.post(format!("http://{}/orders", gw.proxy_addr)).bearer_auth(s.token("orders:read orders:write"));
+    let echo = echoed(r.body(vec![7u8; 100_000]).send().await.unwrap()).await;
+    assert_eq!(echo["body_bytes"], 100_000);
+    gw.shutdown().await;
+}
+
+#[test]
+fn upstream_protocol_and_scheme_must_agree() {
+    let text = |url: &str, extra: &str| {
+        config_text(
+            "https://api.asgardeo.io/t/acme/oauth2/token/.well-known/openid-configuration",
+            "127.0.0.1:1".parse().unwrap(),
+            "",
+            "",
+        )
+        .replacen("url = \"http://127.0.0.1:1\"", &format!("url = \"{url}\"\n{extra}"), 1)
+    };
+    let problems = |url: &str, extra: &str| -> Vec<String> {
+        match Config::parse(&text(url, extra), None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.path.clone()).collect(),
+        }
+    };
+    assert_eq!(problems("https://api.internal:8443", "protocol = \"h2\""), Vec::<String>::new());
+    assert_eq!(problems("http://127.0.0.1:50051", "protocol = \"h2c\""), Vec::<String>::new());
+    assert_eq!(problems("https://api.internal", "protocol = \"h2c\""), ["upstream.protocol"]);
+    assert_eq!(problems("http://127.0.0.1:1", "protocol = \"h2\""), ["upstream.protocol"]);
+    assert_eq!(problems("http://127.0.0.1:1", "ca_file = \"ca.pem\""), ["upstream.ca_file"]);
+    assert_eq!(problems("http://127.0.0.1:1", "protocol = \"http3\""), ["upstream.protocol"]);
+    let c = Config::parse(&text("https://api.internal", ""), None).unwrap();
+    assert_eq!((c.upstream.host.as_str(), c.upstream.port), ("api.internal", 443));
+}
+
+// --- gRPC -------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_pass_with_the_scope_and_get_grpc_codes_without() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+
+    // A real gRPC server (the standard health service) listening h2c, as in a pod.
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let grpc_addr = incoming.local_addr().unwrap();
+    tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+
+    let routes = r#"
+[[routes]]
+name = "health"
+path_prefix = "/grpc.health.v1.Health"
+methods = ["POST"]
+scopes = ["health:read"]
+"#;
+    let s = Setup::start("grpc", routes, "").await;
+    let text = std::fs::read_to_string(&s.path).unwrap().replacen(
+        &format!("url = \"http://{}\"", s.upstream.addr),
+        &format!("url = \"http://{grpc_addr}\"\nprotocol = \"h2c\""),
+        1,
+    );
+    let path = s.dir.join("grpc.toml");
+    std::fs::write(&path, text).unwrap();
+    let gw = jwtgate::serve::start(Config::load(&path).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    wait_ready_at(gw.admin_addr).await;
+
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", gw.proxy_addr)).unwrap().connect().await.unwrap();
+    let call = |token: Option<String>| {
+        let channel = channel.clone();
+        async move {
+            let mut client = HealthClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+                if let Some(t) = &token {
+                    req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+                }
+                Ok(req)
+            });
+            client.check(HealthCheckRequest { service: String::new() }).await
+        }
+    };
+
+    let ok = call(Some(s.token("health:read"))).await.expect("allowed call");
+    assert_eq!(ok.into_inner().status, ServingStatus::Serving as i32);
+
+    let no_token = call(None).await.unwrap_err();
+    assert_eq!(no_token.code(), tonic::Code::Unauthenticated, "{no_token:?}");
+    let wrong_scope = call(Some(s.token("orders:read"))).await.unwrap_err();
+    assert_eq!(wrong_scope.code(), tonic::Code::PermissionDenied, "{wrong_scope:?}");
+    let forged = call(Some(format!("{}x", s.token("health:read")))).await.unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::Unauthenticated);
+
+    // A server-streaming call streams through (messages, then the trailers with grpc-status).
+    let token = s.token("health:read");
+    let mut client = HealthClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        Ok(req)
+    });
+    let mut stream = client.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    // The refusals counted as the proxy counts any refusal.
+    let m = http_client().get(format!("http://{}/metrics", gw.admin_addr)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"insufficient_scope\",route=\"health\"}") >= 1.0,
+        "{m}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_refusal_is_a_trailers_only_response_with_the_http_status() {
+    let s = Setup::start("grpc-raw", "", "").await;
+    let r = s
+        .client
+        .post(format!("http://{}/orders/1", s.gw.proxy_addr))
+        .header("content-type", "application/grpc+proto")
+        .header("te", "trailers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/grpc");
+    assert_eq!(r.headers()["grpc-status"], "16");
+    assert!(r.headers().contains_key("grpc-message"));
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(r.bytes().await.unwrap().is_empty(), "no JSON body for a gRPC client to misread");
+    // Not gRPC, only a look-alike media type: the JSON refusal.
+    let r =
+        s.client.get(format!("http://{}/orders/1", s.gw.proxy_addr)).header("content-type", "application/grpcx").send();
+    let r = r.await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+}
