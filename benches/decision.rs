@@ -58,7 +58,12 @@ fn setup() -> Setup {
     );
     let config = Config::parse(&text, None).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(KeyRegistry::new(&config.issuers, HttpFetcher::new().unwrap(), metrics.clone()));
+    let registry = Arc::new(KeyRegistry::new(
+        &config.issuers,
+        HttpFetcher::new().unwrap(),
+        metrics.clone(),
+        Arc::new(jwtgate::clock::SystemClock),
+    ));
     rt.block_on(registry.issuers[0].refresh()).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let cached = Authenticator::new(registry.clone(), clock.clone(), 100_000, 16384, metrics.clone());

@@ -54,7 +54,7 @@ impl AdminState {
                     "keys": loaded.as_ref().map_or(0, |l| l.keys.len()),
                     "kids": loaded.as_ref().map(|l| l.keys.keys().iter().filter_map(|x| x.kid.as_deref().map(str::to_string)).collect::<Vec<_>>()),
                     "generation": loaded.as_ref().map(|l| l.generation),
-                    "seconds_since_refresh": loaded.as_ref().map(|l| l.confirmed_at.elapsed().as_secs()),
+                    "seconds_since_refresh": loaded.as_ref().map(|l| k.age(l).as_secs()),
                     "max_stale_seconds": k.cfg.max_stale.as_secs(),
                     "last_error": k.last_error(),
                 })

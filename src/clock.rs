@@ -1,32 +1,80 @@
-//! The time source for every claim check. Injected (like rustls's `TimeProvider`) so that
-//! `exp`/`nbf`/leeway, `validate --at` and key staleness are testable without sleeping.
-//! It must never go to the network or block.
+//! The one time source of the gateway. Injected (like rustls's `TimeProvider`) and used for
+//! every decision that depends on time: claim checks (`exp`/`nbf`/`iat` with leeway, DPoP
+//! proof age), key-set staleness, the refresh schedule and its backoff, the unknown-`kid`
+//! rate limit, discovery/JWKS fetch timeouts, the key-manager sync's schedule and the upstream
+//! pool's idle reaper. Tests drive it with [`ManualClock`] and run in milliseconds instead of
+//! sleeping; `validate --at` uses [`FixedClock`]. A clock never goes to the network or blocks.
+//!
+//! Not on it: socket-level timeouts of the listeners (header read, idle, body read), which
+//! measure what real peers do on real sockets.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Seconds since the Unix epoch, as the token claims count them.
+use tokio::sync::watch;
+
+/// A sleep on some clock.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Wall time for claims, monotonic time for intervals, and sleeping.
 pub trait Clock: Send + Sync + 'static {
-    /// The current time in whole seconds since the Unix epoch.
+    /// The current time in whole seconds since the Unix epoch (token claims count in these).
     fn now_unix(&self) -> i64;
+
+    /// Time since the clock's origin; never goes back. Staleness, schedules and rate limits
+    /// are measured in it.
+    fn monotonic(&self) -> Duration;
+
+    /// Completes once `d` of this clock's monotonic time has passed.
+    fn sleep(&self, d: Duration) -> Sleep;
 }
 
-/// The real wall clock.
+/// Runs `fut` for at most `d` of `clock`'s time; `None` when the time ran out first.
+pub async fn timeout<F: Future>(clock: &dyn Clock, d: Duration, fut: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        _ = clock.sleep(d) => None,
+    }
+}
+
+/// The process's monotonic origin.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn system_unix() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        // A clock set before 1970 is broken; treating it as the epoch makes every token
+        // look like it is from the future, which fails closed.
+        Err(_) => 0,
+    }
+}
+
+/// The real clocks: the system's wall clock and monotonic clock, tokio's timers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix(&self) -> i64 {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            // A clock set before 1970 is broken; treating it as the epoch makes every token
-            // look like it is from the future, which fails closed.
-            Err(_) => 0,
-        }
+        system_unix()
+    }
+
+    fn monotonic(&self) -> Duration {
+        origin().elapsed()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(d))
     }
 }
 
-/// A clock that only moves when told to: `validate --at` and tests.
+/// A wall clock that only moves when told to (`validate --at`); intervals and sleeps are real.
 #[derive(Debug, Default)]
 pub struct FixedClock(AtomicI64);
 
@@ -45,5 +93,97 @@ impl FixedClock {
 impl Clock for FixedClock {
     fn now_unix(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    fn monotonic(&self) -> Duration {
+        origin().elapsed()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+/// A clock that stands still until [`ManualClock::advance`] moves wall and monotonic time
+/// together and wakes every sleep that has come due: what tests drive the schedules with.
+#[derive(Debug)]
+pub struct ManualClock {
+    start_unix: i64,
+    elapsed: watch::Sender<Duration>,
+}
+
+impl ManualClock {
+    /// A clock at `start_unix` (usually the real now, so that freshly minted tokens are valid).
+    pub fn new(start_unix: i64) -> ManualClock {
+        ManualClock { start_unix, elapsed: watch::Sender::new(Duration::ZERO) }
+    }
+
+    /// A clock at the real current time.
+    pub fn at_system_now() -> ManualClock {
+        ManualClock::new(system_unix())
+    }
+
+    /// Moves time forward by `d`, waking the sleeps that are now due.
+    pub fn advance(&self, d: Duration) {
+        self.elapsed.send_modify(|e| *e += d);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix(&self) -> i64 {
+        self.start_unix + self.elapsed.borrow().as_secs() as i64
+    }
+
+    fn monotonic(&self) -> Duration {
+        *self.elapsed.borrow()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        let deadline = self.monotonic() + d;
+        let mut rx = self.elapsed.subscribe();
+        Box::pin(async move {
+            while *rx.borrow_and_update() < deadline {
+                if rx.changed().await.is_err() {
+                    // The clock is gone: time will never come.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_sleep_ends_when_the_clock_is_advanced_past_it() {
+        let clock = ManualClock::new(1_000);
+        let mut sleep = clock.sleep(Duration::from_secs(2));
+        let poll = |s: &mut Sleep| {
+            let waker = futures_util::task::noop_waker();
+            s.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_ready()
+        };
+        assert!(!poll(&mut sleep));
+        clock.advance(Duration::from_millis(1999));
+        assert!(!poll(&mut sleep));
+        clock.advance(Duration::from_millis(1));
+        assert!(poll(&mut sleep));
+        assert_eq!(clock.now_unix(), 1_002);
+        assert_eq!(clock.monotonic(), Duration::from_secs(2));
+        assert!(poll(&mut clock.sleep(Duration::ZERO)));
+    }
+
+    #[tokio::test]
+    async fn timeout_on_a_manual_clock() {
+        let clock = ManualClock::new(0);
+        let never = std::future::pending::<()>();
+        let t = timeout(&clock, Duration::from_secs(1), never);
+        tokio::pin!(t);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(t.as_mut().poll(&mut cx).is_pending());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(t.as_mut().poll(&mut cx), std::task::Poll::Ready(None));
     }
 }

@@ -71,11 +71,17 @@ impl HttpFetcher {
         Ok(HttpFetcher { client })
     }
 
-    /// GETs `url`, expecting JSON, within `timeout` and `limit` bytes.
-    pub async fn get(&self, url: &Url, timeout: Duration, limit: usize) -> Result<Fetched, FetchError> {
-        match tokio::time::timeout(timeout, self.get_inner(url, limit)).await {
-            Ok(r) => r,
-            Err(_) => Err(FetchError::Timeout { url: url.to_string(), secs: timeout.as_secs() }),
+    /// GETs `url`, expecting JSON, within `timeout` of `clock`'s time and `limit` bytes.
+    pub async fn get(
+        &self,
+        url: &Url,
+        timeout: Duration,
+        limit: usize,
+        clock: &dyn crate::clock::Clock,
+    ) -> Result<Fetched, FetchError> {
+        match crate::clock::timeout(clock, timeout, self.get_inner(url, limit)).await {
+            Some(r) => r,
+            None => Err(FetchError::Timeout { url: url.to_string(), secs: timeout.as_secs() }),
         }
     }
 

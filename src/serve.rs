@@ -148,7 +148,12 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         .iter()
         .map(|cfg| match reusable.iter().position(|k| &k.cfg == cfg) {
             Some(i) => reusable.swap_remove(i),
-            None => Arc::new(IssuerKeys::new(cfg.clone(), parts.fetcher.clone(), parts.metrics.clone())),
+            None => Arc::new(IssuerKeys::new(
+                cfg.clone(),
+                parts.fetcher.clone(),
+                parts.metrics.clone(),
+                parts.clock.clone(),
+            )),
         })
         .collect();
     let keys = Arc::new(KeyRegistry { issuers });
@@ -166,7 +171,7 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     let auth = Arc::new(auth);
     let pool = match previous.map(|p| p.gateway.pool()).filter(|pool| pool.config() == &config.upstream) {
         Some(pool) => pool.clone(),
-        None => UpstreamPool::start(&config.upstream)?,
+        None => UpstreamPool::start(&config.upstream, parts.clock.clone())?,
     };
     let decision = config.decision.as_ref().map(|_| {
         Arc::new(DecisionService::new(
@@ -341,6 +346,7 @@ impl Reloader {
             self.parts.metrics.clone(),
             self.km_status.clone(),
             self.shutdown.clone(),
+            self.parts.clock.clone(),
         )?;
         Ok(handle.map(|h| (settings.clone(), issuer, h)))
     }

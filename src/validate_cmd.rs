@@ -85,7 +85,8 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         Ok(f) => f,
         Err(e) => return usage_error(format!("cannot build the HTTP client: {e}")),
     };
-    let keys = Arc::new(KeyRegistry::new(&config.issuers, fetcher, metrics.clone()));
+    // Keys load on real time; `--at` moves only the wall clock the claims are judged at.
+    let keys = Arc::new(KeyRegistry::new(&config.issuers, fetcher, metrics.clone(), Arc::new(SystemClock)));
     let (results, duplicate) = match only_issuer {
         Some(i) => (vec![keys.issuers[i].refresh().await], None),
         None => keys.load_all_once().await,

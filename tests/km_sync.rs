@@ -378,7 +378,12 @@ async fn an_expired_admin_token_is_renewed_once() {
     let status = Arc::new(jwtgate::km_sync::status::SyncStatus::new(jwtgate::km_sync::status::SyncState::Drifted));
     let syncer = jwtgate::km_sync::reconcile::Syncer::new(settings, metrics.clone(), status).unwrap();
     let fetcher = jwtgate::fetch::HttpFetcher::new().unwrap();
-    let keys = jwtgate::keys::IssuerKeys::new(k.config.issuers[0].clone(), fetcher, metrics.clone());
+    let keys = jwtgate::keys::IssuerKeys::new(
+        k.config.issuers[0].clone(),
+        fetcher,
+        metrics.clone(),
+        Arc::new(jwtgate::clock::SystemClock),
+    );
     let doc = keys.fetch_discovery().await.unwrap();
     let url = keys.discovery_url();
     syncer.pass(&doc, &url, PassOptions::default()).await.unwrap();

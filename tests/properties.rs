@@ -35,7 +35,12 @@ fn world() -> World {
     let text = format!("{}\n", config_text(&idp.discovery_url(), "127.0.0.1:9".parse().unwrap(), "", ""));
     let config = Config::parse(&text, None).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(KeyRegistry::new(&config.issuers, HttpFetcher::new().unwrap(), metrics.clone()));
+    let registry = Arc::new(KeyRegistry::new(
+        &config.issuers,
+        HttpFetcher::new().unwrap(),
+        metrics.clone(),
+        Arc::new(SystemClock),
+    ));
     rt.block_on(registry.issuers[0].refresh()).unwrap();
     let auth = Arc::new(Authenticator::new(registry, Arc::new(SystemClock), 0, 16384, metrics.clone()));
     let judge = Judge::new(&config.routes, auth.clone(), &metrics, "proxy");

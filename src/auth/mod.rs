@@ -474,7 +474,7 @@ impl Authenticator {
         }
         let alg = self.keyless_checks(&d, &issuer.cfg).map_err(|t| invalid(t, Some(idx)))?;
         // Only now, for a token a key would judge, does the key set's age matter.
-        if loaded.confirmed_at.elapsed() > issuer.cfg.max_stale {
+        if !issuer.is_fresh(&loaded) {
             return Err(Rejected { error: AuthError::Unavailable, issuer: Some(idx) });
         }
 

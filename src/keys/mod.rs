@@ -11,13 +11,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use rand::Rng;
 use tokio::sync::watch;
 use url::Url;
 
+use crate::clock::Clock;
 use crate::config::IssuerConfig;
 use crate::fetch::{FetchError, HttpFetcher};
 use crate::metrics::Metrics;
@@ -49,8 +50,8 @@ pub struct Loaded {
     pub discovery: Arc<Discovery>,
     /// The keys.
     pub keys: Arc<KeySet>,
-    /// When this set was last confirmed by the IdP.
-    pub confirmed_at: Instant,
+    /// When this set was last confirmed by the IdP, on the store's clock's monotonic time.
+    pub confirmed_at: Duration,
     /// Bumped whenever the key material changes; verified-token cache entries remember it.
     pub generation: u64,
     jwks_hash: u64,
@@ -63,7 +64,7 @@ pub struct IssuerKeys {
     pub cfg: IssuerConfig,
     state: ArcSwapOption<Loaded>,
     discovery_url: Mutex<Url>,
-    refetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    refetch_gate: tokio::sync::Mutex<Option<Duration>>,
     /// One discovery/JWKS fetch per issuer at a time (background refresh and unknown-`kid`
     /// refetch alike), so a slow answer can never land after, and overwrite, a newer one.
     fetch_lock: tokio::sync::Mutex<()>,
@@ -77,6 +78,8 @@ pub struct IssuerKeys {
     last_error: Mutex<Option<String>>,
     fetcher: HttpFetcher,
     metrics: Arc<Metrics>,
+    /// Staleness, the refresh schedule, the refetch rate limit and fetch timeouts run on it.
+    clock: Arc<dyn Clock>,
     discovery_tx: watch::Sender<Option<Arc<Discovery>>>,
 }
 
@@ -86,13 +89,9 @@ fn hash_bytes(b: &[u8]) -> u64 {
     h.finish()
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 impl IssuerKeys {
-    /// A store with nothing loaded yet.
-    pub fn new(cfg: IssuerConfig, fetcher: HttpFetcher, metrics: Arc<Metrics>) -> IssuerKeys {
+    /// A store with nothing loaded yet, keeping time on `clock`.
+    pub fn new(cfg: IssuerConfig, fetcher: HttpFetcher, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> IssuerKeys {
         let (discovery_tx, _) = watch::channel(None);
         // This issuer's bounded series exist from the start (0, not absent, on a dashboard).
         for r in ["ok", "error"] {
@@ -113,6 +112,7 @@ impl IssuerKeys {
             last_error: Mutex::new(None),
             fetcher,
             metrics,
+            clock,
             discovery_tx,
         }
     }
@@ -129,12 +129,22 @@ impl IssuerKeys {
 
     /// The loaded state if it is not older than the maximum staleness.
     pub fn usable(&self) -> Option<Arc<Loaded>> {
-        self.state.load_full().filter(|l| l.confirmed_at.elapsed() <= self.cfg.max_stale)
+        self.state.load_full().filter(|l| self.is_fresh(l))
     }
 
     /// True when the key set is loaded and fresh enough to use.
     pub fn is_usable(&self) -> bool {
-        self.state.load().as_ref().is_some_and(|l| l.confirmed_at.elapsed() <= self.cfg.max_stale)
+        self.state.load().as_ref().is_some_and(|l| self.is_fresh(l))
+    }
+
+    /// How long ago `loaded` was last confirmed by the IdP.
+    pub fn age(&self, loaded: &Loaded) -> Duration {
+        self.clock.monotonic().saturating_sub(loaded.confirmed_at)
+    }
+
+    /// True when `loaded` is not older than the maximum staleness.
+    pub fn is_fresh(&self, loaded: &Loaded) -> bool {
+        self.age(loaded) <= self.cfg.max_stale
     }
 
     /// The current key generation (0 before the first load).
@@ -172,10 +182,11 @@ impl IssuerKeys {
         let url = self.discovery_url();
         let timeout = self.cfg.fetch_timeout;
         let limit = self.cfg.max_response_bytes;
-        let fetched = match (self.fetcher.get(&url, timeout, limit).await, discovery::token_form(&url)) {
+        let clock = &*self.clock;
+        let fetched = match (self.fetcher.get(&url, timeout, limit, clock).await, discovery::token_form(&url)) {
             (Ok(f), _) => (url, f),
             (Err(FetchError::Status { status: 404, .. }), Some(alt)) => {
-                let f = self.fetcher.get(&alt, timeout, limit).await?;
+                let f = self.fetcher.get(&alt, timeout, limit, clock).await?;
                 tracing::info!(
                     issuer = %self.cfg.name,
                     tried = %url,
@@ -232,7 +243,7 @@ impl IssuerKeys {
         match result {
             Ok(_) => {
                 self.metrics.jwks_fetches.with_label_values(&[issuer, "ok"]).inc();
-                self.metrics.jwks_last_success.with_label_values(&[issuer]).set(unix_now());
+                self.metrics.jwks_last_success.with_label_values(&[issuer]).set(self.clock.now_unix() as f64);
                 self.set_error(None);
             }
             Err(e) => {
@@ -244,7 +255,8 @@ impl IssuerKeys {
 
     async fn refresh_jwks(&self, doc: Arc<Discovery>) -> Result<Duration, RefreshError> {
         let fetch_seq = self.fetches_started.fetch_add(1, Ordering::AcqRel) + 1;
-        let fetched = self.fetcher.get(&doc.jwks_uri, self.cfg.fetch_timeout, self.cfg.max_response_bytes).await?;
+        let fetched =
+            self.fetcher.get(&doc.jwks_uri, self.cfg.fetch_timeout, self.cfg.max_response_bytes, &*self.clock).await?;
         let hash = hash_bytes(&fetched.body);
         let prev = self.state.load_full();
         let (keys, generation) = match &prev {
@@ -276,7 +288,7 @@ impl IssuerKeys {
         let newer = Arc::new(Loaded {
             discovery: doc.clone(),
             keys,
-            confirmed_at: Instant::now(),
+            confirmed_at: self.clock.monotonic(),
             generation,
             jwks_hash: hash,
             fetch_seq,
@@ -312,13 +324,14 @@ impl IssuerKeys {
             return;
         }
         let issuer = self.cfg.name.as_str();
+        let now = self.clock.monotonic();
         if let Some(t) = *last {
-            if t.elapsed() < self.cfg.min_refetch {
+            if now.saturating_sub(t) < self.cfg.min_refetch {
                 self.metrics.jwks_refetches.with_label_values(&[issuer, "throttled"]).inc();
                 return;
             }
         }
-        *last = Some(Instant::now());
+        *last = Some(now);
         match self.refetch_jwks(seen).await {
             // A fetch in progress (the background refresh) brought a newer set meanwhile.
             None => {}
@@ -351,7 +364,7 @@ impl IssuerKeys {
                     let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 5);
                     let delay = base + Duration::from_millis(jitter);
                     let state = match self.loaded() {
-                        Some(l) if l.confirmed_at.elapsed() <= self.cfg.max_stale => "serving the last good key set",
+                        Some(l) if self.is_fresh(&l) => "serving the last good key set",
                         Some(_) => "the last key set is too old to use",
                         None => "no key set loaded yet",
                     };
@@ -359,7 +372,7 @@ impl IssuerKeys {
                     delay
                 }
             };
-            tokio::time::sleep(delay).await;
+            self.clock.sleep(delay).await;
         }
     }
 }
@@ -372,11 +385,16 @@ pub struct KeyRegistry {
 
 impl KeyRegistry {
     /// Stores for the configured issuers, nothing loaded.
-    pub fn new(cfgs: &[IssuerConfig], fetcher: HttpFetcher, metrics: Arc<Metrics>) -> KeyRegistry {
+    pub fn new(
+        cfgs: &[IssuerConfig],
+        fetcher: HttpFetcher,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> KeyRegistry {
         KeyRegistry {
             issuers: cfgs
                 .iter()
-                .map(|c| Arc::new(IssuerKeys::new(c.clone(), fetcher.clone(), metrics.clone())))
+                .map(|c| Arc::new(IssuerKeys::new(c.clone(), fetcher.clone(), metrics.clone(), clock.clone())))
                 .collect(),
         }
     }

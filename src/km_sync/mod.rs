@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::fetch::HttpFetcher;
 use crate::keys::IssuerKeys;
@@ -35,7 +36,12 @@ fn jittered(base: Duration, jitter: Duration) -> Duration {
 /// The background sync: waits for the refresher's first discovery document, then passes at
 /// start, every interval and on every discovery change, retrying transient failures with
 /// exponential backoff (with jitter) up to `max_backoff_seconds`.
-pub async fn run_task(syncer: Arc<Syncer>, keys: Arc<IssuerKeys>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_task(
+    syncer: Arc<Syncer>,
+    keys: Arc<IssuerKeys>,
+    mut shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+) {
     let mut discovery = keys.subscribe_discovery();
     let settings = syncer.settings.clone();
     loop {
@@ -62,7 +68,7 @@ pub async fn run_task(syncer: Arc<Syncer>, keys: Arc<IssuerKeys>, mut shutdown: 
                     tracing::warn!(retry_in_ms = wait.as_millis() as u64, "key-manager sync failed, retrying: {e}");
                     syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = clock.sleep(wait) => {}
                         r = discovery.changed() => if r.is_err() { return } else { break },
                         _ = shutdown.changed() => return,
                     }
@@ -79,7 +85,7 @@ pub async fn run_task(syncer: Arc<Syncer>, keys: Arc<IssuerKeys>, mut shutdown: 
         let wait = jittered(settings.interval, settings.jitter);
         syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = clock.sleep(wait) => {}
             r = discovery.changed() => {
                 if r.is_err() { return }
                 tracing::info!("the discovery document changed; syncing the APIM key manager now");
@@ -103,6 +109,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     status: Arc<SyncStatus>,
     shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     let Some(settings) = config.key_manager_sync.for_serve() else { return Ok(None) };
     let settings = settings.clone();
@@ -112,7 +119,7 @@ pub fn spawn(
     };
     status.update(|s| s.state = SyncState::Drifted);
     let syncer = Arc::new(Syncer::new(settings, metrics, status)?);
-    Ok(Some(tokio::spawn(run_task(syncer, issuer, shutdown))))
+    Ok(Some(tokio::spawn(run_task(syncer, issuer, shutdown, clock))))
 }
 
 /// The result of `km-sync --once`: what to print and the exit code.
@@ -142,7 +149,7 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration) -> O
         Err(e) => return fail(format!("cannot build the HTTP client: {e}"), 1),
     };
     let metrics = Arc::new(Metrics::new());
-    let keys = IssuerKeys::new(settings.issuer.clone(), fetcher, metrics.clone());
+    let keys = IssuerKeys::new(settings.issuer.clone(), fetcher, metrics.clone(), Arc::new(crate::clock::SystemClock));
     let doc = match keys.fetch_discovery().await {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot read the issuer's discovery document: {e}"), 1),

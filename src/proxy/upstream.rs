@@ -107,7 +107,7 @@ impl UpstreamPool {
     /// A pool for `upstream` whose idle connections are closed after its idle timeout by a
     /// reaper task spawned here (so it must be called inside the runtime); the task ends when
     /// the pool is dropped. Fails only when the upstream's `ca_file` cannot be used.
-    pub fn start(upstream: &Upstream) -> Result<Arc<UpstreamPool>, String> {
+    pub fn start(upstream: &Upstream, clock: Arc<dyn crate::clock::Clock>) -> Result<Arc<UpstreamPool>, String> {
         let tls = match &upstream.tls {
             None => None,
             Some(t) => {
@@ -138,7 +138,7 @@ impl UpstreamPool {
             tick: AtomicU64::new(0),
             idle_ticks,
         });
-        tokio::spawn(Self::reap_idle(Arc::downgrade(&pool), period));
+        tokio::spawn(Self::reap_idle(Arc::downgrade(&pool), period, clock));
         Ok(pool)
     }
 
@@ -149,12 +149,9 @@ impl UpstreamPool {
 
     /// Every `period`: advances the tick and closes connections idle for longer than the
     /// pool's `idle_ticks`; returns when the pool is dropped.
-    async fn reap_idle(pool: Weak<UpstreamPool>, period: Duration) {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
+    async fn reap_idle(pool: Weak<UpstreamPool>, period: Duration, clock: Arc<dyn crate::clock::Clock>) {
         loop {
-            interval.tick().await;
+            clock.sleep(period).await;
             let Some(pool) = pool.upgrade() else { return };
             let now = pool.tick.fetch_add(1, Ordering::Relaxed) + 1;
             let mut idle = pool.lock_idle();
