@@ -127,6 +127,11 @@ impl ManualClock {
     pub fn advance(&self, d: Duration) {
         self.elapsed.send_modify(|e| *e += d);
     }
+
+    /// How many sleeps on this clock are waiting now (a task backing off, a schedule).
+    pub fn sleepers(&self) -> usize {
+        self.elapsed.receiver_count()
+    }
 }
 
 impl Clock for ManualClock {

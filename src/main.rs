@@ -67,7 +67,12 @@ enum Command {
     /// Parse and validate the configuration; print problems with their key paths.
     CheckConfig(ConfigArg),
     /// Start an embedded Asgardeo-like issuer, an echo upstream and the gateway on loopback.
-    Dev,
+    Dev {
+        /// Listen on free ports chosen by the system instead of 8080, 9901, 9400 and 9000
+        /// (when those are taken); the printed lines show the ports in use.
+        #[arg(long)]
+        any_port: bool,
+    },
     /// Benchmark helper: run only the Asgardeo-like dev issuer and mint tokens into a file.
     #[command(hide = true)]
     DevIssuer {
@@ -272,6 +277,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                 &config,
                 jwtgate::km_sync::PassOptions { dry_run, push_secret },
                 std::time::Duration::from_secs(30),
+                Arc::new(SystemClock),
             )
             .await;
             if result.exit_code == 0 {
@@ -297,10 +303,14 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             wait_for_signal().await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev => {
+        Command::Dev { any_port } => {
             init_logging(jwtgate::config::LogFormat::Text, "info");
             use jwtgate::dev;
-            let setup = dev::start_dev(dev::DEV_ISSUER, dev::DEV_UPSTREAM, dev::DEV_GATEWAY, dev::DEV_ADMIN).await?;
+            let setup = if any_port {
+                dev::start_dev(0, 0, 0, 0).await?
+            } else {
+                dev::start_dev(dev::DEV_ISSUER, dev::DEV_UPSTREAM, dev::DEV_GATEWAY, dev::DEV_ADMIN).await?
+            };
             println!("{}", dev::banner(&setup));
             wait_for_signal().await?;
             setup.gateway.shutdown().await;

@@ -135,40 +135,16 @@ async fn validate_gives_verdicts_and_exit_codes() {
 async fn serve_drains_and_exits_zero_on_sigterm() {
     let s = setup().await;
     let text = std::fs::read_to_string(&s.config).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let admin_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let text = text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1).replacen(
-        "admin_listen = \"127.0.0.1:0\"",
-        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
-        1,
-    );
+    // Ephemeral ports: the addresses come from serve's own "listening" line.
+    let text = text.replacen("[server]\n", "[server]\nlog_format = \"json\"\n", 1);
     std::fs::write(&s.config, text).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, proxy, admin) = spawn_serve(&s.config).await;
+    let port = proxy.port();
     let client = http_client();
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{admin_port}/readyz")).send().await {
-            if r.status() == 200 {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "serve never became ready");
+    wait_until("serve is ready", || async {
+        client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     s._upstream.set_delay(Duration::from_millis(700));
     let token = s.key.token(&s.idp.claims(now(), "a", AUD, ""));
     let c2 = client.clone();

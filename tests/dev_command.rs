@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_working_curl_lines() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .arg("dev")
+        .args(["dev", "--any-port"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -369,7 +369,7 @@ async fn request_duration_observes_every_request_refusals_included() {
 #[test]
 fn dev_prints_a_validate_line_that_works_as_pasted() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .arg("dev")
+        .args(["dev", "--any-port"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

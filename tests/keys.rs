@@ -90,10 +90,14 @@ async fn forged_kids_cannot_hammer_the_idp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idp_down_after_start_keeps_known_keys_working() {
-    let h = Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1", "").await;
+    let h = Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1", "").await;
     let t = h.token("");
     h.idp.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.advance(Duration::from_millis(1500));
+    wait_until("the refresh failed", || async {
+        metric(&h.metrics().await, "jwtgate_jwks_fetches_total{issuer=\"asgardeo\",result=\"error\"}") >= 1.0
+    })
+    .await;
     // A fresh token (not in the verified cache) still verifies with the last good keys.
     let fresh = h.key.token(&h.idp.claims(now(), "bob", AUD, ""));
     echoed(h.get_with("/api/x", &fresh).await).await;
@@ -106,7 +110,7 @@ async fn idp_down_after_start_keeps_known_keys_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_set_older_than_max_staleness_is_503() {
-    let h = Harness::start_with(
+    let h = Harness::start_manual(
         "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 1",
         "token_cache_entries = 1000",
     )
@@ -114,7 +118,8 @@ async fn key_set_older_than_max_staleness_is_503() {
     let t = h.token("");
     echoed(h.get_with("/api/x", &t).await).await;
     h.idp.set_down(true);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Past the maximum staleness at once: no refresh needs to have run for the set to be too old.
+    h.advance(Duration::from_millis(2500));
     // Even a cached token: the keys it was verified with may have been revoked meanwhile.
     let resp = h.get_with("/api/x", &t).await;
     let headers = assert_error(resp, 503, "temporarily_unavailable").await;
@@ -122,16 +127,27 @@ async fn key_set_older_than_max_staleness_is_503() {
     let ready = h.client.get(h.admin("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     h.idp.set_down(false);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The refresher, backing off on the same clock, comes back once time moves on.
+    wait_until("the keys are usable again", || async {
+        h.advance(Duration::from_millis(500));
+        h.client.get(h.admin("/readyz")).send().await.unwrap().status() == 200
+    })
+    .await;
     echoed(h.get_with("/api/x", &t).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_jwks_answers_keep_the_last_good_set() {
-    let h = Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1", "").await;
+    let h = Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1", "").await;
     for bad in ["not json", "{\"keys\": 5}", "{\"keys\": [{\"kty\": \"oct\", \"k\": \"AA\"}]}", "[]"] {
         h.idp.override_jwks(Some((200, bad.to_string())));
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let before = h.idp.jwks_fetches();
+        h.advance(Duration::from_millis(1200));
+        wait_until("the bad JWKS was fetched and judged", || async {
+            h.idp.jwks_fetches() > before
+                && h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains("JWKS"))
+        })
+        .await;
         let fresh = h.key.token(&h.idp.claims(now(), &format!("u-{bad}"), AUD, ""));
         echoed(h.get_with("/api/x", &fresh).await).await;
     }
@@ -209,11 +225,15 @@ async fn legacy_discovery_path_falls_back_to_the_token_form() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_and_jwks_sizes_are_bounded() {
     let h =
-        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\nmax_response_bytes = 4096", "")
+        Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\nmax_response_bytes = 4096", "")
             .await;
     let huge = format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(100_000));
     h.idp.override_jwks(Some((200, huge)));
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.advance(Duration::from_millis(1300));
+    wait_until("the oversized JWKS was refused", || async {
+        h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains("4096"))
+    })
+    .await;
     let status: serde_json::Value = h.client.get(h.admin("/status")).send().await.unwrap().json().await.unwrap();
     let err = status["issuers"][0]["last_error"].as_str().unwrap_or("");
     assert!(err.contains("more than 4096 bytes"), "{status}");
@@ -228,24 +248,37 @@ async fn cache_control_max_age_shortens_the_refresh() {
     let upstream = EchoUpstream::start().await.unwrap();
     let extra = "jwks_refresh_seconds = 300\njwks_refresh_min_seconds = 1";
     let text = config_text(&idp.discovery_url(), upstream.addr, extra, "");
-    let _gw = jwtgate::serve::start(
-        jwtgate::config::Config::parse(&text, None).unwrap(),
-        Arc::new(jwtgate::clock::SystemClock),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    // 300 s without the header; max-age=1 brings it down to the 1 s floor: about 4 fetches.
-    assert!(idp.jwks_fetches() >= 3, "only {} JWKS fetches", idp.jwks_fetches());
-    // And the floor holds: max-age=0 would not make it spin.
-    assert!(idp.jwks_fetches() <= 6, "{} JWKS fetches", idp.jwks_fetches());
+    let clock = Arc::new(ManualClock::at_system_now());
+    let _gw = jwtgate::serve::start(jwtgate::config::Config::parse(&text, None).unwrap(), clock.clone())
+        .await
+        .unwrap();
+    wait_until("the first load", || async { idp.jwks_fetches() == 1 }).await;
+    // 300 s without the header; max-age=1 brings it down to the 1 s floor: one fetch a second.
+    for n in 2..=4 {
+        clock.advance(Duration::from_secs(1));
+        wait_until("the next refresh", || async { idp.jwks_fetches() == n }).await;
+    }
+    // And between two seconds nothing more: the floor holds even when max-age says 0.
+    idp.set_cache_control(Some("max-age=0"));
+    clock.advance(Duration::from_secs(1));
+    wait_until("the refresh after max-age=0", || async { idp.jwks_fetches() == 5 }).await;
+    clock.advance(Duration::from_millis(900));
+    // Proving that nothing happens needs a little real time: a spinning refresher would have
+    // fetched many times within it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let settled = idp.jwks_fetches();
+    assert_eq!(settled, 5, "max-age=0 made the refresher spin: {settled} fetches");
+    clock.advance(Duration::from_millis(100));
+    wait_until("one more at the floor", || async { idp.jwks_fetches() == 6 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_key_stops_cached_tokens_too() {
-    let h =
-        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_min_refetch_seconds = 0", "")
-            .await;
+    let h = Harness::start_manual(
+        "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_min_refetch_seconds = 0",
+        "",
+    )
+    .await;
     let t = h.token("");
     echoed(h.get_with("/api/x", &t).await).await;
     echoed(h.get_with("/api/x", &t).await).await;
@@ -255,7 +288,11 @@ async fn a_removed_key_stops_cached_tokens_too() {
     // for the old key's token is not used any more.
     h.idp.add_key(SigningKey::generate(Alg::RS256, "k2_RS256").unwrap());
     h.idp.remove_key("k1_RS256");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    h.advance(Duration::from_millis(1600));
+    wait_until("the refresher saw the rotation", || async {
+        h.status().await["issuers"][0]["kids"] == serde_json::json!(["k2_RS256"])
+    })
+    .await;
     let resp = h.get_with("/api/x", &t).await;
     assert_eq!(resp.status(), 401, "a token of a removed key was still accepted");
 }
@@ -263,10 +300,18 @@ async fn a_removed_key_stops_cached_tokens_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_idp_times_out_and_known_keys_keep_working() {
     let h =
-        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\nfetch_timeout_seconds = 1", "")
+        Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\nfetch_timeout_seconds = 1", "")
             .await;
-    h.idp.set_delay(Duration::from_secs(3));
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // The IdP accepts the request and never answers in time.
+    h.idp.set_delay(Duration::from_secs(30));
+    let seen = h.idp.requests_seen();
+    h.advance(Duration::from_secs(1));
+    wait_until("the refresh asked the IdP", || async { h.idp.requests_seen() > seen }).await;
+    h.advance(Duration::from_secs(1));
+    wait_until("the refresh timed out", || async {
+        h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains("within 1 s"))
+    })
+    .await;
     let status: serde_json::Value = h.client.get(h.admin("/status")).send().await.unwrap().json().await.unwrap();
     let err = status["issuers"][0]["last_error"].as_str().unwrap_or("");
     assert!(err.contains("did not answer within 1 s"), "{status}");
@@ -281,23 +326,18 @@ async fn a_slow_refresh_never_overwrites_a_newer_key_set() {
     // The background refresh asks for the JWKS, the IdP rotates, an unknown-kid refetch gets
     // the new set at once, and only then does the slow answer with the old set arrive. The
     // new key must stay: one fetch per issuer at a time, a set published only if newer.
-    let h = Harness::start_with("jwks_refresh_seconds = 3\njwks_refresh_min_seconds = 1", "").await;
+    let h = Harness::start_manual("jwks_refresh_seconds = 3\njwks_refresh_min_seconds = 1", "").await;
     let before = h.idp.jwks_fetches();
-    h.idp.delay_next_jwks(Duration::from_millis(1500));
-    for _ in 0..100 {
-        if h.idp.jwks_fetches() > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(h.idp.jwks_fetches() > before, "the background refresh is waiting for its slow answer");
-    let slow_started = tokio::time::Instant::now();
+    h.idp.delay_next_jwks(Duration::from_millis(300));
+    h.advance(Duration::from_secs(3));
+    wait_until("the background refresh is waiting for its slow answer", || async { h.idp.jwks_fetches() > before })
+        .await;
     let new_key = h.idp.add_key(SigningKey::generate(Alg::RS256, "k2_RS256").unwrap());
     let first = new_key.token(&h.claims(""));
     echoed(h.get_with("/api/x", &first).await).await;
-    // Well after the slow answer landed, and before the next background refresh could mend
-    // things: a new token of the new key (no cached verdict) still verifies.
-    tokio::time::sleep_until(slow_started + Duration::from_millis(2000)).await;
+    // After the slow answer landed — and with the clock standing still, no background refresh
+    // can mend things meanwhile: a new token of the new key (no cached verdict) still verifies.
+    wait_until("the slow answer landed", || async { h.idp.jwks_answered() == h.idp.jwks_fetches() }).await;
     let second = new_key.token(&h.claims(""));
     echoed(h.get_with("/api/x", &second).await).await;
 }

@@ -70,11 +70,11 @@ max_backoff_seconds = 2
     }
 
     async fn once(&self) -> OnceResult {
-        run_once(&self.config, PassOptions::default(), Duration::from_secs(30)).await
+        run_pass(&self.config, PassOptions::default(), Duration::from_secs(30)).await
     }
 
     async fn dry(&self) -> OnceResult {
-        run_once(&self.config, PassOptions { dry_run: true, push_secret: false }, Duration::from_secs(30)).await
+        run_pass(&self.config, PassOptions { dry_run: true, push_secret: false }, Duration::from_secs(30)).await
     }
 
     fn rotate_secret(&self, s: &str) {
@@ -89,6 +89,23 @@ max_backoff_seconds = 2
 fn ok(r: &OnceResult) -> &str {
     assert_eq!(r.exit_code, 0, "{}", r.output);
     &r.output
+}
+
+/// `km-sync --once` on a manual clock that moves only while the pass is backing off (its only
+/// sleeps): retries and the budget run in clock time, requests in real time.
+async fn run_pass(config: &Config, opts: PassOptions, budget: Duration) -> OnceResult {
+    let clock = Arc::new(jwtgate::clock::ManualClock::at_system_now());
+    let pass = tokio::spawn({
+        let (config, clock) = (config.clone(), clock.clone());
+        async move { run_once(&config, opts, budget, clock).await }
+    });
+    while !pass.is_finished() {
+        if clock.sleepers() > 0 {
+            clock.advance(Duration::from_millis(500));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    pass.await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +341,7 @@ async fn two_syncers_converge_without_flapping() {
     let k = Km::start("").await;
     let other = Config::load(&k.dir.join("jwtgate.toml")).unwrap();
     for _ in 0..3 {
-        let (a, b) = tokio::join!(k.once(), run_once(&other, PassOptions::default(), Duration::from_secs(30)));
+        let (a, b) = tokio::join!(k.once(), run_pass(&other, PassOptions::default(), Duration::from_secs(30)));
         assert_eq!((a.exit_code, b.exit_code), (0, 0), "{} / {}", a.output, b.output);
     }
     assert_eq!(k.apim.stored("Asgardeo").map(|_| 1), Some(1));
@@ -332,7 +349,7 @@ async fn two_syncers_converge_without_flapping() {
     let before = k.apim.writes();
     for _ in 0..3 {
         ok(&k.once().await);
-        ok(&run_once(&other, PassOptions::default(), Duration::from_secs(30)).await);
+        ok(&run_pass(&other, PassOptions::default(), Duration::from_secs(30)).await);
     }
     assert_eq!(k.apim.writes(), before, "converged replicas do not write");
     k.apim.assert_clean();
@@ -352,7 +369,7 @@ async fn outage_then_recovery() {
 async fn persistent_5xx_gives_up_naming_the_last_status() {
     let k = Km::start("").await;
     k.apim.inject(&[Fault::ServerError; 40]);
-    let out = run_once(&k.config, PassOptions::default(), Duration::from_secs(3)).await;
+    let out = run_pass(&k.config, PassOptions::default(), Duration::from_secs(3)).await;
     assert_eq!(out.exit_code, 1);
     assert!(out.output.contains("HTTP 500"), "{}", out.output);
     assert!(out.output.contains("giving up"), "{}", out.output);
@@ -431,16 +448,14 @@ async fn serve_syncs_at_start_and_at_once_when_discovery_changes() {
         "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1",
     )
     .await;
-    let gw = jwtgate::serve::start(k.config.clone(), Arc::new(jwtgate::clock::SystemClock)).await.unwrap();
+    let clock = Arc::new(jwtgate::clock::ManualClock::at_system_now());
+    let gw = jwtgate::serve::start(k.config.clone(), clock.clone()).await.unwrap();
     let client = http_client();
-    let mut s = Value::Null;
-    for _ in 0..100 {
-        s = status(&client, gw.admin_addr).await;
-        if s["key_manager_sync"]["state"] == "in_sync" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the first pass", || async {
+        status(&client, gw.admin_addr).await["key_manager_sync"]["state"] == "in_sync"
+    })
+    .await;
+    let s = status(&client, gw.admin_addr).await;
     let km = &s["key_manager_sync"];
     assert_eq!(km["state"], "in_sync", "{s}");
     assert_eq!(km["last_result"], "created");
@@ -449,16 +464,13 @@ async fn serve_syncs_at_start_and_at_once_when_discovery_changes() {
     // The IdP moves its token endpoint: the refresher sees it and the sync follows at once.
     let new_endpoint = format!("http://{}/t/acme/oauth2/token2", k.idp.addr);
     k.idp.patch_discovery(Some(json!({"token_endpoint": new_endpoint})));
-    let mut updated = false;
-    for _ in 0..100 {
-        if k.apim.get_view("Asgardeo").unwrap()["tokenEndpoint"] == new_endpoint {
-            updated = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(updated, "the discovery change did not trigger a sync");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next refresh (a second away) sees it; the 300 s sync interval is far off.
+    clock.advance(Duration::from_secs(1));
+    wait_until("the discovery change triggered a sync", || async {
+        k.apim.get_view("Asgardeo").unwrap()["tokenEndpoint"] == new_endpoint
+            && status(&client, gw.admin_addr).await["key_manager_sync"]["last_result"] == "updated"
+    })
+    .await;
     let s = status(&client, gw.admin_addr).await;
     assert_eq!(s["key_manager_sync"]["last_diff"], json!(["tokenEndpoint"]), "{s}");
     let m = client.get(format!("http://{}/metrics", gw.admin_addr)).send().await.unwrap().text().await.unwrap();
@@ -470,12 +482,14 @@ async fn serve_syncs_at_start_and_at_once_when_discovery_changes() {
     // The hot path is unaffected while APIM fails.
     k.apim.inject(&[Fault::ServerError; 50]);
     k.idp.patch_discovery(Some(json!({"token_endpoint": format!("http://{}/t/acme/oauth2/token3", k.idp.addr)})));
+    clock.advance(Duration::from_secs(1));
     let token = k.key.token(&k.idp.claims(now(), "a", AUD, ""));
-    for _ in 0..20 {
+    wait_until("the failing pass is reported", || async {
         let r = client.get(format!("http://{}/api/x", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert_eq!(r.status(), 200, "the hot path is unaffected");
+        status(&client, gw.admin_addr).await["key_manager_sync"]["state"] == "error"
+    })
+    .await;
     let s = status(&client, gw.admin_addr).await;
     assert_eq!(s["key_manager_sync"]["state"], "error", "{s}");
     assert!(s["key_manager_sync"]["last_error"].as_str().unwrap_or("").contains("HTTP 500"), "{s}");

@@ -14,7 +14,9 @@ const CONF: &str = include_str!("../deploy/nginx/auth_request.conf");
 
 struct Nginx {
     child: Child,
-    addr: SocketAddr,
+    /// nginx listens on a Unix socket in its own folder: no TCP port is picked by the test,
+    /// released, and hoped to be still free when nginx binds it.
+    socket: std::path::PathBuf,
 }
 
 impl Drop for Nginx {
@@ -35,18 +37,14 @@ fn nginx_available() -> bool {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn start_nginx(upstream: SocketAddr, decision: SocketAddr) -> Nginx {
     let dir = std::env::temp_dir().join(format!("jwtgate-nginx-{:x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    let socket = dir.join("nginx.sock");
     let server = CONF
         .replace("server 127.0.0.1:9000;", &format!("server {upstream};"))
         .replace("server 127.0.0.1:8081;", &format!("server {decision};"))
-        .replace("listen 127.0.0.1:8000;", &format!("listen 127.0.0.1:{port};"));
+        .replace("listen 127.0.0.1:8000;", &format!("listen unix:{};", socket.display()));
     assert_ne!(server, CONF, "the addresses were replaced");
     let d = dir.display();
     let main = format!(
@@ -60,10 +58,10 @@ async fn start_nginx(upstream: SocketAddr, decision: SocketAddr) -> Nginx {
     // Owned at once, so that a failed start still kills and reaps it (on drop).
     let nginx = Nginx {
         child: Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stderr(Stdio::inherit()).spawn().unwrap(),
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        socket,
     };
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(nginx.addr).await.is_ok() {
+        if tokio::net::UnixStream::connect(&nginx.socket).await.is_ok() {
             return nginx;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -76,14 +74,15 @@ async fn nginx_auth_request_with_the_readme_config() {
     if !nginx_available() {
         return;
     }
-    let h = Harness::start_with(
+    let h = Harness::start_manual(
         "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2",
         "\n[decision]\nlisten = \"127.0.0.1:0\"\n",
     )
     .await;
     let nginx = start_nginx(h.upstream.addr, h.gw.decision_addr.unwrap()).await;
-    let url = |p: &str| format!("http://{}{p}", nginx.addr);
-    let c = &h.client;
+    let url = |p: &str| format!("http://localhost{p}");
+    jwtgate::tls::install_crypto_provider();
+    let c = &reqwest::Client::builder().unix_socket(nginx.socket.as_path()).build().unwrap();
 
     // A valid token: the upstream is reached with the verified claim headers, not the spoofed ones.
     let r = c
@@ -116,7 +115,7 @@ async fn nginx_auth_request_with_the_readme_config() {
 
     // The IdP goes away for longer than jwks_max_stale_seconds: 503 stays a 503.
     h.idp.set_down(true);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    h.advance(Duration::from_millis(3500));
     let r = c.get(url("/orders/1")).bearer_auth(h.token("orders:read")).send().await.unwrap();
     assert_eq!(r.status(), 503);
 }

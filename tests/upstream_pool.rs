@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwtgate::clock::SystemClock;
+use jwtgate::clock::ManualClock;
 use jwtgate::config::Config;
 use jwtgate::serve::{start, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +37,8 @@ struct RawUpstream {
     closed_by_gateway: Arc<AtomicUsize>,
     /// The head of the last request, as it came over the wire.
     last_head: Arc<std::sync::Mutex<String>>,
+    /// Connections the upstream is done with (closed, by either side).
+    ended: Arc<AtomicUsize>,
 }
 
 impl RawUpstream {
@@ -46,14 +48,19 @@ impl RawUpstream {
         let accepted = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let last_head = Arc::new(std::sync::Mutex::new(String::new()));
-        let (a, c, l) = (accepted.clone(), closed.clone(), last_head.clone());
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (a, c, l, e) = (accepted.clone(), closed.clone(), last_head.clone(), ended.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_conn(stream, mode, c.clone(), l.clone()));
+                let (c, l, e) = (c.clone(), l.clone(), e.clone());
+                tokio::spawn(async move {
+                    serve_conn(stream, mode, c, l).await;
+                    e.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
-        RawUpstream { addr, accepted, closed_by_gateway: closed, last_head }
+        RawUpstream { addr, accepted, closed_by_gateway: closed, last_head, ended }
     }
 
     fn accepted(&self) -> usize {
@@ -112,7 +119,13 @@ async fn serve_conn(mut stream: TcpStream, mode: Mode, closed: Arc<AtomicUsize>,
     }
 }
 
+/// A gateway in front of `upstream`, on a manual clock (returned through [`clock_of`]).
 async fn gateway(upstream: SocketAddr, upstream_extra: &str) -> (FakeIssuer, Running) {
+    let (idp, gw, _) = gateway_on_clock(upstream, upstream_extra).await;
+    (idp, gw)
+}
+
+async fn gateway_on_clock(upstream: SocketAddr, upstream_extra: &str) -> (FakeIssuer, Running, Arc<ManualClock>) {
     let idp = FakeIssuer::start("acme").await.unwrap();
     let text = config_text(&idp.discovery_url(), upstream, "", "").replacen(
         "timeout_seconds = 2\n",
@@ -120,8 +133,14 @@ async fn gateway(upstream: SocketAddr, upstream_extra: &str) -> (FakeIssuer, Run
         1,
     );
     let config = Config::parse(&text, None).expect("config");
-    let gw = start(config, Arc::new(SystemClock)).await.expect("gateway");
-    (idp, gw)
+    let clock = Arc::new(ManualClock::at_system_now());
+    let gw = start(config, clock.clone()).await.expect("gateway");
+    (idp, gw, clock)
+}
+
+/// The reaper tick of the gateway's upstream pool.
+fn pool_ticks(gw: &Running) -> u64 {
+    gw.reloader.current().gateway.pool().ticks()
 }
 
 async fn get_ok(client: &reqwest::Client, gw: &Running, path: &str) {
@@ -173,9 +192,9 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
     let up = RawUpstream::start(Mode::SilentClose(Duration::from_millis(50))).await;
     let (_idp, gw) = gateway(up.addr, "").await;
     let client = http_client();
-    for _ in 0..5 {
+    for i in 1..=5 {
         get_ok(&client, &gw, "/public/a").await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        wait_until("the upstream closed the connection", || async { up.ended.load(Ordering::SeqCst) == i }).await;
     }
     assert_eq!(up.accepted(), 5);
     let m = support::http_client()
@@ -196,17 +215,18 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let up = RawUpstream::start(Mode::KeepAlive).await;
-    let (_idp, gw) = gateway(up.addr, "pool_idle_timeout_seconds = 1").await;
+    let (_idp, gw, clock) = gateway_on_clock(up.addr, "pool_idle_timeout_seconds = 1").await;
     let client = http_client();
     get_ok(&client, &gw, "/public/a").await;
+    // Three quarters of the idle timeout: the reaper looks (its tick moves) and keeps it.
+    clock.advance(Duration::from_millis(750));
+    wait_until("the reaper looked", || async { pool_ticks(&gw) >= 3 }).await;
+    get_ok(&client, &gw, "/public/a2").await;
+    assert_eq!(up.accepted(), 1, "an idle connection younger than the timeout is reused");
     assert_eq!(up.closed_by_gateway.load(Ordering::SeqCst), 0);
-    let mut waited = Duration::ZERO;
-    while up.closed_by_gateway.load(Ordering::SeqCst) == 0 {
-        assert!(waited < Duration::from_secs(4), "the idle connection was never closed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
-    assert!(waited >= Duration::from_millis(700), "closed after {waited:?}, before the idle timeout");
+    // Past the idle timeout: closed.
+    clock.advance(Duration::from_millis(1500));
+    wait_until("the idle connection is closed", || async { up.closed_by_gateway.load(Ordering::SeqCst) == 1 }).await;
     get_ok(&client, &gw, "/public/b").await;
     assert_eq!(up.accepted(), 2, "a fresh connection after the idle one was closed");
 }
@@ -254,10 +274,13 @@ async fn the_upstream_gets_origin_form_http_1_1_with_a_host() {
 async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
     let up = RawUpstream::start(Mode::DropSecondRequest).await;
     // A 1 s idle timeout makes the pool's clock tick every 250 ms.
-    let (_idp, gw) = gateway(up.addr, "pool_idle_timeout_seconds = 1").await;
+    let (_idp, gw, clock) = gateway_on_clock(up.addr, "pool_idle_timeout_seconds = 1").await;
     let client = http_client();
     get_ok(&client, &gw, "/public/a").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The connection sits idle across a reaper tick.
+    let tick = pool_ticks(&gw);
+    clock.advance(Duration::from_millis(400));
+    wait_until("the reaper ticked", || async { pool_ticks(&gw) > tick }).await;
     // Goes out on the idle connection, which the upstream then closes without answering:
     // the GET is sent again on a new connection instead of becoming a 502.
     get_ok(&client, &gw, "/public/b").await;
@@ -265,7 +288,9 @@ async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
     assert!(up.last_head.lock().unwrap().starts_with("GET /public/b "));
 
     // A POST is not idempotent: the same failure is a 502, never a second delivery.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let tick = pool_ticks(&gw);
+    clock.advance(Duration::from_millis(400));
+    wait_until("the reaper ticked", || async { pool_ticks(&gw) > tick }).await;
     let resp = client.post(format!("http://{}/public/c", gw.proxy_addr)).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(up.accepted(), 2, "the POST was not sent a second time");

@@ -26,6 +26,8 @@ struct State {
     legacy_path: AtomicBool,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
+    requests_seen: AtomicUsize,
+    jwks_answered: AtomicUsize,
     jwks_override: Mutex<Option<(u16, String)>>,
     discovery_extra: Mutex<Option<Value>>,
     cache_control: Mutex<Option<String>>,
@@ -147,6 +149,16 @@ impl FakeIssuer {
         *lock(&self.state.next_jwks_delay) = Some(d);
     }
 
+    /// Requests that arrived so far (counted before any delay), whatever they asked for.
+    pub fn requests_seen(&self) -> usize {
+        self.state.requests_seen.load(Ordering::SeqCst)
+    }
+
+    /// JWKS key sets answered so far (a delayed answer counts once it is on its way).
+    pub fn jwks_answered(&self) -> usize {
+        self.state.jwks_answered.load(Ordering::SeqCst)
+    }
+
     /// JWKS requests served so far.
     pub fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
@@ -219,6 +231,7 @@ fn reply(status: StatusCode, body: String, cache_control: Option<String>) -> Res
 }
 
 async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> Response<Full<Bytes>> {
+    st.requests_seen.fetch_add(1, Ordering::SeqCst);
     let delay = *lock(&st.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -248,7 +261,9 @@ async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> 
         if let Some(d) = held {
             tokio::time::sleep(d).await;
         }
-        return reply(StatusCode::OK, json!({ "keys": keys }).to_string(), cc);
+        let r = reply(StatusCode::OK, json!({ "keys": keys }).to_string(), cc);
+        st.jwks_answered.fetch_add(1, Ordering::SeqCst);
+        return r;
     }
     reply(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".into(), None)
 }

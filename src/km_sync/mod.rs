@@ -12,7 +12,7 @@ pub mod settings;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tokio::sync::watch;
@@ -131,8 +131,9 @@ pub struct OnceResult {
 }
 
 /// `km-sync --once [--dry-run] [--push-secret]`: fetches discovery itself, runs one pass,
-/// retries transient failures for at most `budget`, and prints the plan.
-pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration) -> OnceResult {
+/// retries transient failures (backing off on `clock`) for at most `budget` of `clock`'s
+/// time, and prints the plan. Each request's own timeout is real time.
+pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, clock: Arc<dyn Clock>) -> OnceResult {
     let dry_run = opts.dry_run;
     let fail = |output: String, exit_code| OnceResult { output, exit_code };
     let settings = match config.key_manager_sync.for_one_pass() {
@@ -161,7 +162,7 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration) -> O
         Ok(s) => s,
         Err(e) => return fail(e, 2),
     };
-    let deadline = Instant::now() + budget;
+    let deadline = clock.monotonic() + budget;
     let mut backoff = Duration::from_secs(1);
     loop {
         match syncer.pass(&doc, &url, opts).await {
@@ -178,9 +179,9 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration) -> O
                 }
                 return OnceResult { output, exit_code: code };
             }
-            Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+            Err(e) if e.is_transient() && clock.monotonic() + backoff < deadline => {
                 eprintln!("km-sync: {e}; retrying in {} s", backoff.as_secs());
-                tokio::time::sleep(jittered(backoff, backoff / 5)).await;
+                clock.sleep(jittered(backoff, backoff / 5)).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
             Err(e) => {

@@ -138,8 +138,19 @@ impl UpstreamPool {
             tick: AtomicU64::new(0),
             idle_ticks,
         });
+        pool.tick.store(Self::tick_at(&*clock, period), Ordering::Relaxed);
         tokio::spawn(Self::reap_idle(Arc::downgrade(&pool), period, clock));
         Ok(pool)
+    }
+
+    /// The reaper tick `clock` is at: its monotonic time in whole periods.
+    fn tick_at(clock: &dyn crate::clock::Clock, period: Duration) -> u64 {
+        u64::try_from(clock.monotonic().as_nanos() / period.as_nanos().max(1)).unwrap_or(u64::MAX)
+    }
+
+    /// The reaper's current tick (it advances once per period of the gateway's clock).
+    pub fn ticks(&self) -> u64 {
+        self.tick.load(Ordering::Relaxed)
     }
 
     /// The `[upstream]` this pool serves.
@@ -147,13 +158,14 @@ impl UpstreamPool {
         &self.config
     }
 
-    /// Every `period`: advances the tick and closes connections idle for longer than the
-    /// pool's `idle_ticks`; returns when the pool is dropped.
+    /// Every `period`: sets the tick from the clock and closes connections idle for longer than
+    /// the pool's `idle_ticks`; returns when the pool is dropped.
     async fn reap_idle(pool: Weak<UpstreamPool>, period: Duration, clock: Arc<dyn crate::clock::Clock>) {
         loop {
             clock.sleep(period).await;
             let Some(pool) = pool.upgrade() else { return };
-            let now = pool.tick.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = Self::tick_at(&*clock, period);
+            pool.tick.store(now, Ordering::Relaxed);
             let mut idle = pool.lock_idle();
             let before = idle.len();
             idle.retain(|c| !c.tx.is_closed() && now.saturating_sub(c.since) <= pool.idle_ticks);

@@ -36,6 +36,27 @@ pub struct Harness {
     pub gw: Running,
     pub key: Arc<SigningKey>,
     pub client: reqwest::Client,
+    /// The gateway's clock, when the harness was started on a manual one.
+    pub clock: Option<Arc<ManualClock>>,
+}
+
+pub use jwtgate::clock::ManualClock;
+
+/// Polls `cond` (a real-time bound of 10 s, every 5 ms) until it holds: for effects of a
+/// clock advance that happen over real sockets (a refresh fetch, a sync pass).
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
 }
 
 /// Routes every harness gets unless the test supplies its own.
@@ -110,15 +131,39 @@ impl Harness {
 
     /// A harness with extra `[[issuers]]` and `[server]` lines.
     pub async fn start_with(issuer_extra: &str, server_extra: &str) -> Harness {
+        Harness::start_on(issuer_extra, server_extra, None).await
+    }
+
+    /// A harness whose gateway keeps time on a manual clock (at the real now): refreshes,
+    /// staleness, timeouts and schedules move only with [`Harness::advance`].
+    pub async fn start_manual(issuer_extra: &str, server_extra: &str) -> Harness {
+        Harness::start_on(issuer_extra, server_extra, Some(Arc::new(ManualClock::at_system_now()))).await
+    }
+
+    async fn start_on(issuer_extra: &str, server_extra: &str, clock: Option<Arc<ManualClock>>) -> Harness {
         let idp = FakeIssuer::start("acme").await.expect("idp");
         let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").expect("key"));
         let upstream = EchoUpstream::start().await.expect("upstream");
         let text = config_text(&idp.discovery_url(), upstream.addr, issuer_extra, server_extra);
         let config = Config::parse(&text, None).expect("config");
-        let gw = start(config, Arc::new(SystemClock)).await.expect("gateway");
-        let h = Harness { idp, upstream, gw, key, client: http_client() };
+        let gw_clock: Arc<dyn Clock> = match &clock {
+            Some(c) => c.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let gw = start(config, gw_clock).await.expect("gateway");
+        let h = Harness { idp, upstream, gw, key, client: http_client(), clock };
         h.wait_ready().await;
         h
+    }
+
+    /// Moves the gateway's manual clock forward.
+    pub fn advance(&self, d: Duration) {
+        self.clock.as_ref().expect("a harness started with start_manual").advance(d);
+    }
+
+    /// `/status`.
+    pub async fn status(&self) -> Value {
+        self.client.get(self.admin("/status")).send().await.expect("status").json().await.expect("json")
     }
 
     /// Waits until `/readyz` says 200 (keys loaded).
@@ -207,4 +252,37 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, error: &str) -> 
 
 pub fn www_authenticate(h: &reqwest::header::HeaderMap) -> String {
     h.get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+/// `jwtgate serve --config path` on the ports its file says (0: the system's choice), with
+/// JSON logs; returns the child and its proxy and admin addresses, read from its "listening"
+/// log line (no port is chosen by the test and released for the child to reuse). The rest of
+/// its log is drained in the background.
+pub async fn spawn_serve(path: &std::path::Path) -> (tokio::process::Child, SocketAddr, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["serve", "--config"])
+        .arg(path)
+        .env_remove("JWTGATE_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addrs = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            let addr = |k: &str| v["fields"][k].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            if let (Some(p), Some(a)) = (addr("proxy_addr"), addr("admin_addr")) {
+                return (p, a);
+            }
+        }
+        panic!("serve exited before listening (its config must say log_format = \"json\")");
+    })
+    .await
+    .expect("serve listened in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addrs.0, addrs.1)
 }
