@@ -151,7 +151,7 @@ async fn serve_drains_and_exits_zero_on_sigterm() {
     let in_flight = tokio::spawn(async move {
         c2.get(format!("http://127.0.0.1:{port}/api/x")).bearer_auth(token).send().await.map(|r| r.status().as_u16())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the request reached the upstream", || async { s._upstream.hits() == 1 }).await;
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(in_flight.await.unwrap().unwrap(), 200, "in-flight request was cut");

@@ -249,9 +249,7 @@ async fn cache_control_max_age_shortens_the_refresh() {
     let extra = "jwks_refresh_seconds = 300\njwks_refresh_min_seconds = 1";
     let text = config_text(&idp.discovery_url(), upstream.addr, extra, "");
     let clock = Arc::new(ManualClock::at_system_now());
-    let _gw = jwtgate::serve::start(jwtgate::config::Config::parse(&text, None).unwrap(), clock.clone())
-        .await
-        .unwrap();
+    let _gw = jwtgate::serve::start(jwtgate::config::Config::parse(&text, None).unwrap(), clock.clone()).await.unwrap();
     wait_until("the first load", || async { idp.jwks_fetches() == 1 }).await;
     // 300 s without the header; max-age=1 brings it down to the 1 s floor: one fetch a second.
     for n in 2..=4 {

@@ -322,38 +322,6 @@ async fn a_reload_under_load_loses_no_request() {
     assert!(ok.load(Ordering::Relaxed) > 100, "the load ran: {}", ok.load(Ordering::Relaxed));
 }
 
-/// Starts `jwtgate serve --config path` and returns it with its admin address (from its JSON
-/// log line).
-async fn serve_binary(path: &Path) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["serve", "--config"])
-        .arg(path)
-        .env_remove("JWTGATE_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let admin = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if let Some(a) = v["fields"]["admin_addr"].as_str() {
-                    return a.to_string();
-                }
-            }
-        }
-        panic!("serve exited before listening");
-    })
-    .await
-    .expect("serve listened in time");
-    // Keep draining its log so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, admin)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_running_binary() {
     let idp = FakeIssuer::start("acme").await.unwrap();
@@ -361,7 +329,7 @@ async fn sighup_reloads_the_running_binary() {
     let dir = temp_dir("sighup");
     let path = dir.join("jwtgate.toml");
     std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", "log_format = \"json\"")).unwrap();
-    let (child, admin) = serve_binary(&path).await;
+    let (child, _, admin) = spawn_serve(&path).await;
     let client = http_client();
     let status =
         || async { client.get(format!("http://{admin}/status")).send().await.unwrap().json::<Value>().await.unwrap() };
@@ -738,6 +706,8 @@ scopes = ["health:read"]
         metric(&m, "jwtgate_requests_total{listener=\"proxy\",outcome=\"insufficient_scope\",route=\"health\"}") >= 1.0,
         "{m}"
     );
+    // The watch stream would keep the drain waiting: the client hangs up first.
+    drop((stream, client, channel));
     gw.shutdown().await;
 }
 
