@@ -1,0 +1,82 @@
+#![allow(dead_code)]
+//! What each fuzz target checks, as plain functions: the cargo-fuzz targets call them on
+//! generated inputs, and `tests/fuzz_corpus.rs` (run by `cargo test`) replays the checked-in
+//! corpora and regressions through the very same code, so a finding stays fixed.
+
+use jwtgate::auth::alg::Alg;
+use jwtgate::auth::dpop::{verify, Expected, ReplayCache};
+
+/// `jwt::decode` and the bearer parser: never a panic; whatever decodes keeps its invariants.
+pub fn jwt_decode(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(d) = jwtgate::auth::jwt::decode(text) {
+            // The signing input is a prefix of the token, ending right before the second dot.
+            assert!(text.as_bytes().starts_with(d.signing_input));
+            assert_eq!(text.as_bytes().get(d.signing_input.len()), Some(&b'.'));
+        }
+    }
+    let _ = jwtgate::auth::bearer::parse_credentials(data);
+}
+
+/// JWKS parsing: never a panic, never a key for a disallowed algorithm.
+pub fn jwks_parse(data: &[u8]) {
+    let _ = jwtgate::keys::jwks::KeySet::parse(data, &[Alg::RS256, Alg::ES256, Alg::EdDSA]);
+    let _ = jwtgate::keys::jwks::KeySet::parse(data, &[Alg::PS512]);
+}
+
+/// OIDC discovery parsing: never a panic.
+pub fn discovery_parse(data: &[u8]) {
+    let url = url::Url::parse("https://api.asgardeo.io/t/fuzz/oauth2/token/.well-known/openid-configuration")
+        .expect("a constant URL");
+    let _ = jwtgate::keys::discovery::Discovery::parse(&url, data);
+}
+
+/// Route matching's path normalisation: never a panic, never a dot segment let through, and
+/// normalising twice changes nothing.
+pub fn match_form(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else { return };
+    if let Ok(form) = jwtgate::routes::match_form(path) {
+        assert!(!form.split(['/', '\\']).any(|s| s == "." || s == ".."), "{path:?} -> {form:?}");
+        assert!(!form.contains("//"), "{path:?} -> {form:?}");
+        if !form.contains('%') {
+            assert_eq!(jwtgate::routes::match_form(&form).as_deref(), Ok(&*form));
+        }
+    }
+}
+
+/// The configuration parser (with the key-manager sync section validated as `km-sync --once`
+/// would): problems, never a panic.
+pub fn config_parse(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(config) = jwtgate::config::Config::parse(text, None) {
+            let _ = config.key_manager_sync.for_one_pass();
+        }
+    }
+}
+
+/// DPoP proofs and the decision listener's reading of the original request: refusals, never
+/// a panic, never an accepted proof.
+pub fn dpop_verify(data: &[u8]) {
+    let Ok(proof) = std::str::from_utf8(data) else { return };
+    let replay = ReplayCache::default();
+    let e = Expected {
+        token: b"header.payload.signature",
+        jkt: "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+        method: "GET",
+        htu: "https://api.example.com/orders/1",
+        algs: &[Alg::RS256, Alg::ES256, Alg::EdDSA],
+        now: 1_800_000_000,
+        max_age: 60,
+        leeway: 60,
+    };
+    // No fuzzer can sign for the fixed thumbprint's key: nothing may pass.
+    assert!(verify(proof, &e, &replay).is_err());
+    let mut req = http::Request::builder().uri("/");
+    for (i, part) in proof.splitn(4, '\n').enumerate() {
+        let name = ["x-original-uri", "x-original-url", "x-forwarded-uri", "x-original-method"][i];
+        req = req.header(name, part);
+    }
+    if let Ok(req) = req.body(()) {
+        let _ = jwtgate::decision_listener::original_request(&req);
+    }
+}
