@@ -480,11 +480,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             move |req, peer| {
                 // The decision service exists in every generation while `[decision]` does
                 // (adding or removing the section needs a restart).
-                let service = l.load().decision.clone();
-                async move {
-                    match service {
-                        Some(s) => DecisionService::handle(s, req, peer).await,
-                        None => crate::decision_listener::unavailable(),
+                // `Either`, not an `async` wrapper: each wrapper copies the request future once more.
+                match l.load().decision.clone() {
+                    Some(s) => futures_util::future::Either::Left(DecisionService::handle(s, req, peer)),
+                    None => {
+                        futures_util::future::Either::Right(std::future::ready(crate::decision_listener::unavailable()))
                     }
                 }
             },

@@ -452,7 +452,12 @@ impl Gateway {
     /// progress for that long (the upstream stopped reading) ends the wait early; a client that
     /// stops sending is the body-read timeout's business (see `client_body`).
     async fn exchange(&self, req: Request<ClientBody>, progress: Option<&BodyProgress>) -> Exchanged {
-        let send = self.pool.send(req);
+        let send = if self.pool.is_h2() {
+            // Boxed: the HTTP/1.1 path's future stays as small as it was.
+            futures_util::future::Either::Left(Box::pin(self.pool.send_h2(req)))
+        } else {
+            futures_util::future::Either::Right(self.pool.send(req))
+        };
         tokio::pin!(send);
         if let Some(p) = progress {
             loop {

@@ -153,6 +153,11 @@ impl UpstreamPool {
         self.tick.load(Ordering::Relaxed)
     }
 
+    /// True when requests go over HTTP/2 (`h2c`, `h2`): send them with [`UpstreamPool::send_h2`].
+    pub fn is_h2(&self) -> bool {
+        self.config.protocol != UpstreamProtocol::Http1
+    }
+
     /// The `[upstream]` this pool serves.
     pub fn config(&self) -> &Upstream {
         &self.config
@@ -182,10 +187,9 @@ impl UpstreamPool {
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
     /// streams from the connection and hands it back to the pool when it ends.
+    /// HTTP/1.1 only: an HTTP/2 pool ([`UpstreamPool::is_h2`]) sends with
+    /// [`UpstreamPool::send_h2`] (kept apart so that the common path's future stays small).
     pub async fn send(self: &Arc<Self>, req: Request<ClientBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
-        if self.config.protocol != UpstreamProtocol::Http1 {
-            return Box::pin(self.send_h2(req)).await;
-        }
         let mut req = req.map(Either::Left);
         let mut stale = 0;
         let mut replayed = false;
@@ -230,7 +234,7 @@ impl UpstreamPool {
 
     /// Sends `req` on the shared HTTP/2 connection (made first if there is none). A request the
     /// connection refused before sending it (it had just closed) goes out on a new one.
-    async fn send_h2(&self, req: Request<ClientBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send_h2(&self, req: Request<ClientBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         // HTTP/2 carries the target as `:scheme` and `:authority`: an absolute URI, no `Host`.
         // The client's `Host` becomes `:authority`, as it stays `Host` over HTTP/1.1.
@@ -395,6 +399,7 @@ enum UpstreamIo {
 }
 
 impl AsyncRead for UpstreamIo {
+    #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
@@ -404,6 +409,7 @@ impl AsyncRead for UpstreamIo {
 }
 
 impl AsyncWrite for UpstreamIo {
+    #[inline]
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, data),
@@ -411,6 +417,7 @@ impl AsyncWrite for UpstreamIo {
         }
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -422,6 +429,7 @@ impl AsyncWrite for UpstreamIo {
         }
     }
 
+    #[inline]
     fn is_write_vectored(&self) -> bool {
         match self {
             UpstreamIo::Plain(s) => s.is_write_vectored(),
@@ -429,6 +437,7 @@ impl AsyncWrite for UpstreamIo {
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -436,6 +445,7 @@ impl AsyncWrite for UpstreamIo {
         }
     }
 
+    #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
