@@ -305,7 +305,9 @@ impl UpstreamPool {
     /// Sends a WebSocket upgrade request on a connection of its own (an upgraded connection is
     /// never pooled) that can hand over its I/O when the upstream switches protocols.
     pub async fn send_upgrade(&self, req: Request<ClientBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let stream = self.connect_io().await?;
+        // Boxed: a TLS handshake's future is kilobytes, and this one sits inside every
+        // request's future (the proxy's handler may take the upgrade branch).
+        let stream = Box::pin(self.connect_io()).await?;
         let (mut tx, conn) = http1::Builder::new()
             .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
