@@ -221,6 +221,72 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S
     }
 }
 
+/// A client connection: plain TCP, or TLS over it.
+enum ClientIo {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for ClientIo {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientIo {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write(cx, data),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(s) => s.is_write_vectored(),
+            ClientIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Why jwtgate closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expiry {
@@ -435,12 +501,15 @@ impl Connection {
             m.open.inc();
         }
         match self.tls.take() {
-            None => self.serve_io(stream, handler, peer).await,
+            None => self.serve_io(ClientIo::Plain(stream), handler, peer).await,
             Some(tls) => {
                 // The handshake counts against the header-read timeout, like the first head.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
-                match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => self.serve_io(stream, handler, peer).await,
+                // Boxed: the handshake's state is kilobytes, and would otherwise sit in every
+                // connection task.
+                let handshake = Box::pin(acceptor.accept(stream));
+                match tokio::time::timeout(self.limits.header_read_timeout, handshake).await {
+                    Ok(Ok(stream)) => self.serve_io(ClientIo::Tls(Box::new(stream)), handler, peer).await,
                     Ok(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
                     Err(_) => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
                 }
@@ -461,9 +530,11 @@ impl Connection {
         }
     }
 
-    async fn serve_io<S, F, Fut, B>(&self, stream: S, handler: F, peer: SocketAddr)
+    /// One type of connection for plain and TLS alike: hyper's connection code is then
+    /// compiled once per handler, and stays inlined as it was before TLS existed (two
+    /// instantiations cost about 1,500 instructions a request in lost inlining).
+    async fn serve_io<F, Fut, B>(&self, stream: ClientIo, handler: F, peer: SocketAddr)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<B>> + Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,

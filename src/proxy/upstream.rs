@@ -60,6 +60,28 @@ impl std::fmt::Display for UpstreamError {
 /// The body of a request to the upstream: the client's, streamed, or none for a replay.
 pub type UpstreamRequestBody = Either<ClientBody, Empty<Bytes>>;
 
+/// The body of an HTTP/2 upstream request: the same as HTTP/1.1's under its own name, so that
+/// hyper's client dispatch code is compiled once per protocol. Shared by both, it stopped
+/// being inlined on the HTTP/1.1 path (measured: about 600 instructions a request).
+pub struct H2Body(UpstreamRequestBody);
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = <UpstreamRequestBody as Body>::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
 struct IdleConn {
     tx: SendRequest<UpstreamRequestBody>,
     /// The reaper tick at which it was returned.
@@ -76,7 +98,7 @@ pub struct UpstreamPool {
     /// TLS to the upstream: the connector and the name its certificate must carry.
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
     /// The shared HTTP/2 connection (`h2c`/`h2`); `None` until first used or after it closed.
-    h2: Mutex<Option<http2::SendRequest<UpstreamRequestBody>>>,
+    h2: Mutex<Option<http2::SendRequest<H2Body>>>,
     /// Held while an HTTP/2 connection is being made, so a burst makes one, not many.
     h2_connecting: tokio::sync::Mutex<()>,
     /// `:scheme`, and the `:authority` of HTTP/2 requests that came without a `Host`.
@@ -245,7 +267,7 @@ impl UpstreamPool {
             host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok()).or_else(|| self.h2_authority.clone());
         parts.uri = http::Uri::from_parts(uri).map_err(|e| UpstreamError::Connect(format!("request target: {e}")))?;
         parts.version = http::Version::HTTP_2;
-        let mut req = Request::from_parts(parts, Either::Left(body));
+        let mut req = Request::from_parts(parts, H2Body(Either::Left(body)));
         for attempt in 0..2 {
             let mut tx = self.h2_sender().await?;
             match tx.try_send_request(req).await {
@@ -263,7 +285,7 @@ impl UpstreamPool {
     }
 
     /// Drops the shared HTTP/2 connection if it is still `tx`'s.
-    fn forget_h2(&self, tx: &http2::SendRequest<UpstreamRequestBody>) {
+    fn forget_h2(&self, tx: &http2::SendRequest<H2Body>) {
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         if h2.as_ref().is_some_and(|cur| cur.is_closed() || std::ptr::eq(cur, tx)) || tx.is_closed() {
             *h2 = None;
@@ -271,7 +293,7 @@ impl UpstreamPool {
     }
 
     /// The shared HTTP/2 connection's sender, connecting when there is none (or it closed).
-    async fn h2_sender(&self) -> Result<http2::SendRequest<UpstreamRequestBody>, UpstreamError> {
+    async fn h2_sender(&self) -> Result<http2::SendRequest<H2Body>, UpstreamError> {
         let current = || {
             let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             h2.as_ref().filter(|tx| !tx.is_closed()).cloned()
