@@ -227,6 +227,9 @@ pub struct ReloadHistory {
 /// Re-reads the configuration file and swaps in a new generation (SIGHUP, `POST /reload`).
 pub struct Reloader {
     live: Live,
+    /// The proxy's handler state alone, swapped right after `live`: a request loads one `Arc`
+    /// (see `Gateway::handle`).
+    proxy: Arc<ArcSwap<Gateway>>,
     source: Option<PathBuf>,
     parts: Parts,
     background: tokio::sync::Mutex<Background>,
@@ -301,6 +304,7 @@ impl Reloader {
         if let (Some(switch), Some(c)) = (&self.decision_tls, decision_tls) {
             switch.store(c);
         }
+        self.proxy.store(new.gateway.clone());
         self.live.store(new.clone());
 
         // Refreshers: kept for the key stores carried over, started for new ones, stopped for
@@ -408,6 +412,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let generation = Arc::new(build(config, None, &parts).map_err(StartError::Config)?);
     let config = generation.config.clone();
     let live: Live = Arc::new(ArcSwap::new(generation.clone()));
+    let proxy_gateway = Arc::new(ArcSwap::new(generation.gateway.clone()));
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
@@ -435,6 +440,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reloader = Arc::new(Reloader {
         live: live.clone(),
+        proxy: proxy_gateway.clone(),
         source,
         parts,
         background: tokio::sync::Mutex::new(Background { refreshers: Vec::new(), km: None }),
@@ -451,11 +457,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         max_connections: config.server.max_connections,
         drain: Duration::from_secs(config.server.drain_timeout_seconds),
     };
-    let l = live.clone();
     let proxy = tokio::spawn(serve(
         proxy_listener,
-        // One load per request: the request runs to its end on the generation it started on.
-        move |req, peer| Gateway::handle(l.load().gateway.clone(), req, peer),
+        // One load per request, inside the request's future (see `Gateway::handle`).
+        move |req, peer| Gateway::handle(proxy_gateway.clone(), req, peer),
         shutdown_rx.clone(),
         limits,
         Some(metrics.connections()),
