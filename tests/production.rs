@@ -734,3 +734,44 @@ async fn a_grpc_refusal_is_a_trailers_only_response_with_the_http_status() {
     let r = r.await.unwrap();
     assert_eq!(r.headers()["content-type"], "application/json");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_reaches_an_https_h2_upstream_over_http1() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Setup::start("ws-h2", "", "").await;
+    write_pki(&s.dir, "ws");
+    // A TLS WebSocket server that would pick h2 if the client offered it.
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls(&s.dir, "ws", &[b"h2", b"http/1.1"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                // Like servers that dispatch on ALPN (Go's net/http, Envoy): an `h2`
+                // connection speaks HTTP/2, so an HTTP/1.1 upgrade on it is refused.
+                if tls.get_ref().1.alpn_protocol() != Some(b"http/1.1") {
+                    return;
+                }
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    if ws.send(Message::text(format!("echo: {t}"))).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let gw =
+        gateway_to(&s, &format!("https://localhost:{}", ws_addr.port()), "ca_file = \"ws-ca.pem\"\nprotocol = \"h2\"")
+            .await;
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/public/chat", gw.proxy_addr)).await.expect("tunnelled");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("echo: hi"));
+    drop(ws);
+    gw.shutdown().await;
+}

@@ -96,7 +96,7 @@ pub struct UpstreamPool {
     port: u16,
     connect_timeout: Duration,
     /// TLS to the upstream: the connector and the name its certificate must carry.
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<UpstreamTlsConnectors>,
     /// The shared HTTP/2 connection (`h2c`/`h2`); `None` until first used or after it closed.
     h2: Mutex<Option<http2::SendRequest<H2Body>>>,
     /// Held while an HTTP/2 connection is being made, so a burst makes one, not many.
@@ -137,10 +137,17 @@ impl UpstreamPool {
                     UpstreamProtocol::H2 => &[b"h2"],
                     _ => &[b"http/1.1"],
                 };
-                let config = crate::tls::client_config(t.ca_file.as_deref(), alpn)
-                    .map_err(|e| format!("upstream.ca_file: {e}"))?;
+                let config = |alpn: &[&[u8]]| {
+                    crate::tls::client_config(t.ca_file.as_deref(), alpn).map_err(|e| format!("upstream.ca_file: {e}"))
+                };
+                let main = tokio_rustls::TlsConnector::from(config(alpn)?);
+                // A WebSocket upgrade is HTTP/1.1 whatever the requests speak.
+                let http1 = match upstream.protocol {
+                    UpstreamProtocol::H2 => tokio_rustls::TlsConnector::from(config(&[b"http/1.1"])?),
+                    _ => main.clone(),
+                };
                 let name = crate::tls::server_name(&t.server_name).map_err(|e| format!("upstream.url: {e}"))?;
-                Some((tokio_rustls::TlsConnector::from(config), name))
+                Some(UpstreamTlsConnectors { main, http1, name })
             }
         };
         let (period, idle_ticks) = Self::tick_period(upstream.pool_idle_timeout);
@@ -305,7 +312,7 @@ impl UpstreamPool {
         if let Some(tx) = current() {
             return Ok(tx);
         }
-        let io = self.connect_io().await?;
+        let io = self.connect_io(false).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // A dead upstream connection is noticed by its missing ping answers.
@@ -329,7 +336,7 @@ impl UpstreamPool {
     pub async fn send_upgrade(&self, req: Request<ClientBody>) -> Result<Response<Incoming>, UpstreamError> {
         // Boxed: a TLS handshake's future is kilobytes, and this one sits inside every
         // request's future (the proxy's handler may take the upgrade branch).
-        let stream = Box::pin(self.connect_io()).await?;
+        let stream = Box::pin(self.connect_io(true)).await?;
         let (mut tx, conn) = http1::Builder::new()
             .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
@@ -384,10 +391,12 @@ impl UpstreamPool {
 
     /// A TCP connection, with the TLS handshake done over it for an `https://` upstream (both
     /// within the connect timeout).
-    async fn connect_io(&self) -> Result<UpstreamIo, UpstreamError> {
-        let Some((connector, name)) = &self.tls else {
+    /// `http1`: offer only HTTP/1.1 by ALPN (an upgrade), whatever the pool's protocol.
+    async fn connect_io(&self, http1: bool) -> Result<UpstreamIo, UpstreamError> {
+        let Some(tls) = &self.tls else {
             return Ok(UpstreamIo::Plain(self.connect_tcp().await?));
         };
+        let (connector, name) = (if http1 { &tls.http1 } else { &tls.main }, &tls.name);
         let handshake = async {
             let tcp = self.connect_tcp().await?;
             connector
@@ -402,7 +411,7 @@ impl UpstreamPool {
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamRequestBody>, UpstreamError> {
-        let stream = self.connect_io().await?;
+        let stream = self.connect_io(false).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -414,6 +423,14 @@ impl UpstreamPool {
         });
         Ok(tx)
     }
+}
+
+/// TLS to the upstream: the connector requests use, the one upgrades use (ALPN `http/1.1`
+/// only; the same one unless requests speak HTTP/2), and the name the certificate must carry.
+struct UpstreamTlsConnectors {
+    main: tokio_rustls::TlsConnector,
+    http1: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
 }
 
 /// A connection to the upstream: plain TCP or TLS over it.
