@@ -407,7 +407,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let proxy_tls = load_tls("server.tls", config.server_tls.as_ref())?;
     let decision_tls = load_tls("decision.tls", config.decision.as_ref().and_then(|d| d.tls.as_ref()))?;
     warn_about(&config);
-    let parts = Parts { fetcher, metrics: metrics.clone(), clock };
+    let parts = Parts { fetcher, metrics: metrics.clone(), clock: clock.clone() };
     let source = config.source.clone();
     let generation = Arc::new(build(config, None, &parts).map_err(StartError::Config)?);
     let config = generation.config.clone();
@@ -465,6 +465,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         limits,
         Some(metrics.connections()),
         proxy_tls,
+        clock.clone(),
     ));
     let admin_state =
         Arc::new(AdminState { reloader: reloader.clone(), metrics: metrics.clone(), km_sync: km_status.clone() });
@@ -475,6 +476,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits },
         None,
         None,
+        // Operations plumbing: its connections live on real time whatever the gateway's clock.
+        Arc::new(crate::clock::SystemClock),
     ));
     let mut servers = vec![proxy, admin];
     let mut decision_addr = None;
@@ -497,6 +500,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             limits,
             None,
             decision_tls,
+            clock.clone(),
         )));
         decision_addr = Some(addr);
     }

@@ -29,13 +29,12 @@ async fn an_idp_answering_html_an_empty_set_or_ten_mebibytes_leaves_the_last_goo
         let before = h.idp.jwks_fetches();
         let started = std::time::Instant::now();
         // The refresher backs off more after every failure: time moves until it has asked.
-        wait_until(what, || async {
-            h.advance(Duration::from_millis(500));
+        advance_until(h.manual_clock(), Duration::from_millis(100), what, || async {
             h.idp.jwks_fetches() > before
                 && h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains(expected))
         })
         .await;
-        assert!(started.elapsed() < Duration::from_secs(5), "{what}: took {:?} of real time", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(8), "{what}: took {:?} of real time", started.elapsed());
         // A token never seen before (no cached verdict) verifies with the last good set.
         let fresh = h.key.token(&h.idp.claims(now(), &format!("u-{what}"), AUD, ""));
         echoed(h.get_with("/api/x", &fresh).await).await;
@@ -65,8 +64,7 @@ async fn ten_thousand_keys_are_capped_and_the_set_still_works() {
     assert!(body.len() > 1024 * 1024, "a large document: {} bytes", body.len());
     h.idp.override_jwks(Some((200, body)));
     let before = h.idp.jwks_fetches();
-    h.advance(Duration::from_millis(1100));
-    wait_until("the flood was read", || async {
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the flood was read", || async {
         h.idp.jwks_fetches() > before && h.status().await["issuers"][0]["keys"] == 64
     })
     .await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jwtgate::auth::alg::Alg;
+use jwtgate::clock::Clock;
 use serde_json::json;
 use support::*;
 
@@ -93,8 +94,7 @@ async fn idp_down_after_start_keeps_known_keys_working() {
     let h = Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1", "").await;
     let t = h.token("");
     h.idp.stop();
-    h.advance(Duration::from_millis(1500));
-    wait_until("the refresh failed", || async {
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the refresh failed", || async {
         metric(&h.metrics().await, "jwtgate_jwks_fetches_total{issuer=\"asgardeo\",result=\"error\"}") >= 1.0
     })
     .await;
@@ -128,8 +128,7 @@ async fn key_set_older_than_max_staleness_is_503() {
     assert_eq!(ready.status(), 503);
     h.idp.set_down(false);
     // The refresher, backing off on the same clock, comes back once time moves on.
-    wait_until("the keys are usable again", || async {
-        h.advance(Duration::from_millis(500));
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the keys are usable again", || async {
         h.client.get(h.admin("/readyz")).send().await.unwrap().status() == 200
     })
     .await;
@@ -142,8 +141,7 @@ async fn bad_jwks_answers_keep_the_last_good_set() {
     for bad in ["not json", "{\"keys\": 5}", "{\"keys\": [{\"kty\": \"oct\", \"k\": \"AA\"}]}", "[]"] {
         h.idp.override_jwks(Some((200, bad.to_string())));
         let before = h.idp.jwks_fetches();
-        h.advance(Duration::from_millis(1200));
-        wait_until("the bad JWKS was fetched and judged", || async {
+        advance_until(h.manual_clock(), Duration::from_millis(250), "the bad JWKS was fetched and judged", || async {
             h.idp.jwks_fetches() > before
                 && h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains("JWKS"))
         })
@@ -229,8 +227,7 @@ async fn discovery_and_jwks_sizes_are_bounded() {
             .await;
     let huge = format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(100_000));
     h.idp.override_jwks(Some((200, huge)));
-    h.advance(Duration::from_millis(1300));
-    wait_until("the oversized JWKS was refused", || async {
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the oversized JWKS was refused", || async {
         h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains("4096"))
     })
     .await;
@@ -251,23 +248,20 @@ async fn cache_control_max_age_shortens_the_refresh() {
     let clock = Arc::new(ManualClock::at_system_now());
     let _gw = jwtgate::serve::start(jwtgate::config::Config::parse(&text, None).unwrap(), clock.clone()).await.unwrap();
     wait_until("the first load", || async { idp.jwks_fetches() == 1 }).await;
-    // 300 s without the header; max-age=1 brings it down to the 1 s floor: one fetch a second.
-    for n in 2..=4 {
-        clock.advance(Duration::from_secs(1));
-        wait_until("the next refresh", || async { idp.jwks_fetches() == n }).await;
+    // 300 s without the header; max-age=1 brings it down to the 1 s floor: one fetch a second
+    // of the clock. With max-age=0 the floor holds: still one a second, no spinning.
+    let mut last = clock.monotonic();
+    for n in 2..=6 {
+        if n == 4 {
+            idp.set_cache_control(Some("max-age=0"));
+        }
+        advance_until(&clock, Duration::from_millis(50), "the next refresh", || async { idp.jwks_fetches() >= n })
+            .await;
+        assert_eq!(idp.jwks_fetches(), n, "more than one refresh in one step");
+        let gap = clock.monotonic() - last;
+        assert!(gap >= Duration::from_secs(1) && gap <= Duration::from_secs(3), "refresh {n} after {gap:?}");
+        last = clock.monotonic();
     }
-    // And between two seconds nothing more: the floor holds even when max-age says 0.
-    idp.set_cache_control(Some("max-age=0"));
-    clock.advance(Duration::from_secs(1));
-    wait_until("the refresh after max-age=0", || async { idp.jwks_fetches() == 5 }).await;
-    clock.advance(Duration::from_millis(900));
-    // Proving that nothing happens needs a little real time: a spinning refresher would have
-    // fetched many times within it.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let settled = idp.jwks_fetches();
-    assert_eq!(settled, 5, "max-age=0 made the refresher spin: {settled} fetches");
-    clock.advance(Duration::from_millis(100));
-    wait_until("one more at the floor", || async { idp.jwks_fetches() == 6 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,8 +280,7 @@ async fn a_removed_key_stops_cached_tokens_too() {
     // for the old key's token is not used any more.
     h.idp.add_key(SigningKey::generate(Alg::RS256, "k2_RS256").unwrap());
     h.idp.remove_key("k1_RS256");
-    h.advance(Duration::from_millis(1600));
-    wait_until("the refresher saw the rotation", || async {
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the refresher saw the rotation", || async {
         h.status().await["issuers"][0]["kids"] == serde_json::json!(["k2_RS256"])
     })
     .await;
@@ -303,8 +296,11 @@ async fn a_slow_idp_times_out_and_known_keys_keep_working() {
     // The IdP accepts the request and never answers in time.
     h.idp.set_delay(Duration::from_secs(30));
     let seen = h.idp.requests_seen();
-    h.advance(Duration::from_secs(1));
-    wait_until("the refresh asked the IdP", || async { h.idp.requests_seen() > seen }).await;
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the refresh asked the IdP", || async {
+        h.idp.requests_seen() > seen
+    })
+    .await;
+    // Its timeout started before the request went out: a second later it has run out.
     h.advance(Duration::from_secs(1));
     wait_until("the refresh timed out", || async {
         h.status().await["issuers"][0]["last_error"].as_str().is_some_and(|e| e.contains("within 1 s"))
@@ -327,9 +323,13 @@ async fn a_slow_refresh_never_overwrites_a_newer_key_set() {
     let h = Harness::start_manual("jwks_refresh_seconds = 3\njwks_refresh_min_seconds = 1", "").await;
     let before = h.idp.jwks_fetches();
     h.idp.delay_next_jwks(Duration::from_millis(300));
-    h.advance(Duration::from_secs(3));
-    wait_until("the background refresh is waiting for its slow answer", || async { h.idp.jwks_fetches() > before })
-        .await;
+    advance_until(
+        h.manual_clock(),
+        Duration::from_millis(250),
+        "the background refresh is waiting for its slow answer",
+        || async { h.idp.jwks_fetches() > before },
+    )
+    .await;
     let new_key = h.idp.add_key(SigningKey::generate(Alg::RS256, "k2_RS256").unwrap());
     let first = new_key.token(&h.claims(""));
     echoed(h.get_with("/api/x", &first).await).await;

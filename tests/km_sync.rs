@@ -465,8 +465,7 @@ async fn serve_syncs_at_start_and_at_once_when_discovery_changes() {
     let new_endpoint = format!("http://{}/t/acme/oauth2/token2", k.idp.addr);
     k.idp.patch_discovery(Some(json!({"token_endpoint": new_endpoint})));
     // The next refresh (a second away) sees it; the 300 s sync interval is far off.
-    clock.advance(Duration::from_secs(1));
-    wait_until("the discovery change triggered a sync", || async {
+    advance_until(&clock, Duration::from_millis(250), "the discovery change triggered a sync", || async {
         k.apim.get_view("Asgardeo").unwrap()["tokenEndpoint"] == new_endpoint
             && status(&client, gw.admin_addr).await["key_manager_sync"]["last_result"] == "updated"
     })
@@ -482,9 +481,8 @@ async fn serve_syncs_at_start_and_at_once_when_discovery_changes() {
     // The hot path is unaffected while APIM fails.
     k.apim.inject(&[Fault::ServerError; 50]);
     k.idp.patch_discovery(Some(json!({"token_endpoint": format!("http://{}/t/acme/oauth2/token3", k.idp.addr)})));
-    clock.advance(Duration::from_secs(1));
     let token = k.key.token(&k.idp.claims(now(), "a", AUD, ""));
-    wait_until("the failing pass is reported", || async {
+    advance_until(&clock, Duration::from_millis(250), "the failing pass is reported", || async {
         let r = client.get(format!("http://{}/api/x", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
         assert_eq!(r.status(), 200, "the hot path is unaffected");
         status(&client, gw.admin_addr).await["key_manager_sync"]["state"] == "error"

@@ -219,14 +219,15 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let client = http_client();
     get_ok(&client, &gw, "/public/a").await;
     // Three quarters of the idle timeout: the reaper looks (its tick moves) and keeps it.
-    clock.advance(Duration::from_millis(750));
-    wait_until("the reaper looked", || async { pool_ticks(&gw) >= 3 }).await;
+    advance_until(&clock, Duration::from_millis(50), "the reaper looked", || async { pool_ticks(&gw) >= 3 }).await;
     get_ok(&client, &gw, "/public/a2").await;
     assert_eq!(up.accepted(), 1, "an idle connection younger than the timeout is reused");
     assert_eq!(up.closed_by_gateway.load(Ordering::SeqCst), 0);
     // Past the idle timeout: closed.
-    clock.advance(Duration::from_millis(1500));
-    wait_until("the idle connection is closed", || async { up.closed_by_gateway.load(Ordering::SeqCst) == 1 }).await;
+    advance_until(&clock, Duration::from_millis(250), "the idle connection is closed", || async {
+        up.closed_by_gateway.load(Ordering::SeqCst) == 1
+    })
+    .await;
     get_ok(&client, &gw, "/public/b").await;
     assert_eq!(up.accepted(), 2, "a fresh connection after the idle one was closed");
 }
@@ -279,8 +280,7 @@ async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
     get_ok(&client, &gw, "/public/a").await;
     // The connection sits idle across a reaper tick.
     let tick = pool_ticks(&gw);
-    clock.advance(Duration::from_millis(400));
-    wait_until("the reaper ticked", || async { pool_ticks(&gw) > tick }).await;
+    advance_until(&clock, Duration::from_millis(100), "the reaper ticked", || async { pool_ticks(&gw) > tick }).await;
     // Goes out on the idle connection, which the upstream then closes without answering:
     // the GET is sent again on a new connection instead of becoming a 502.
     get_ok(&client, &gw, "/public/b").await;
@@ -289,8 +289,7 @@ async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
 
     // A POST is not idempotent: the same failure is a 502, never a second delivery.
     let tick = pool_ticks(&gw);
-    clock.advance(Duration::from_millis(400));
-    wait_until("the reaper ticked", || async { pool_ticks(&gw) > tick }).await;
+    advance_until(&clock, Duration::from_millis(100), "the reaper ticked", || async { pool_ticks(&gw) > tick }).await;
     let resp = client.post(format!("http://{}/public/c", gw.proxy_addr)).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(up.accepted(), 2, "the POST was not sent a second time");

@@ -63,6 +63,7 @@ impl EchoUpstream {
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
             tls.map(|c| Arc::new(arc_swap::ArcSwap::new(c))),
+            Arc::new(crate::clock::SystemClock),
         ));
         Ok(EchoUpstream { addr, hits, body_errors, delay_ms, stop })
     }

@@ -77,6 +77,7 @@ impl FakeIssuer {
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
             None,
+            Arc::new(crate::clock::SystemClock),
         ));
         Ok(FakeIssuer { addr, org: org.to_string(), state, stop })
     }

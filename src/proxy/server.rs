@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::clock::Clock;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
@@ -27,7 +28,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::time::Instant;
 
 /// Limits applied to every connection of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -89,34 +89,43 @@ impl Activity {
     }
 }
 
-/// Milliseconds since the listener started, advanced by a ticker a few times a second: the
-/// per-request bookkeeping reads one atomic instead of the system clock (the timeouts it serves
-/// are in seconds).
+/// Milliseconds of the gateway's clock, advanced by a ticker a few times a second: the
+/// per-request bookkeeping reads one atomic instead of the clock (the timeouts it serves are in
+/// seconds). The watchdogs decide with the precise time, and sleep on the gateway's clock.
 #[derive(Clone)]
-struct CoarseClock(Arc<AtomicU64>);
+struct CoarseClock(Arc<AtomicU64>, Arc<dyn Clock>);
 
 /// How often the coarse clock advances.
 const CLOCK_TICK: Duration = Duration::from_millis(250);
 
 impl CoarseClock {
-    /// A clock at 0 and the task that advances it (stopped by aborting it).
-    fn start() -> (CoarseClock, tokio::task::JoinHandle<()>) {
-        let clock = CoarseClock(Arc::new(AtomicU64::new(0)));
+    /// A coarse view of `source` and the task that advances it (stopped by aborting it).
+    fn start(source: Arc<dyn Clock>) -> (CoarseClock, tokio::task::JoinHandle<()>) {
+        let clock = CoarseClock(Arc::new(AtomicU64::new(0)), source);
+        clock.0.store(clock.precise_ms(), Ordering::Release);
         let c = clock.clone();
-        let origin = Instant::now();
         let ticker = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CLOCK_TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                c.0.store(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Release);
+                c.1.sleep(CLOCK_TICK).await;
+                c.0.store(c.precise_ms(), Ordering::Release);
             }
         });
         (clock, ticker)
     }
 
+    /// The coarse time: one atomic load.
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// The gateway clock's own time, for the rare decisions (a watchdog waking up).
+    fn precise_ms(&self) -> u64 {
+        u64::try_from(self.1.monotonic().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A sleep on the gateway's clock.
+    fn sleep(&self, d: Duration) -> crate::clock::Sleep {
+        self.1.sleep(d)
     }
 }
 
@@ -317,7 +326,7 @@ fn remaining(a: &Activity, limits: &ServerLimits) -> Option<(Duration, Expiry)> 
         NOT_READING => (a.last_done_ms.load(Ordering::Acquire), limits.idle_timeout, Expiry::IdleTimeout),
         head => (head, limits.header_read_timeout, Expiry::HeaderTimeout),
     };
-    let elapsed = Duration::from_millis(a.now_ms().saturating_sub(since));
+    let elapsed = Duration::from_millis(a.clock.precise_ms().saturating_sub(since));
     Some((limit.saturating_sub(elapsed), why))
 }
 
@@ -356,7 +365,7 @@ async fn watchdog(
             None => limits.idle_timeout.min(limits.header_read_timeout),
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = activity.clock.sleep(wait) => {}
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     let _ = orders.send(Order::Drain).await;
@@ -382,6 +391,7 @@ pub async fn serve<F, Fut, B>(
     limits: ServerLimits,
     metrics: Option<ConnMetrics>,
     tls: Option<TlsSwitch>,
+    clock: Arc<dyn Clock>,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -410,7 +420,7 @@ pub async fn serve<F, Fut, B>(
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (force_tx, force_rx) = watch::channel(false);
-    let (clock, ticker) = CoarseClock::start();
+    let (clock, ticker) = CoarseClock::start(clock);
     loop {
         let permit = match &cap {
             None => None,
@@ -508,10 +518,10 @@ impl Connection {
                 // Boxed: the handshake's state is kilobytes, and would otherwise sit in every
                 // connection task.
                 let handshake = Box::pin(acceptor.accept(stream));
-                match tokio::time::timeout(self.limits.header_read_timeout, handshake).await {
-                    Ok(Ok(stream)) => self.serve_io(ClientIo::Tls(Box::new(stream)), handler, peer).await,
-                    Ok(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
-                    Err(_) => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
+                match crate::clock::timeout(&*self.clock.1, self.limits.header_read_timeout, handshake).await {
+                    Some(Ok(stream)) => self.serve_io(ClientIo::Tls(Box::new(stream)), handler, peer).await,
+                    Some(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
+                    None => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
                 }
             }
         }

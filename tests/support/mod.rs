@@ -42,6 +42,26 @@ pub struct Harness {
 
 pub use jwtgate::clock::ManualClock;
 
+/// Moves `clock` forward by `step` and polls `cond`, again and again (10 s of real time at
+/// most), until it holds. For effects of time that a background task produces: the task may
+/// not have armed its next sleep yet when the clock is first moved, so one advance is not
+/// enough; small steps keep the effect close to when it becomes due.
+pub async fn advance_until<F, Fut>(clock: &ManualClock, step: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        clock.advance(step);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out advancing the clock until {what}");
+}
+
 /// Polls `cond` (a real-time bound of 10 s, every 5 ms) until it holds: for effects of a
 /// clock advance that happen over real sockets (a refresh fetch, a sync pass).
 pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
@@ -158,7 +178,12 @@ impl Harness {
 
     /// Moves the gateway's manual clock forward.
     pub fn advance(&self, d: Duration) {
-        self.clock.as_ref().expect("a harness started with start_manual").advance(d);
+        self.manual_clock().advance(d);
+    }
+
+    /// The gateway's manual clock.
+    pub fn manual_clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("a harness started with start_manual")
     }
 
     /// `/status`.
