@@ -204,7 +204,10 @@ async fn ten_thousand_idle_connections_keep_memory_bounded_and_all_close() {
         eprintln!("wave {wave}: RSS {before} KiB -> {now} KiB with 10,000 idle connections ({per_conn} bytes each, connected in {:?})", t0.elapsed());
         assert!(per_conn < 16 * 1024, "{per_conn} bytes per idle connection");
         if wave == 2 {
-            assert!(now <= during + during / 10, "the second wave grew RSS from {during} KiB to {now} KiB");
+            // A leak would double the growth; glibc's per-thread arenas may hand the second wave
+            // memory from another arena than the first freed (seen under CPU load), hence 1.5x.
+            let (first, second) = (during - before, now.saturating_sub(before));
+            assert!(second * 2 <= first * 3, "the second wave grew RSS by {second} KiB, the first by {first} KiB");
         }
         during = now;
         // The clients go away: every connection is closed.

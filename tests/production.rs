@@ -331,8 +331,9 @@ async fn sighup_reloads_the_running_binary() {
     std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", "log_format = \"json\"")).unwrap();
     let (child, _, admin) = spawn_serve(&path).await;
     let client = http_client();
-    let status =
-        || async { client.get(format!("http://{admin}/status")).send().await.unwrap().json::<Value>().await.unwrap() };
+    let status = || async {
+        client.get(format!("http://{admin}/status")).send().await.expect("status").json::<Value>().await.expect("json")
+    };
     let before = status().await["config"]["sha256"].as_str().unwrap().to_string();
 
     std::fs::write(

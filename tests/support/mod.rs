@@ -309,5 +309,12 @@ pub async fn spawn_serve(path: &std::path::Path) -> (tokio::process::Child, Sock
     .await
     .expect("serve listened in time");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Listening is logged once the sockets are bound; wait until the admin listener answers.
+    let client = http_client();
+    let healthz = format!("http://{}/healthz", addrs.1);
+    wait_until("serve's admin listener answers", || async {
+        client.get(&healthz).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     (child, addrs.0, addrs.1)
 }
