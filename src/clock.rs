@@ -1,12 +1,14 @@
 //! The one time source of the gateway. Injected (like rustls's `TimeProvider`) and used for
 //! every decision that depends on time: claim checks (`exp`/`nbf`/`iat` with leeway, DPoP
 //! proof age), key-set staleness, the refresh schedule and its backoff, the unknown-`kid`
-//! rate limit, discovery/JWKS fetch timeouts, the key-manager sync's schedule and the upstream
-//! pool's idle reaper. Tests drive it with [`ManualClock`] and run in milliseconds instead of
+//! rate limit, discovery/JWKS fetch timeouts, the key-manager sync's schedule, the upstream
+//! pool's idle reaper, and the proxy and decision listeners' header-read, idle and TLS
+//! handshake timeouts. Tests drive it with [`ManualClock`] and run in milliseconds instead of
 //! sleeping; `validate --at` uses [`FixedClock`]. A clock never goes to the network or blocks.
 //!
-//! Not on it: socket-level timeouts of the listeners (header read, idle, body read), which
-//! measure what real peers do on real sockets.
+//! Not on it: the body-read and upstream response timeouts, the WebSocket tunnel lifetime, the
+//! drain on shutdown, the admin listener, and requests to APIM (`km-sync --once` backs off on
+//! it, but each request's own timeout is real).
 
 use std::future::Future;
 use std::pin::Pin;
