@@ -19,8 +19,12 @@ async fn dev_prints_working_curl_lines() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut tokens = Vec::new();
     let mut urls = Vec::new();
+    let mut admin = String::new();
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, rest)) = line.split_once("admin http://") {
+                admin = rest.split('/').next().unwrap_or("").to_string();
+            }
             if let Some(rest) = line.trim().strip_prefix("curl -i -H 'Authorization: Bearer ") {
                 let (token, url) = rest.split_once("' ").unwrap();
                 tokens.push(token.to_string());
@@ -47,6 +51,9 @@ async fn dev_prints_working_curl_lines() {
         statuses.push(status);
     }
     assert_eq!(statuses, vec![200, 403]);
+    // dev runs from the file it wrote: a reload re-reads it.
+    let r = client.post(format!("http://{admin}/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();

@@ -119,12 +119,13 @@ pub async fn start_dev(
     let key = mint::SigningKey::generate(Alg::RS256, &format!("{:016x}_RS256", rand::random::<u64>()))?;
     let key = issuer.add_key(key);
     let text = dev_config(&issuer.discovery_url(), upstream.addr, lo(gateway_port), lo(admin_port));
-    let config = Config::parse(&text, None)?;
     let dir = std::env::temp_dir().join(format!("jwtgate-dev-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let config_file = dir.join("jwtgate.toml");
     std::fs::create_dir_all(&dir)
         .and_then(|_| std::fs::write(&config_file, &text))
         .map_err(|source| DevError::ConfigFile { path: config_file.display().to_string(), source })?;
+    // Loaded from the file it wrote, so that editing it and `POST /reload` work in dev too.
+    let config = Config::load(&config_file)?;
     let gateway = start(config, Arc::new(SystemClock)).await?;
     // Print the curl lines only once they work: wait (briefly) for the first key load.
     for _ in 0..100 {
