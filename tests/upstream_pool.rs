@@ -138,6 +138,12 @@ async fn gateway_on_clock(upstream: SocketAddr, upstream_extra: &str) -> (FakeIs
     (idp, gw, clock)
 }
 
+/// The gateway's `/metrics` text.
+async fn gateway_metrics(gw: &Running) -> String {
+    let r = http_client().get(format!("http://{}/metrics", gw.admin_addr)).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
 /// The reaper tick of the gateway's upstream pool.
 fn pool_ticks(gw: &Running) -> u64 {
     gw.reloader.current().gateway.pool().ticks()
@@ -197,14 +203,7 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
         wait_until("the upstream closed the connection", || async { up.ended.load(Ordering::SeqCst) == i }).await;
     }
     assert_eq!(up.accepted(), 5);
-    let m = support::http_client()
-        .get(format!("http://{}/metrics", gw.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gateway_metrics(&gw).await;
     let failed: f64 = ["connect", "timeout", "other"]
         .iter()
         .map(|k| metric(&m, &format!("jwtgate_upstream_errors_total{{kind=\"{k}\"}}")))
@@ -293,13 +292,6 @@ async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
     let resp = client.post(format!("http://{}/public/c", gw.proxy_addr)).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(up.accepted(), 2, "the POST was not sent a second time");
-    let m = support::http_client()
-        .get(format!("http://{}/metrics", gw.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gateway_metrics(&gw).await;
     assert_eq!(metric(&m, "jwtgate_upstream_errors_total{kind=\"other\"}"), 1.0, "{m}");
 }

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::tls::MaybeTls;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
@@ -227,72 +228,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A client connection: plain TCP, or TLS over it.
-enum ClientIo {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for ClientIo {
-    #[inline]
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for ClientIo {
-    #[inline]
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_write(cx, data),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-        }
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    #[inline]
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientIo::Plain(s) => s.is_write_vectored(),
-            ClientIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    #[inline]
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    #[inline]
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 
@@ -511,7 +446,7 @@ impl Connection {
             m.open.inc();
         }
         match self.tls.take() {
-            None => self.serve_io(ClientIo::Plain(stream), handler, peer).await,
+            None => self.serve_io(MaybeTls::Plain(stream), handler, peer).await,
             Some(tls) => {
                 // The handshake counts against the header-read timeout, like the first head.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
@@ -519,7 +454,7 @@ impl Connection {
                 // connection task.
                 let handshake = Box::pin(acceptor.accept(stream));
                 match crate::clock::timeout(&*self.clock.1, self.limits.header_read_timeout, handshake).await {
-                    Some(Ok(stream)) => self.serve_io(ClientIo::Tls(Box::new(stream)), handler, peer).await,
+                    Some(Ok(stream)) => self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer).await,
                     Some(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
                     None => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
                 }
@@ -543,7 +478,7 @@ impl Connection {
     /// One type of connection for plain and TLS alike: hyper's connection code is then
     /// compiled once per handler, and stays inlined as it was before TLS existed (two
     /// instantiations cost about 1,500 instructions a request in lost inlining).
-    async fn serve_io<F, Fut, B>(&self, stream: ClientIo, handler: F, peer: SocketAddr)
+    async fn serve_io<F, Fut, B>(&self, stream: MaybeTls, handler: F, peer: SocketAddr)
     where
         F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<B>> + Send + 'static,

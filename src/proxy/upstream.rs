@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::client_body::ClientBody;
 use crate::config::{Upstream, UpstreamProtocol};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::tls::MaybeTls;
 use tokio::net::TcpStream;
 
 /// Why a request could not be exchanged with the upstream.
@@ -392,9 +392,9 @@ impl UpstreamPool {
     /// A TCP connection, with the TLS handshake done over it for an `https://` upstream (both
     /// within the connect timeout).
     /// `http1`: offer only HTTP/1.1 by ALPN (an upgrade), whatever the pool's protocol.
-    async fn connect_io(&self, http1: bool) -> Result<UpstreamIo, UpstreamError> {
+    async fn connect_io(&self, http1: bool) -> Result<MaybeTls, UpstreamError> {
         let Some(tls) = &self.tls else {
-            return Ok(UpstreamIo::Plain(self.connect_tcp().await?));
+            return Ok(MaybeTls::Plain(self.connect_tcp().await?));
         };
         let (connector, name) = (if http1 { &tls.http1 } else { &tls.main }, &tls.name);
         let handshake = async {
@@ -406,7 +406,7 @@ impl UpstreamPool {
         };
         match tokio::time::timeout(self.connect_timeout, handshake).await {
             Err(_) => Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
-            Ok(r) => Ok(UpstreamIo::Tls(Box::new(r?))),
+            Ok(r) => Ok(MaybeTls::Tls(Box::new(r?.into()))),
         }
     }
 
@@ -431,68 +431,6 @@ struct UpstreamTlsConnectors {
     main: tokio_rustls::TlsConnector,
     http1: tokio_rustls::TlsConnector,
     name: rustls::pki_types::ServerName<'static>,
-}
-
-/// A connection to the upstream: plain TCP or TLS over it.
-enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamIo {
-    #[inline]
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    #[inline]
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, data),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-        }
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    #[inline]
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    #[inline]
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    #[inline]
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 /// A copy of an idempotent request without a body, to send again if its connection fails.

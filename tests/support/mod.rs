@@ -42,11 +42,9 @@ pub struct Harness {
 
 pub use jwtgate::clock::ManualClock;
 
-/// Moves `clock` forward by `step` and polls `cond`, again and again (10 s of real time at
-/// most), until it holds. For effects of time that a background task produces: the task may
-/// not have armed its next sleep yet when the clock is first moved, so one advance is not
-/// enough; small steps keep the effect close to when it becomes due.
-pub async fn advance_until<F, Fut>(clock: &ManualClock, step: Duration, what: &str, mut cond: F)
+/// Polls `cond` every 5 ms until it holds, calling `between` after each miss; panics after 10 s
+/// of real time, naming `what`.
+async fn poll_until<F, Fut>(what: &str, mut cond: F, mut between: impl FnMut())
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -56,27 +54,32 @@ where
         if cond().await {
             return;
         }
-        clock.advance(step);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out advancing the clock until {what}");
-}
-
-/// Polls `cond` (a real-time bound of 10 s, every 5 ms) until it holds: for effects of a
-/// clock advance that happen over real sockets (a refresh fetch, a sync pass).
-pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if cond().await {
-            return;
-        }
+        between();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// Moves `clock` forward by `step` and polls `cond`, again and again, until it holds. For
+/// effects of time that a background task produces: the task may not have armed its next
+/// sleep yet when the clock is first moved, so one advance is not enough; small steps keep the
+/// effect close to when it becomes due.
+pub async fn advance_until<F, Fut>(clock: &ManualClock, step: Duration, what: &str, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll_until(what, cond, || clock.advance(step)).await
+}
+
+/// Polls `cond` until it holds: for effects that happen over real sockets (a request reaching
+/// the upstream, a connection task ending).
+pub async fn wait_until<F, Fut>(what: &str, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll_until(what, cond, || {}).await
 }
 
 /// Routes every harness gets unless the test supplies its own.
