@@ -101,12 +101,6 @@ fn config_path(arg: &ConfigArg) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config/jwtgate.toml"))
 }
 
-/// Loads and validates the file as `serve` runs it: `[key_manager_sync]` in full only when it
-/// is enabled (a switched-off section needs only valid key names and types).
-fn load_checked(path: &std::path::Path) -> Result<Config, jwtgate::config::ConfigError> {
-    Config::load(path)
-}
-
 /// What a switched-off `[key_manager_sync]` still lacks before it could run (`check-config`
 /// shows these as warnings; they do not fail the check).
 fn sync_warnings(c: &Config) -> Vec<jwtgate::config::ConfigProblem> {
@@ -137,7 +131,7 @@ fn main() -> ExitCode {
     // runtime (no work stealing, no cross-thread wake-ups), the cheapest way to run a sidecar
     // pinned to one core. Errors in the file are reported by `run` with their key paths.
     let serve_config = match &cli.command {
-        Command::Serve(arg) => Some(load_checked(&config_path(arg))),
+        Command::Serve(arg) => Some(Config::load(&config_path(arg))),
         _ => None,
     };
     let threads = match &serve_config {
@@ -174,7 +168,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
     match cli.command {
         Command::CheckConfig(arg) => {
             let path = config_path(&arg);
-            match load_checked(&path) {
+            match Config::load(&path) {
                 Ok(c) => {
                     // The TLS files are read as the listeners would read them.
                     let tls_problems: Vec<String> = c
@@ -225,7 +219,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             }
         }
         Command::Serve(arg) => {
-            let config = match serve_config.unwrap_or_else(|| load_checked(&config_path(&arg))) {
+            let config = match serve_config.unwrap_or_else(|| Config::load(&config_path(&arg))) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");

@@ -93,15 +93,7 @@ impl Setup {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..400 {
-            if let Ok(r) = self.client.get(self.admin("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("gateway never became ready");
+        wait_ready_at(self.gw.admin_addr).await;
     }
 
     fn admin(&self, path: &str) -> String {
@@ -529,16 +521,13 @@ async fn gateway_to(s: &Setup, upstream_url: &str, upstream_extra: &str) -> jwtg
     jwtgate::serve::start(Config::load(&path).unwrap(), Arc::new(SystemClock)).await.unwrap()
 }
 
+/// Waits until the gateway with this admin address says `/readyz` 200.
 async fn wait_ready_at(admin: SocketAddr) {
-    for _ in 0..400 {
-        if let Ok(r) = http_client().get(format!("http://{admin}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("not ready");
+    let client = http_client();
+    wait_until("the gateway is ready", || async {
+        client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
