@@ -95,6 +95,45 @@ pub struct DecisionSection {
     pub listen: SocketAddr,
     /// `[decision.tls]`: serve the decision listener over TLS (absent = plain HTTP).
     pub tls: Option<TlsSection>,
+    /// Whose headers describe the original request.
+    #[serde(default)]
+    pub front_proxy: FrontProxy,
+}
+
+/// `decision.front_proxy`: which front proxy sends the auth subrequests, and so which headers
+/// name the original request. Traefik and Caddy copy every client header into the subrequest
+/// (ingress-nginx leaves `X-Original-URI` to the client), so reading a header another proxy
+/// would set lets a client name the path that is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrontProxy {
+    /// `X-Original-Method` + `X-Original-URI` (nginx `auth_request`).
+    Nginx,
+    /// `X-Original-URL` (absolute) + `X-Original-Method` (ingress-nginx `auth-url`).
+    IngressNginx,
+    /// `X-Forwarded-Method`, `-Uri`, `-Proto`, `-Host` (Traefik ForwardAuth).
+    Traefik,
+    /// The same headers as Traefik (Caddy `forward_auth`).
+    Caddy,
+    /// The decision request's own method and path (Envoy `ext_authz`).
+    Envoy,
+    /// Whichever one convention is present; two together are refused.
+    #[default]
+    Auto,
+}
+
+impl FrontProxy {
+    /// The name as written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrontProxy::Nginx => "nginx",
+            FrontProxy::IngressNginx => "ingress-nginx",
+            FrontProxy::Traefik => "traefik",
+            FrontProxy::Caddy => "caddy",
+            FrontProxy::Envoy => "envoy",
+            FrontProxy::Auto => "auto",
+        }
+    }
 }
 
 /// `[server.tls]` / `[decision.tls]`: a listener's certificate and key, as written.
@@ -495,6 +534,8 @@ pub struct Decision {
     pub listen: SocketAddr,
     /// Its certificate and key, when it serves TLS.
     pub tls: Option<ListenerTls>,
+    /// Whose headers describe the original request.
+    pub front_proxy: FrontProxy,
 }
 
 /// `[key_manager_sync]`, validated once with the rest of the file. A switched-off section
@@ -755,6 +796,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     let decision = file.decision.as_ref().map(|d| Decision {
         listen: d.listen,
         tls: d.tls.as_ref().map(|t| listener_tls(t, &base, "decision.tls", &mut problems)),
+        front_proxy: d.front_proxy,
     });
     let upstream = validate_upstream(&file.upstream, &base, &mut problems);
     let mut claim_paths = Vec::new();

@@ -1,13 +1,16 @@
 //! The decision listener: answers auth subrequests for the front proxies users already run
-//! (nginx `auth_request`, ingress-nginx `auth-url`, Traefik ForwardAuth, Envoy `ext_authz`).
-//! Each request is judged exactly as the proxy would judge the *original* request — same
-//! routes, same rules, the one [`Judge`] — and is never forwarded anywhere. The original method
-//! and URI come from, in this order: `X-Original-Method` + `X-Original-URI` (nginx);
-//! `X-Original-URL`, absolute (ingress-nginx); `X-Forwarded-Method` + `X-Forwarded-Uri`
-//! (Traefik); else the decision request's own method and path (Envoy). Allowed: `200`, empty,
-//! with `x-jwt-payload`, `x-jwt-sub` and the configured claim headers for the front proxy to
-//! copy (none on an anonymous route). Refused: the proxy's status, challenge and JSON body.
-//! It trusts those headers: it must listen where only the front proxy can reach it.
+//! (nginx `auth_request`, ingress-nginx `auth-url`, Traefik ForwardAuth, Caddy `forward_auth`,
+//! Envoy `ext_authz`). Each request is judged exactly as the proxy would judge the *original*
+//! request — same routes, same rules, the one [`Judge`] — and is never forwarded anywhere. The
+//! original method and URI come only from the headers the configured `front_proxy` sets
+//! (`nginx`: `X-Original-Method` + `X-Original-URI`; `ingress-nginx`: `X-Original-URL` +
+//! `X-Original-Method`; `traefik`/`caddy`: `X-Forwarded-Method/Uri/Proto/Host`; `envoy`: the
+//! decision request's own method and path). Traefik and Caddy copy every client header into the
+//! subrequest, so a header of another convention is the client's: `auto` accepts exactly one
+//! convention and refuses (400) a request carrying two. Allowed: `200`, empty, with
+//! `x-jwt-payload`, `x-jwt-sub` and the configured claim headers for the front proxy to copy
+//! (none on an anonymous route). Refused: the proxy's status, challenge and JSON body.
+//! It trusts the front proxy's headers: it must listen where only the front proxy can reach it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::config::FrontProxy;
 use crate::decision::{Allowed, Judge, Original};
 use crate::metrics::Outcome;
 use crate::proxy::{X_JWT_PAYLOAD, X_JWT_SUB};
@@ -53,9 +57,15 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h st
     }
 }
 
-fn method(text: Option<&str>, own: &Method) -> Result<Method, &'static str> {
+/// The original method, which every header convention must name: nginx's subrequest is a
+/// `GET` whatever the client sent, so falling back to the decision request's own method would
+/// judge a `DELETE` as a `GET`.
+fn required_method(text: Option<&str>, header: &'static str) -> Result<Method, &'static str> {
     match text {
-        None => Ok(own.clone()),
+        None => Err(match header {
+            "x-forwarded-method" => "the front proxy's X-Forwarded-Method header is missing",
+            _ => "the front proxy's X-Original-Method header is missing",
+        }),
         Some(m) => Method::from_bytes(m.trim().as_bytes()).map_err(|_| "the original method is not a method"),
     }
 }
@@ -70,43 +80,90 @@ fn origin_form_path(uri: &str) -> Result<String, &'static str> {
     }
 }
 
-/// Reads the original method and URI, in the documented order.
-pub fn original_request<B>(req: &Request<B>) -> Result<OriginalRequest, &'static str> {
-    let h = req.headers();
-    let own = req.method();
-    if let Some(uri) = single(h, &X_ORIGINAL_URI)? {
-        return Ok(OriginalRequest {
-            method: method(single(h, &X_ORIGINAL_METHOD)?, own)?,
-            path: origin_form_path(uri)?,
-            origin: None,
-        });
-    }
-    if let Some(url) = single(h, &X_ORIGINAL_URL)? {
-        let parsed = url::Url::parse(url).map_err(|_| "X-Original-URL is not an absolute URL")?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err("X-Original-URL is not an absolute http(s) URL");
+/// The three header conventions (Envoy's is the absence of all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Convention {
+    /// `X-Original-URI` + `X-Original-Method`.
+    OriginalUri,
+    /// `X-Original-URL` + `X-Original-Method`.
+    OriginalUrl,
+    /// `X-Forwarded-Uri` + `X-Forwarded-Method` (+ `-Proto`, `-Host`).
+    Forwarded,
+    /// The decision request's own method and path.
+    Own,
+}
+
+/// The convention `front` reads; for `auto`, the one whose URI header is present, and a
+/// refusal when two are: a client behind Traefik or Caddy can add `X-Original-URI`, and one
+/// behind ingress-nginx can add it beside `X-Original-URL`.
+fn convention(h: &HeaderMap, front: FrontProxy) -> Result<Convention, &'static str> {
+    Ok(match front {
+        FrontProxy::Nginx => Convention::OriginalUri,
+        FrontProxy::IngressNginx => Convention::OriginalUrl,
+        FrontProxy::Traefik | FrontProxy::Caddy => Convention::Forwarded,
+        FrontProxy::Envoy => Convention::Own,
+        FrontProxy::Auto => {
+            let present = [
+                (h.contains_key(&X_ORIGINAL_URI), Convention::OriginalUri),
+                (h.contains_key(&X_ORIGINAL_URL), Convention::OriginalUrl),
+                (h.contains_key(&X_FORWARDED_URI), Convention::Forwarded),
+            ];
+            let mut found = present.iter().filter(|(p, _)| *p).map(|(_, c)| *c);
+            match (found.next(), found.next()) {
+                (None, _) => Convention::Own,
+                (Some(c), None) => c,
+                (Some(_), Some(_)) => {
+                    return Err("the request names the original request in two front-proxy conventions \
+                                (X-Original-URI, X-Original-URL, X-Forwarded-Uri); set [decision] front_proxy")
+                }
+            }
         }
-        // The raw path as sent (`Url` would resolve dot segments the judge must see).
-        let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
-        let raw_path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
-        return Ok(OriginalRequest {
-            method: method(single(h, &X_ORIGINAL_METHOD)?, own)?,
-            path: origin_form_path(raw_path)?,
-            origin: Some(parsed.origin().ascii_serialization()),
-        });
+    })
+}
+
+/// Reads the original method and URI from the headers `front` sets, and from no other.
+pub fn original_request<B>(req: &Request<B>, front: FrontProxy) -> Result<OriginalRequest, &'static str> {
+    let h = req.headers();
+    match convention(h, front)? {
+        Convention::OriginalUri => {
+            let uri = single(h, &X_ORIGINAL_URI)?.ok_or("the front proxy's X-Original-URI header is missing")?;
+            Ok(OriginalRequest {
+                method: required_method(single(h, &X_ORIGINAL_METHOD)?, "x-original-method")?,
+                path: origin_form_path(uri)?,
+                origin: None,
+            })
+        }
+        Convention::OriginalUrl => {
+            let url = single(h, &X_ORIGINAL_URL)?.ok_or("the front proxy's X-Original-URL header is missing")?;
+            let parsed = url::Url::parse(url).map_err(|_| "X-Original-URL is not an absolute URL")?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err("X-Original-URL is not an absolute http(s) URL");
+            }
+            // The raw path as sent (`Url` would resolve dot segments the judge must see).
+            let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
+            let raw_path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+            Ok(OriginalRequest {
+                method: required_method(single(h, &X_ORIGINAL_METHOD)?, "x-original-method")?,
+                path: origin_form_path(raw_path)?,
+                origin: Some(parsed.origin().ascii_serialization()),
+            })
+        }
+        Convention::Forwarded => {
+            let uri = single(h, &X_FORWARDED_URI)?.ok_or("the front proxy's X-Forwarded-Uri header is missing")?;
+            let origin = match (single(h, &X_FORWARDED_PROTO)?, single(h, &X_FORWARDED_HOST)?) {
+                (Some(proto), Some(host)) => Some(format!("{proto}://{host}")),
+                _ => None,
+            };
+            Ok(OriginalRequest {
+                method: required_method(single(h, &X_FORWARDED_METHOD)?, "x-forwarded-method")?,
+                path: origin_form_path(uri)?,
+                origin,
+            })
+        }
+        Convention::Own => {
+            Ok(OriginalRequest { method: req.method().clone(), path: req.uri().path().to_string(), origin: None })
+        }
     }
-    if let Some(uri) = single(h, &X_FORWARDED_URI)? {
-        let origin = match (single(h, &X_FORWARDED_PROTO)?, single(h, &X_FORWARDED_HOST)?) {
-            (Some(proto), Some(host)) => Some(format!("{proto}://{host}")),
-            _ => None,
-        };
-        return Ok(OriginalRequest {
-            method: method(single(h, &X_FORWARDED_METHOD)?, own)?,
-            path: origin_form_path(uri)?,
-            origin,
-        });
-    }
-    Ok(OriginalRequest { method: own.clone(), path: req.uri().path().to_string(), origin: None })
 }
 
 /// The decision listener's handler state.
@@ -114,6 +171,7 @@ pub struct DecisionService {
     judge: Judge,
     public_base_url: Option<String>,
     max_header_bytes: usize,
+    front_proxy: FrontProxy,
 }
 
 /// The answer when no decision service is configured in the running generation (cannot
@@ -131,8 +189,9 @@ pub fn unavailable() -> Response<Full<Bytes>> {
 impl DecisionService {
     /// A service judging with `judge` (whose metrics say `listener="decision"`), with the
     /// proxy's header limit.
-    pub fn new(judge: Judge, server: &crate::config::ServerSection) -> DecisionService {
+    pub fn new(judge: Judge, server: &crate::config::ServerSection, front_proxy: FrontProxy) -> DecisionService {
         DecisionService {
+            front_proxy,
             judge,
             public_base_url: server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
             max_header_bytes: server.max_header_bytes(),
@@ -143,7 +202,7 @@ impl DecisionService {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-        let (resp, metrics) = match original_request(&req) {
+        let (resp, metrics) = match original_request(&req, self.front_proxy) {
             _ if header_bytes > self.max_header_bytes => {
                 let (r, m) = self.judge.refuse_unrouted(Refusal::plain(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -218,22 +277,27 @@ mod tests {
     }
 
     #[test]
-    fn the_original_request_is_read_in_the_documented_order() {
+    fn each_front_proxy_reads_its_own_headers_only() {
+        use FrontProxy::*;
         let nginx = req("GET", "/_auth", &[("x-original-uri", "/orders/1?x=1"), ("x-original-method", "POST")]);
-        assert_eq!(
-            original_request(&nginx).unwrap(),
-            OriginalRequest { method: Method::POST, path: "/orders/1".into(), origin: None }
-        );
+        for front in [Nginx, Auto] {
+            assert_eq!(
+                original_request(&nginx, front).unwrap(),
+                OriginalRequest { method: Method::POST, path: "/orders/1".into(), origin: None }
+            );
+        }
         let ingress = req(
             "GET",
             "/auth",
             &[("x-original-url", "https://api.example.com/orders/../admin?q"), ("x-original-method", "DELETE")],
         );
-        let o = original_request(&ingress).unwrap();
-        assert_eq!(
-            (o.method, o.path.as_str(), o.origin.as_deref()),
-            (Method::DELETE, "/orders/../admin", Some("https://api.example.com"))
-        );
+        for front in [IngressNginx, Auto] {
+            let o = original_request(&ingress, front).unwrap();
+            assert_eq!(
+                (o.method, o.path.as_str(), o.origin.as_deref()),
+                (Method::DELETE, "/orders/../admin", Some("https://api.example.com"))
+            );
+        }
         let traefik = req(
             "GET",
             "/",
@@ -244,19 +308,49 @@ mod tests {
                 ("x-forwarded-host", "api.example.com"),
             ],
         );
-        let o = original_request(&traefik).unwrap();
-        assert_eq!(
-            (o.method, o.path.as_str(), o.origin.as_deref()),
-            (Method::PUT, "/orders/2", Some("https://api.example.com"))
+        for front in [Traefik, Caddy, Auto] {
+            let o = original_request(&traefik, front).unwrap();
+            assert_eq!(
+                (o.method, o.path.as_str(), o.origin.as_deref()),
+                (Method::PUT, "/orders/2", Some("https://api.example.com"))
+            );
+        }
+        let envoy = req("PATCH", "/orders/3?y", &[("x-original-uri", "/public/x"), ("x-original-method", "GET")]);
+        let o = original_request(&envoy, Envoy).unwrap();
+        assert_eq!((o.method, o.path.as_str()), (Method::PATCH, "/orders/3"));
+        assert_eq!(original_request(&req("PATCH", "/orders/3", &[]), Auto).unwrap().path, "/orders/3");
+        // A named proxy reads nothing else: Traefik with a client's X-Original-URI.
+        let spoofed = req(
+            "GET",
+            "/",
+            &[("x-forwarded-method", "DELETE"), ("x-forwarded-uri", "/admin/x"), ("x-original-uri", "/public/x")],
         );
-        let envoy = req("PATCH", "/orders/3?y", &[]);
-        assert_eq!(original_request(&envoy).unwrap().path, "/orders/3");
-        // X-Original-URI wins over the others.
-        let both = req("GET", "/", &[("x-original-uri", "/a"), ("x-forwarded-uri", "/b")]);
-        assert_eq!(original_request(&both).unwrap().path, "/a");
-        assert!(original_request(&req("GET", "/", &[("x-original-uri", "http://x/a")])).is_err());
-        let twice =
-            Request::builder().uri("/").header("x-original-uri", "/a").header("x-original-uri", "/b").body(()).unwrap();
-        assert!(original_request(&twice).is_err());
+        assert_eq!(original_request(&spoofed, Traefik).unwrap().path, "/admin/x");
+        // Auto refuses two conventions, whichever pair.
+        assert!(original_request(&spoofed, Auto).is_err());
+        let both = req(
+            "GET",
+            "/",
+            &[("x-original-uri", "/a"), ("x-original-url", "http://h/b"), ("x-original-method", "GET")],
+        );
+        assert!(original_request(&both, Auto).is_err());
+        assert_eq!(original_request(&both, IngressNginx).unwrap().path, "/b");
+        // A named proxy's headers must be there, method included.
+        assert!(original_request(&req("GET", "/x", &[]), Nginx).is_err());
+        assert!(original_request(&req("GET", "/", &[("x-original-uri", "/a")]), Nginx).is_err());
+        assert!(original_request(&req("GET", "/", &[("x-forwarded-uri", "/a")]), Caddy).is_err());
+        assert!(original_request(
+            &req("GET", "/", &[("x-original-uri", "http://x/a"), ("x-original-method", "GET")]),
+            Auto
+        )
+        .is_err());
+        let twice = Request::builder()
+            .uri("/")
+            .header("x-original-uri", "/a")
+            .header("x-original-uri", "/b")
+            .header("x-original-method", "GET")
+            .body(())
+            .unwrap();
+        assert!(original_request(&twice, Nginx).is_err());
     }
 }

@@ -201,6 +201,13 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                             d.listen
                         );
                     }
+                    if c.decision.as_ref().is_some_and(|d| d.front_proxy == jwtgate::config::FrontProxy::Auto) {
+                        eprintln!(
+                            "warning: decision.front_proxy = \"auto\": name the front proxy (\"nginx\", \"ingress-nginx\", \
+                             \"traefik\", \"caddy\", \"envoy\") so that only its headers name the original request; \
+                             auto refuses a subrequest carrying two conventions but reads whichever one a client sends alone"
+                        );
+                    }
                     let warnings = sync_warnings(&c);
                     if !warnings.is_empty() {
                         eprintln!(

@@ -173,10 +173,11 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         Some(pool) => pool.clone(),
         None => UpstreamPool::start(&config.upstream, parts.clock.clone())?,
     };
-    let decision = config.decision.as_ref().map(|_| {
+    let decision = config.decision.as_ref().map(|d| {
         Arc::new(DecisionService::new(
             Judge::new(&config.routes, auth.clone(), &parts.metrics, "decision"),
             &config.server,
+            d.front_proxy,
         ))
     });
     let judge = Judge::new(&config.routes, auth, &parts.metrics, "proxy");

@@ -48,6 +48,7 @@ async fn the_decision_listener_judges_the_original_request() {
         .client
         .get(decision_url(&h, "/auth"))
         .header("x-original-url", "https://api.example.com/orders/7")
+        .header("x-original-method", "GET")
         .bearer_auth(&token)
         .send()
         .await
@@ -79,6 +80,103 @@ async fn the_decision_listener_judges_the_original_request() {
         0.0,
         "{m}"
     );
+}
+
+/// The decision listener's config with `front_proxy` set.
+fn decision_behind(front: &str) -> String {
+    format!("{DECISION}front_proxy = \"{front}\"\n")
+}
+
+/// Each front proxy's subrequest as that proxy builds it, with a client's own header of another
+/// convention copied in (Traefik and Caddy copy every client header; ingress-nginx leaves
+/// `X-Original-URI` to the client). The client asks `DELETE /orders/7` and names `/public/x`.
+fn spoofed(front: &str) -> Vec<(&'static str, &'static str)> {
+    match front {
+        "traefik" | "caddy" => vec![
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/orders/7"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "api.example.com"),
+            ("x-original-uri", "/public/x"),
+            ("x-original-method", "GET"),
+        ],
+        "ingress-nginx" => vec![
+            ("x-original-url", "http://api.example.com/orders/7"),
+            ("x-original-method", "DELETE"),
+            ("x-original-uri", "/public/x"),
+        ],
+        "nginx" => vec![
+            ("x-original-uri", "/orders/7"),
+            ("x-original-method", "DELETE"),
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+        ],
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_name_the_path_that_is_judged() {
+    for front in ["traefik", "caddy", "ingress-nginx", "nginx"] {
+        // Named: only that proxy's headers are read; DELETE /orders/7 has no route (404), and
+        // with a read token on a real route the client's path is never what is judged.
+        let h = Harness::start_with("", &decision_behind(front)).await;
+        let token = h.token("orders:read");
+        let mut ask = h.client.get(decision_url(&h, "/auth")).bearer_auth(&token);
+        for (k, v) in spoofed(front) {
+            ask = ask.header(k, v);
+        }
+        let r = ask.send().await.unwrap();
+        assert_eq!(r.status(), 404, "{front}: judged as DELETE /orders/7, not GET /public/x");
+        // The honest subrequest of that proxy still works.
+        let honest: Vec<_> = spoofed(front)
+            .into_iter()
+            .filter(|(k, _)| match front {
+                "traefik" | "caddy" => k.starts_with("x-forwarded"),
+                "ingress-nginx" => *k != "x-original-uri",
+                _ => k.starts_with("x-original"),
+            })
+            .map(|(k, v)| (k, if v == "DELETE" { "GET" } else { v }))
+            .collect();
+        let mut ask = h.client.get(decision_url(&h, "/auth")).bearer_auth(&token);
+        for (k, v) in &honest {
+            ask = ask.header(*k, *v);
+        }
+        assert_eq!(ask.send().await.unwrap().status(), 200, "{front}: {honest:?}");
+        let mut ask = h.client.get(decision_url(&h, "/auth"));
+        for (k, v) in &honest {
+            ask = ask.header(*k, *v);
+        }
+        assert_eq!(ask.send().await.unwrap().status(), 401, "{front}: no token");
+        // A missing header of the named proxy is a 400, never a judgement of the subrequest.
+        let r = h.client.get(decision_url(&h, "/public/x")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{front}");
+
+        // Auto: two conventions together are refused, never judged.
+        let h = Harness::start_with("", DECISION).await;
+        let mut ask = h.client.get(decision_url(&h, "/auth")).bearer_auth(h.token("orders:read"));
+        for (k, v) in spoofed(front) {
+            ask = ask.header(k, v);
+        }
+        let r = ask.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{front} under auto");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert!(body["error_description"].as_str().unwrap().contains("front_proxy"), "{body}");
+        assert_eq!(h.upstream.hits(), 0);
+    }
+    // Envoy: the decision request's own method and path, whatever headers it carries.
+    let h = Harness::start_with("", &decision_behind("envoy")).await;
+    let r = h
+        .client
+        .delete(decision_url(&h, "/orders/7"))
+        .bearer_auth(h.token("orders:read"))
+        .header("x-original-uri", "/public/x")
+        .header("x-original-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 /// Runs `jwtgate validate --config <cfg> --route PATH --method M TOKEN`.

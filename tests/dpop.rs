@@ -3,12 +3,9 @@
 //! challenge; routes can require bound tokens.
 mod support;
 
-use aws_lc_rs::digest;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jwtgate::auth::alg::Alg;
-use jwtgate::auth::dpop::thumbprint;
 use serde_json::{json, Value};
+use support::dpop::{b64, DpopClient};
 use support::*;
 
 const ISSUER: &str = r#"algorithms = ["RS256", "ES256"]
@@ -18,46 +15,6 @@ name = "bound"
 path_prefix = "/bound"
 sender_constrained = true
 "#;
-
-struct Client {
-    key: SigningKey,
-    token: String,
-}
-
-fn b64(v: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(v)
-}
-
-impl Client {
-    /// A client with its own P-256 key and a token bound to it.
-    fn new(h: &Harness) -> Client {
-        let key = SigningKey::generate(Alg::ES256, "client").unwrap();
-        let mut claims = h.claims("");
-        claims["cnf"] = json!({"jkt": thumbprint(&key.jwk()).unwrap()});
-        Client { key, token: h.key.token(&claims) }
-    }
-
-    fn claims(&self, htm: &str, htu: &str) -> Value {
-        json!({
-            "htm": htm, "htu": htu, "iat": now(), "jti": format!("{:x}", rand::random::<u128>()),
-            "ath": b64(digest::digest(&digest::SHA256, self.token.as_bytes()).as_ref()),
-        })
-    }
-
-    fn proof_with(&self, header: Value, claims: Value) -> String {
-        self.key.sign_json(&header, &claims)
-    }
-
-    fn header(&self) -> Value {
-        let mut jwk = self.key.jwk();
-        jwk.as_object_mut().unwrap().remove("kid");
-        json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
-    }
-
-    fn proof(&self, htm: &str, htu: &str) -> String {
-        self.proof_with(self.header(), self.claims(htm, htu))
-    }
-}
 
 async fn send(h: &Harness, path: &str, auth: &str, proof: Option<&str>) -> (u16, String, Value) {
     let mut r = h.client.get(h.url(path)).header("authorization", auth);
@@ -73,7 +30,7 @@ async fn send(h: &Harness, path: &str, auth: &str, proof: Option<&str>) -> (u16,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_token_with_a_fresh_proof_passes_once_per_proof() {
     let h = Harness::start_with(ISSUER, "").await;
-    let c = Client::new(&h);
+    let c = DpopClient::new(&h);
     let auth = format!("DPoP {}", c.token);
     let htu = h.url("/api/x");
     let proof = c.proof("GET", &htu);
@@ -97,7 +54,7 @@ async fn a_bound_token_with_a_fresh_proof_passes_once_per_proof() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_broken_proof_is_refused_with_a_dpop_challenge() {
     let h = Harness::start_with(ISSUER, "").await;
-    let c = Client::new(&h);
+    let c = DpopClient::new(&h);
     let auth = format!("DPoP {}", c.token);
     let htu = h.url("/api/x");
     let other = SigningKey::generate(Alg::ES256, "other").unwrap();
@@ -153,7 +110,7 @@ async fn every_broken_proof_is_refused_with_a_dpop_challenge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_and_unbound_tokens_stay_in_their_lanes() {
     let h = Harness::start_with(ISSUER, "").await;
-    let c = Client::new(&h);
+    let c = DpopClient::new(&h);
     // A bound token as Bearer: refused (a stolen bound token must not work as a bearer one).
     let (status, challenge, body) = send(&h, "/api/x", &format!("Bearer {}", c.token), None).await;
     assert_eq!(status, 401);
@@ -180,7 +137,7 @@ async fn bound_and_unbound_tokens_stay_in_their_lanes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn htu_follows_public_base_url() {
     let h = Harness::start_with(ISSUER, "public_base_url = \"https://api.example.com\"").await;
-    let c = Client::new(&h);
+    let c = DpopClient::new(&h);
     let auth = format!("DPoP {}", c.token);
     let (status, _, _) = send(&h, "/api/x", &auth, Some(&c.proof("GET", "https://api.example.com/api/x"))).await;
     assert_eq!(status, 200);
@@ -191,7 +148,7 @@ async fn htu_follows_public_base_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decision_listener_checks_proofs_against_the_original_request() {
     let h = Harness::start_with(ISSUER, "\n[decision]\nlisten = \"127.0.0.1:0\"\n").await;
-    let c = Client::new(&h);
+    let c = DpopClient::new(&h);
     let decision = format!("http://{}/_auth", h.gw.decision_addr.unwrap());
     let ask = |proof: String| {
         h.client

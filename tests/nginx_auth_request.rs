@@ -38,14 +38,29 @@ fn nginx_available() -> bool {
 }
 
 async fn start_nginx(upstream: SocketAddr, decision: SocketAddr) -> Nginx {
+    start_nginx_with(CONF, upstream, decision).await
+}
+
+/// The README's file as ingress-nginx builds its `auth-url` location: `X-Original-URL` (and
+/// the method) set, `X-Original-URI` left to whatever the client sent.
+fn ingress_nginx_shaped() -> String {
+    let conf = CONF.replace(
+        "proxy_set_header X-Original-URI $request_uri;",
+        "proxy_set_header X-Original-URL $scheme://$http_host$request_uri;",
+    );
+    assert_ne!(conf, CONF);
+    conf
+}
+
+async fn start_nginx_with(conf_text: &str, upstream: SocketAddr, decision: SocketAddr) -> Nginx {
     let dir = std::env::temp_dir().join(format!("jwtgate-nginx-{:x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("nginx.sock");
-    let server = CONF
+    let server = conf_text
         .replace("server 127.0.0.1:9000;", &format!("server {upstream};"))
         .replace("server 127.0.0.1:8081;", &format!("server {decision};"))
         .replace("listen 127.0.0.1:8000;", &format!("listen unix:{};", socket.display()));
-    assert_ne!(server, CONF, "the addresses were replaced");
+    assert_eq!(server.matches(&upstream.to_string()).count(), 1, "the upstream address was replaced");
     let d = dir.display();
     let main = format!(
         "daemon off;\nmaster_process off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
@@ -75,8 +90,9 @@ async fn nginx_auth_request_with_the_readme_config() {
         return;
     }
     let h = Harness::start_manual(
-        "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2",
-        "\n[decision]\nlisten = \"127.0.0.1:0\"\n",
+        "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2\n\
+         algorithms = [\"RS256\", \"ES256\"]\nclaim_headers = { \"x-tenant\" = \"tenant\" }",
+        "\n[decision]\nlisten = \"127.0.0.1:0\"\nfront_proxy = \"nginx\"\n",
     )
     .await;
     let nginx = start_nginx(h.upstream.addr, h.gw.decision_addr.unwrap()).await;
@@ -95,15 +111,36 @@ async fn nginx_auth_request_with_the_readme_config() {
     let echo = echoed(r).await;
     assert_eq!(upstream_header(&echo, "x-jwt-sub"), ["alice"], "{echo}");
     assert_eq!(upstream_header(&echo, "x-jwt-payload").len(), 1, "{echo}");
-    // No token: 401 with jwtgate's challenge, and the upstream never sees it.
+    // The configured claim header: the verified value, never the client's; without the claim,
+    // the client's copy is removed all the same.
+    let mut claims = h.claims("orders:read");
+    claims["tenant"] = serde_json::json!("acme");
+    let r = c.get(url("/orders/1")).bearer_auth(h.key.token(&claims)).header("x-tenant", "evil").send().await.unwrap();
+    assert_eq!(upstream_header(&echoed(r).await, "x-tenant"), ["acme"]);
+    let r =
+        c.get(url("/orders/1")).bearer_auth(h.token("orders:read")).header("x-tenant", "evil").send().await.unwrap();
+    assert!(upstream_header(&echoed(r).await, "x-tenant").is_empty());
+    // No token: 401 with jwtgate's challenge, once, and the upstream never sees it.
     let hits = h.upstream.hits();
     let r = c.get(url("/orders/1")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+    assert_eq!(r.headers().get_all("www-authenticate").iter().count(), 1, "{:?}", r.headers());
     assert_eq!(www_authenticate(r.headers()), "Bearer realm=\"jwtgate\"");
-    // Missing scope: 403 naming it.
+    // Missing scope: 403 naming it, once.
     let r = c.get(url("/orders/1")).bearer_auth(h.token("profile")).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    assert_eq!(r.headers().get_all("www-authenticate").iter().count(), 1, "{:?}", r.headers());
     assert_eq!(www_authenticate(r.headers()), "Bearer error=\"insufficient_scope\", scope=\"orders:read\"");
+    // A client naming another path in another convention's header is judged on its own request.
+    let r = c
+        .delete(url("/orders/1"))
+        .bearer_auth(h.token("orders:read"))
+        .header("x-forwarded-uri", "/public/x")
+        .header("x-forwarded-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "DELETE /orders/1 has no route");
     // No route: 404 kept through the error_page mapping.
     assert_eq!(c.get(url("/nowhere")).bearer_auth(h.token("")).send().await.unwrap().status(), 404);
     assert_eq!(h.upstream.hits(), hits);
@@ -113,9 +150,55 @@ async fn nginx_auth_request_with_the_readme_config() {
     let names: Vec<&String> = echo["headers"].as_object().unwrap().keys().collect();
     assert!(!names.iter().any(|n| n.contains("jwt")), "{names:?}");
 
+    // DPoP through the recipe: the proof's htu is the URL the client addressed; a replay fails.
+    let dpop = support::dpop::DpopClient::new(&h);
+    let proof = dpop.proof("GET", "http://localhost/api/x");
+    let send = |proof: &str| {
+        c.get(url("/api/x?page=2")).header("authorization", format!("DPoP {}", dpop.token)).header("dpop", proof).send()
+    };
+    let r = send(&proof).await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.headers());
+    let r = send(&proof).await.unwrap();
+    assert_eq!(r.status(), 401, "a replayed proof");
+    let r = send(&dpop.proof("GET", "http://jwtgate_decision/api/x")).await.unwrap();
+    assert_eq!(r.status(), 401, "a proof for the internal name");
+
     // The IdP goes away for longer than jwks_max_stale_seconds: 503 stays a 503.
     h.idp.set_down(true);
     h.advance(Duration::from_millis(3500));
     let r = c.get(url("/orders/1")).bearer_auth(h.token("orders:read")).send().await.unwrap();
     assert_eq!(r.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_shaped_subrequests_cannot_be_steered() {
+    if !nginx_available() {
+        return;
+    }
+    let conf = ingress_nginx_shaped();
+    for front in ["ingress-nginx", "auto"] {
+        let h =
+            Harness::start_with("", &format!("\n[decision]\nlisten = \"127.0.0.1:0\"\nfront_proxy = \"{front}\"\n"))
+                .await;
+        let nginx = start_nginx_with(&conf, h.upstream.addr, h.gw.decision_addr.unwrap()).await;
+        let c = reqwest::Client::builder().unix_socket(nginx.socket.as_path()).build().unwrap();
+        let url = |p: &str| format!("http://localhost{p}");
+        // Honest requests.
+        let r = c.get(url("/orders/1")).bearer_auth(h.token("orders:read")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{front}");
+        assert_eq!(c.get(url("/orders/1")).send().await.unwrap().status(), 401, "{front}");
+        // The client names an anonymous path in X-Original-URI, which this nginx passes on.
+        let hits = h.upstream.hits();
+        let r = c
+            .delete(url("/orders/1"))
+            .bearer_auth(h.token("orders:read"))
+            .header("x-original-uri", "/public/x")
+            .header("x-original-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        let expected = if front == "auto" { 400 } else { 404 };
+        assert_eq!(r.status(), expected, "{front}: never judged as GET /public/x");
+        assert_eq!(h.upstream.hits(), hits, "{front}: the API never got the DELETE");
+    }
 }

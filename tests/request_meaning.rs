@@ -87,6 +87,30 @@ async fn head_is_judged_as_get_and_non_canonical_methods_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_override_headers_never_reach_the_upstream() {
+    let h = Harness::start().await;
+    let spoof = "X-Original-URL: /admin/x\r\nX-Rewrite-URL: /admin/x\r\nX-Original-URI: /admin/x\r\n\
+                 X-Forwarded-Uri: /admin/x\r\nx_original_url: /admin/x\r\nx.rewrite.url: /admin/x\r\n\
+                 x_forwarded_uri: /admin/x\r\nx-original_uri: /admin/x\r\n";
+    let token = h.token("");
+    for (path, extra) in
+        [("/public/x", spoof.to_string()), ("/api/x", format!("{spoof}Authorization: Bearer {token}\r\n"))]
+    {
+        let (status, _, body) = raw(h.gw.proxy_addr, &get(path, &extra)).await;
+        assert_eq!(status, 200, "{body}");
+        let names = received_names(&body);
+        let left: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                let f = n.to_ascii_lowercase().replace(['_', '.'], "-");
+                ["x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-uri"].contains(&f.as_str())
+            })
+            .collect();
+        assert!(left.is_empty(), "{path}: {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_override_headers_are_removed_unless_the_route_opts_in() {
     let h =
         Harness::start_with("\n[[routes]]\nname = \"rpc\"\npath_prefix = \"/rpc\"\nmethod_override = true\n", "").await;

@@ -77,6 +77,9 @@ pub fn dpop_verify(data: &[u8]) {
         req = req.header(name, part);
     }
     if let Ok(req) = req.body(()) {
-        let _ = jwtgate::decision_listener::original_request(&req);
+        use jwtgate::config::FrontProxy;
+        for front in [FrontProxy::Auto, FrontProxy::Nginx, FrontProxy::IngressNginx, FrontProxy::Traefik] {
+            let _ = jwtgate::decision_listener::original_request(&req, front);
+        }
     }
 }

@@ -70,9 +70,14 @@ fn folds_to(name: &[u8], target: &[u8]) -> bool {
 
 const OVERRIDE_HEADERS: [&[u8]; 3] = [b"x-http-method-override", b"x-http-method", b"x-method-override"];
 
-/// The header names the upstream must only ever get from jwtgate: `x-jwt-payload`,
-/// `x-jwt-sub` and every configured claim header. A client's copy under any spelling that
-/// folds to one of them (case, `_`, `.`) is removed on every route.
+/// URL-override headers: IIS URL Rewrite, older Symfony and Zend (CVE-2018-14773), and some
+/// frameworks behind a proxy serve the path these name instead of the request line's, a path
+/// jwtgate never judged.
+const URL_OVERRIDE_HEADERS: [&[u8]; 4] = [b"x-original-url", b"x-rewrite-url", b"x-original-uri", b"x-forwarded-uri"];
+
+/// The header names the upstream must only ever get from jwtgate, or never: `x-jwt-payload`,
+/// `x-jwt-sub`, every configured claim header, and the URL-override headers. A client's copy
+/// under any spelling that folds to one of them (case, `_`, `.`) is removed on every route.
 #[derive(Debug, Clone)]
 pub struct ProtectedNames {
     names: Vec<Box<[u8]>>,
@@ -85,6 +90,7 @@ impl ProtectedNames {
     /// The claim headers plus `extra` (configured claim-header names).
     pub fn new<'a>(extra: impl IntoIterator<Item = &'a str>) -> ProtectedNames {
         let mut names: Vec<Box<[u8]>> = vec![Box::from(&b"x-jwt-payload"[..]), Box::from(&b"x-jwt-sub"[..])];
+        names.extend(URL_OVERRIDE_HEADERS.iter().map(|n| Box::from(*n)));
         for n in extra {
             let folded: Vec<u8> =
                 n.bytes().map(|b| if b == b'_' || b == b'.' { b'-' } else { b.to_ascii_lowercase() }).collect();
@@ -111,7 +117,8 @@ impl ProtectedNames {
 pub struct HeaderScan {
     /// Names, values and separators, as `max_header_bytes` counts them.
     pub bytes: usize,
-    /// A header that is, or folds to, a protected name (a client's copy of a claim header).
+    /// A header that is, or folds to, a protected name (a client's copy of a claim header, or
+    /// a URL-override header).
     pub protected: bool,
     /// A method-override header (any spelling).
     pub method_override: bool,
@@ -166,7 +173,19 @@ mod tests {
     #[test]
     fn aliases_fold_to_the_protected_names() {
         let p = ProtectedNames::new(["X-User"]);
-        for alias in ["x_jwt_sub", "x.jwt.sub", "x-jwt_sub", "x_jwt_payload", "x.jwt-payload", "x-jwt-sub", "x_user"] {
+        for alias in [
+            "x_jwt_sub",
+            "x.jwt.sub",
+            "x-jwt_sub",
+            "x_jwt_payload",
+            "x.jwt-payload",
+            "x-jwt-sub",
+            "x_user",
+            "x-original-url",
+            "x_rewrite_url",
+            "x.original.uri",
+            "x-forwarded_uri",
+        ] {
             assert!(p.protects(alias.as_bytes()), "{alias}");
         }
         assert!(!p.protects(b"x-jwt-subs"));

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod apim;
+pub mod dpop;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
