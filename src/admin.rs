@@ -3,7 +3,11 @@
 //! key-manager sync, the configuration's hash and reload history), and `POST /reload` (re-read
 //! the configuration file: 200 with what changed, or 400 with the problems and nothing
 //! changed). It never shows a token or a secret. It listens on loopback by default: whoever
-//! reaches it can make jwtgate re-read its file, nothing more.
+//! reaches it can make jwtgate re-read its file, nothing more. A browser is not such a caller:
+//! a request with an `Origin` other than the listener's own is 403 (a page on another site
+//! posting to `/reload`), and one whose `Host` is not an IP literal, `localhost` or a name in
+//! `server.admin_hosts` is 421 (DNS rebinding). `health_listen`, when set, serves the probe and
+//! scrape paths only, for callers outside the pod.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +21,67 @@ use serde_json::json;
 use crate::km_sync::status::SyncStatus;
 use crate::metrics::Metrics;
 use crate::serve::Reloader;
+
+/// Which paths a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminScope {
+    /// Everything: `admin_listen`.
+    Full,
+    /// `/healthz`, `/readyz`, `/metrics`: `health_listen`.
+    Health,
+}
+
+/// The host part of a `Host` value (`name:port`, `[v6]:port`), lower case, no trailing dot.
+fn host_of(value: &str) -> String {
+    let host = match value.strip_prefix('[') {
+        Some(rest) => return format!("[{}]", rest.split(']').next().unwrap_or("")),
+        None => match value.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => value,
+        },
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// True when `host` may name this listener: an IP literal, `localhost`, or a configured name.
+fn host_allowed(host: &str, names: &[String]) -> bool {
+    host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        || host == "localhost"
+        || names.iter().any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(host))
+}
+
+/// The refusal for a request a browser was made to send: another site's page (403), or a
+/// name that resolves here only through DNS rebinding (421).
+fn browser_refusal<B>(req: &Request<B>, names: &[String]) -> Option<Response<Full<Bytes>>> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !host.is_empty() && !host_allowed(&host_of(host), names) {
+        return Some(json_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            json!({"error": "misdirected_request", "error_description": "the admin listener does not answer to this Host; add it to server.admin_hosts"}),
+        ));
+    }
+    let own_origin = |origin: &[u8]| {
+        let own = format!("http://{host}");
+        !host.is_empty() && origin.eq_ignore_ascii_case(own.as_bytes())
+    };
+    let cross_site = req.headers().get(header::ORIGIN).is_some_and(|o| !own_origin(o.as_bytes()))
+        || req.headers().get("sec-fetch-site").is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"));
+    cross_site.then(|| {
+        json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden", "error_description": "cross-origin requests to the admin listener are refused"}),
+        )
+    })
+}
 
 /// What the admin listener reads.
 pub struct AdminState {
@@ -78,8 +143,17 @@ impl AdminState {
         })
     }
 
-    /// Answers one admin request.
-    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Full<Bytes>> {
+    /// Answers one admin request on a listener serving `scope`.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, scope: AdminScope) -> Response<Full<Bytes>> {
+        let generation = self.reloader.current();
+        if let Some(refused) = browser_refusal(&req, &generation.config.server.admin_hosts) {
+            return refused;
+        }
+        drop(generation);
+        let path = req.uri().path();
+        if scope == AdminScope::Health && !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"}));
+        }
         if req.method() == Method::POST && req.uri().path() == "/reload" {
             return match self.reloader.reload().await {
                 Ok(r) => json_response(
@@ -123,3 +197,21 @@ impl AdminState {
 
 /// Admin connections drain quickly: nothing long-running is served here.
 pub const ADMIN_DRAIN: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_ip_literals_localhost_or_listed() {
+        let names = vec!["jwtgate-admin".to_string()];
+        for ok in ["127.0.0.1:9901", "10.0.0.7", "[::1]:9901", "localhost:9901", "LOCALHOST.", "jwtgate-admin:9901"] {
+            assert!(host_allowed(&host_of(ok), &names), "{ok}");
+        }
+        for bad in
+            ["evil.example:9901", "127.0.0.1.evil.example", "localhost.evil.example", "[::1", "jwtgate-admin.evil"]
+        {
+            assert!(!host_allowed(&host_of(bad), &names), "{bad}");
+        }
+    }
+}

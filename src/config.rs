@@ -218,6 +218,22 @@ pub struct ServerSection {
     pub worker_threads: usize,
     /// `[server.tls]`: serve the proxy listener over TLS (absent = plain HTTP).
     pub tls: Option<TlsSection>,
+    /// A WebSocket tunnel through which no byte moved either way for this long is closed.
+    pub tunnel_idle_timeout_seconds: u64,
+    /// A response the client does not read for this long is cut (the HTTP/2 stream, or the
+    /// HTTP/1.1 connection), and the upstream side released.
+    pub send_timeout_seconds: u64,
+    /// Concurrent streams per HTTP/2 client connection (each may hold an upstream connection).
+    pub max_concurrent_streams: u32,
+    /// DPoP proof ids remembered at most; when full, new proofs are refused (503), never an
+    /// unexpired one forgotten.
+    pub dpop_replay_cache_entries: usize,
+    /// An optional listener serving only `/healthz`, `/readyz` and `/metrics` (probes and
+    /// scrapers from outside the pod); `/status` and `/reload` stay on `admin_listen`.
+    pub health_listen: Option<SocketAddr>,
+    /// Host names the admin listener answers besides IP literals and `localhost` (DNS
+    /// rebinding: a browser tricked into calling it sends the attacker's name).
+    pub admin_hosts: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -241,6 +257,12 @@ impl Default for ServerSection {
             log_level: "info".into(),
             worker_threads: 0,
             tls: None,
+            tunnel_idle_timeout_seconds: 300,
+            send_timeout_seconds: 60,
+            max_concurrent_streams: 100,
+            dpop_replay_cache_entries: 1_000_000,
+            health_listen: None,
+            admin_hosts: Vec::new(),
         }
     }
 }
@@ -769,6 +791,20 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.listen == s.admin_listen && s.listen.port() != 0 {
         problems.push(problem("server.admin_listen", "must differ from server.listen"));
     }
+    if let Some(h) = s.health_listen.filter(|h| h.port() != 0) {
+        if h == s.listen || h == s.admin_listen || file.decision.as_ref().is_some_and(|d| d.listen == h) {
+            problems.push(problem("server.health_listen", "must differ from the other listeners"));
+        }
+    }
+    for (i, name) in s.admin_hosts.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            problems
+                .push(problem(format!("server.admin_hosts[{i}]"), "must be a host name (letters, digits, '-', '.')"));
+        }
+    }
     if let Some(d) = &file.decision {
         if d.listen.port() != 0 && (d.listen == s.listen || d.listen == s.admin_listen) {
             problems.push(problem("decision.listen", "must differ from server.listen and server.admin_listen"));
@@ -777,8 +813,12 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
-    let ranges: [(&str, u64, u64, u64); 6] = [
+    let ranges: [(&str, u64, u64, u64); 10] = [
         ("drain_timeout_seconds", s.drain_timeout_seconds, 0, 3600),
+        ("tunnel_idle_timeout_seconds", s.tunnel_idle_timeout_seconds, 1, 86_400),
+        ("send_timeout_seconds", s.send_timeout_seconds, 1, 3600),
+        ("max_concurrent_streams", u64::from(s.max_concurrent_streams), 1, 10_000),
+        ("dpop_replay_cache_entries", s.dpop_replay_cache_entries as u64, 1, 100_000_000),
         ("tunnel_max_lifetime_seconds", s.tunnel_max_lifetime_seconds, 1, 604_800),
         ("body_read_timeout_seconds", s.body_read_timeout_seconds, 1, 3600),
         ("header_read_timeout_seconds", s.header_read_timeout_seconds, 1, 3600),

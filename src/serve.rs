@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{AdminState, ADMIN_DRAIN};
+use crate::admin::{AdminScope, AdminState, ADMIN_DRAIN};
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -82,6 +82,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Where the decision listener listens, when `[decision]` is configured.
     pub decision_addr: Option<SocketAddr>,
+    /// Where the health listener listens, when `server.health_listen` is set.
+    pub health_addr: Option<SocketAddr>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Key-manager sync status.
@@ -379,6 +381,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     };
     check("server.listen", o.listen != n.listen);
     check("server.admin_listen", o.admin_listen != n.admin_listen);
+    check("server.health_listen", o.health_listen != n.health_listen);
     check("server.tls", old.server_tls.is_some() != new.server_tls.is_some());
     check("decision", old.decision.is_some() != new.decision.is_some());
     if let (Some(a), Some(b)) = (&old.decision, &new.decision) {
@@ -425,6 +428,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
     let proxy_addr = local("server.listen", &proxy_listener, config.server.listen)?;
     let admin_addr = local("server.admin_listen", &admin_listener, config.server.admin_listen)?;
+    let health_listener = match config.server.health_listen {
+        Some(h) => {
+            let l = bind("server.health_listen", h).await?;
+            let addr = local("server.health_listen", &l, h)?;
+            Some((l, addr))
+        }
+        None => None,
+    };
     let decision_listener = match &config.decision {
         Some(d) => {
             let l = bind("decision.listen", d.listen).await?;
@@ -470,17 +481,32 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     ));
     let admin_state =
         Arc::new(AdminState { reloader: reloader.clone(), metrics: metrics.clone(), km_sync: km_status.clone() });
+    let admin_limits = ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits };
+    let state = admin_state.clone();
     let admin = tokio::spawn(serve(
         admin_listener,
-        move |req, _peer| AdminState::handle(admin_state.clone(), req),
+        move |req, _peer| AdminState::handle(state.clone(), req, AdminScope::Full),
         shutdown_rx.clone(),
-        ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits },
+        admin_limits,
         None,
         None,
         // Operations plumbing: its connections live on real time whatever the gateway's clock.
         Arc::new(crate::clock::SystemClock),
     ));
     let mut servers = vec![proxy, admin];
+    let mut health_addr = None;
+    if let Some((listener, addr)) = health_listener {
+        servers.push(tokio::spawn(serve(
+            listener,
+            move |req, _peer| AdminState::handle(admin_state.clone(), req, AdminScope::Health),
+            shutdown_rx.clone(),
+            admin_limits,
+            None,
+            None,
+            Arc::new(crate::clock::SystemClock),
+        )));
+        health_addr = Some(addr);
+    }
     let mut decision_addr = None;
     if let Some((listener, addr)) = decision_listener {
         let l = live.clone();
@@ -512,5 +538,5 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         b.km = reloader.spawn_km(&generation).map_err(StartError::Config)?;
     }
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
-    Ok(Running { proxy_addr, admin_addr, decision_addr, metrics, km_status, reloader, shutdown, servers })
+    Ok(Running { proxy_addr, admin_addr, decision_addr, health_addr, metrics, km_status, reloader, shutdown, servers })
 }

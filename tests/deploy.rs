@@ -30,6 +30,37 @@ fn the_kubernetes_configmap_passes_check_config() {
     assert_eq!(configs, 1, "the manifest carries one jwtgate.toml");
 }
 
+#[test]
+fn the_manifest_keeps_admin_on_loopback_and_admits_only_jwtgates_ports() {
+    let text = std::fs::read_to_string("deploy/kubernetes/jwtgate-sidecar.yaml").unwrap();
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let toml_text = docs.iter().find_map(|d| d["data"]["jwtgate.toml"].as_str()).unwrap();
+    let config = jwtgate::config::Config::parse(toml_text, None).unwrap();
+    assert!(config.server.admin_listen.ip().is_loopback(), "/status and /reload stay inside the pod");
+    let health = config.server.health_listen.expect("probes need a health listener").port();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();
+    let jwtgate = containers.iter().find(|c| c["name"] == "jwtgate").unwrap();
+    let port_named = |name: &str| {
+        jwtgate["ports"].as_sequence().unwrap().iter().find(|p| p["name"] == name).map(|p| p["containerPort"].as_u64())
+    };
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let port = jwtgate[probe]["httpGet"]["port"].as_str().unwrap();
+        assert_eq!(port_named(port), Some(Some(u64::from(health))), "{probe} on the health listener");
+    }
+    assert!(port_named("admin").is_none(), "the admin port is not exposed");
+    let policy = docs.iter().find(|d| d["kind"] == "NetworkPolicy").expect("a NetworkPolicy");
+    let mut admitted: Vec<u64> = policy["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()))
+        .collect();
+    admitted.sort_unstable();
+    assert_eq!(admitted, [u64::from(config.server.listen.port()), u64::from(health)]);
+}
+
 /// The `jwtgate_*` metric families a PromQL expression names (histogram series mapped to their
 /// family).
 fn families(expr: &str) -> BTreeSet<String> {

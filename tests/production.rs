@@ -225,6 +225,52 @@ async fn an_invalid_file_is_refused_with_its_problems_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_refuses_other_sites_and_rebound_names() {
+    let s = Setup::start("admin-guard", "", "health_listen = \"127.0.0.1:0\"\nadmin_hosts = [\"jwtgate-admin\"]").await;
+    // A page on another site posting a "simple" request (no preflight) to /reload.
+    s.rewrite(REPORTS_ROUTE, "health_listen = \"127.0.0.1:0\"\nadmin_hosts = [\"jwtgate-admin\"]", None);
+    let r = s
+        .client
+        .post(s.admin("/reload"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = s.client.post(s.admin("/reload")).header("sec-fetch-site", "cross-site").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(s.status().await["config"]["reloads"]["ok"], 0, "nothing was reloaded");
+    let proxy = format!("http://{}/reports/x", s.gw.proxy_addr);
+    assert_eq!(s.client.get(&proxy).send().await.unwrap().status(), 404);
+    // DNS rebinding: the attacker's name resolving to 127.0.0.1.
+    for path in ["/status", "/metrics", "/healthz"] {
+        let r = s.client.get(s.admin(path)).header("host", "evil.example:9901").send().await.unwrap();
+        assert_eq!(r.status(), 421, "{path}");
+    }
+    for host in ["jwtgate-admin:9901", "localhost:9901", "127.0.0.1"] {
+        let r = s.client.get(s.admin("/status")).header("host", host).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    // Its own origin, and tools that send none, are served.
+    let own = format!("http://{}", s.gw.admin_addr);
+    let r = s.client.post(s.admin("/reload")).header("origin", own).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.client.get(&proxy).send().await.unwrap().status(), 200);
+
+    // The health listener: probes and scrapes only.
+    let health = s.gw.health_addr.expect("health listener");
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 200), ("/status", 404)] {
+        let r = s.client.get(format!("http://{health}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    let r = s.client.post(format!("http://{health}/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(s.status().await["config"]["reloads"]["ok"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_changes_are_reported_as_needing_a_restart() {
     let s = Setup::start("reload-listen", "", "").await;
     // The file says another port and another idle timeout: both wait for a restart, the rest applies.
