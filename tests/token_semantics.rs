@@ -226,3 +226,34 @@ async fn validate_explains_what_is_wrong_and_what_to_change() {
     assert_eq!(code, 1);
     assert!(v["detail"].as_str().unwrap().contains("access token type to JWT"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_401_whether_or_not_it_was_cached() {
+    // RS256, exp in 2 s, no leeway, keys stale 2 s after the last good fetch, the IdP killed.
+    let h = Harness::start_manual(
+        "leeway_seconds = 0\njwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2",
+        "",
+    )
+    .await;
+    let now = jwtgate::clock::Clock::now_unix(h.manual_clock());
+    let token_with_exp = |exp: i64| {
+        let mut c = h.claims("orders:read");
+        c["exp"] = serde_json::json!(exp);
+        c["jti"] = serde_json::json!(format!("{:x}", rand::random::<u64>()));
+        h.key.token(&c)
+    };
+    let cached = token_with_exp(now + 2);
+    let fresh = token_with_exp(now + 2);
+    let live = token_with_exp(now + 3600);
+    assert_eq!(h.get_with("/orders/1", &cached).await.status(), 200, "now in the cache");
+    h.idp.set_down(true);
+    h.advance(std::time::Duration::from_secs(5));
+    for (what, token) in [("cached", &cached), ("never cached", &fresh)] {
+        let (status, description, challenge) = refusal(&h, token).await;
+        assert_eq!(status, 401, "{what}: {description}");
+        assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{what}: {challenge}");
+        assert!(description.contains("expired"), "{what}: {description}");
+    }
+    // A live token meets the stale keys: the outage's 503.
+    assert_eq!(h.get_with("/orders/1", &live).await.status(), 503);
+}

@@ -354,13 +354,10 @@ impl Authenticator {
                 if let Some(k) = self.keys.issuers.get(v.issuer) {
                     if k.generation() == v.generation {
                         self.cache_hit.inc();
-                        if !k.is_usable() {
-                            return Err(Rejected { error: AuthError::Unavailable, issuer: Some(v.issuer) });
-                        }
-                        if only_issuer.is_some_and(|i| i != v.issuer) {
-                            return Err(invalid(TokenError::WrongIssuer, Some(v.issuer)));
-                        }
-                        self.check_time(&v).map_err(|t| invalid(t, Some(v.issuer)))?;
+                        // The cache skips decoding and the signature, never the order: the
+                        // claims that can have changed since (time) come before the key set's
+                        // freshness, as on the uncached path.
+                        self.ordered_checks(v.issuer, only_issuer, || self.check_time(&v), || k.is_usable())?;
                         let payload_header =
                             payload_header(token).ok_or(invalid(TokenError::Malformed, Some(v.issuer)))?;
                         return Ok(Verified { verdict: v, payload_header });
@@ -393,6 +390,29 @@ impl Authenticator {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .unwrap_or(serde_json::Value::Null);
         self.claim_paths.iter().map(|p| ClaimValue::of(&payload, p)).collect()
+    }
+
+    /// The one order of the checks after the issuer is known, for cached and uncached tokens
+    /// alike: the issuer restriction (`validate --issuer`), then the token's own claims (every
+    /// keyless check when uncached; the time claims of the verdict when cached), and only then,
+    /// for a token a key would judge, the key set's freshness (503). An expired token is the
+    /// client's fault whether or not it was seen before.
+    fn ordered_checks(
+        &self,
+        issuer: usize,
+        only_issuer: Option<usize>,
+        claims: impl FnOnce() -> Result<(), TokenError>,
+        keys_fresh: impl FnOnce() -> bool,
+    ) -> Result<(), Rejected> {
+        let invalid = |t: TokenError| Rejected { error: AuthError::InvalidToken(t), issuer: Some(issuer) };
+        if only_issuer.is_some_and(|i| i != issuer) {
+            return Err(invalid(TokenError::WrongIssuer));
+        }
+        claims().map_err(invalid)?;
+        if !keys_fresh() {
+            return Err(Rejected { error: AuthError::Unavailable, issuer: Some(issuer) });
+        }
+        Ok(())
     }
 
     fn check_time(&self, v: &Verdict) -> Result<(), TokenError> {
@@ -469,14 +489,14 @@ impl Authenticator {
             }
         };
         let issuer = &self.keys.issuers[idx];
-        if only_issuer.is_some_and(|i| i != idx) {
-            return Err(invalid(TokenError::WrongIssuer, Some(idx)));
-        }
-        let alg = self.keyless_checks(&d, &issuer.cfg).map_err(|t| invalid(t, Some(idx)))?;
-        // Only now, for a token a key would judge, does the key set's age matter.
-        if !issuer.is_fresh(&loaded) {
-            return Err(Rejected { error: AuthError::Unavailable, issuer: Some(idx) });
-        }
+        let mut alg = None;
+        self.ordered_checks(
+            idx,
+            only_issuer,
+            || self.keyless_checks(&d, &issuer.cfg).map(|a| alg = Some(a)),
+            || issuer.is_fresh(&loaded),
+        )?;
+        let alg = alg.ok_or(invalid(TokenError::AlgNotAllowed, Some(idx)))?;
 
         let mut loaded = loaded;
         let mut verdict = loaded.keys.verify(d.kid.as_deref(), alg, d.signing_input, &d.signature);
