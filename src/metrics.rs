@@ -45,6 +45,8 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// `jwtgate_connection_limit_waits_total`: accepts that waited for `max_connections`.
     pub connection_limit_waits: IntCounter,
+    /// `jwtgate_accept_errors_total`: failed accepts on the proxy listener.
+    pub accept_errors: IntCounter,
     /// `jwtgate_config_reloads_total{result}`: `ok|error`.
     pub config_reloads: IntCounterVec,
     /// `jwtgate_upgrades_total{result}`: allowed WebSocket upgrades, `tunnelled|declined`
@@ -234,6 +236,11 @@ impl Metrics {
             "Times the proxy listener stopped accepting because max_connections were open.",
         ));
         must(registry.register(Box::new(connection_limit_waits.clone())));
+        let accept_errors = must(IntCounter::new(
+            "jwtgate_accept_errors_total",
+            "Failed accepts on the proxy listener (e.g. out of file descriptors); each backs off.",
+        ));
+        must(registry.register(Box::new(accept_errors.clone())));
         let upgrades = counter("jwtgate_upgrades_total", "Allowed WebSocket upgrades by result.", &["result"]);
         for r in ["tunnelled", "declined", "failed"] {
             upgrades.with_label_values(&[r]);
@@ -281,6 +288,7 @@ impl Metrics {
             open_connections,
             connections_closed,
             connection_limit_waits,
+            accept_errors,
             config_reloads,
             upgrades,
             open_tunnels,
@@ -295,6 +303,7 @@ impl Metrics {
             open: self.open_connections.clone(),
             closed: self.connections_closed.clone(),
             limit_waits: self.connection_limit_waits.clone(),
+            accept_errors: self.accept_errors.clone(),
         }
     }
 

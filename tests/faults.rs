@@ -216,3 +216,33 @@ async fn ten_thousand_idle_connections_keep_memory_bounded_and_all_close() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_listener_backs_off_and_logs_once_a_second() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let upstream = EchoUpstream::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("jwtgate-fds-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwtgate.toml");
+    let server = "log_format = \"json\"\nheader_read_timeout_seconds = 300\nmax_connections = 10000";
+    std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", server)).unwrap();
+    let (_child, proxy, admin, log) = spawn_serve_with(&path, Some(96)).await;
+    let client = http_client();
+    // Far more connections than the process has descriptors: accept fails until some close.
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        conns.push(TcpStream::connect(proxy).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logged = log.lock().unwrap().iter().filter(|l| l.contains("accept failed")).count();
+    assert!(logged <= 5, "accept failures logged {logged} times in about 3 s");
+    // Backing off is not giving up: once the idle clients go, new ones are served.
+    drop(conns);
+    let fresh = || raw(proxy, "GET /public/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    wait_until("a new client is served", || async { fresh().await.0 == 200 }).await;
+    // (The admin listener shares the descriptors: read the count once there are some again.)
+    let m = client.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    let failures = metric(&m, "jwtgate_accept_errors_total");
+    assert!(failures >= 1.0, "the listener ran out of descriptors: {failures}");
+    assert!(logged >= 1, "and said so");
+}

@@ -149,3 +149,122 @@ async fn a_tunnel_is_closed_at_its_maximum_lifetime() {
     let m = ws.metrics().await;
     assert_eq!(metric(&m, "jwtgate_tunnels_expired_total"), 1.0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_count_as_open_connections_until_they_close() {
+    let ws = start("max_connections = 2").await;
+    let (mut a, _) = tokio_tungstenite::connect_async(ws.request(Some(&ws.token("chat")))).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(ws.request(Some(&ws.token("chat")))).await.unwrap();
+    a.next().await.unwrap().unwrap();
+    b.next().await.unwrap().unwrap();
+    let m = ws.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_open_connections"), 2.0, "{m}");
+    assert_eq!(metric(&m, "jwtgate_open_tunnels"), 2.0, "{m}");
+    // A third client waits: two tunnels hold both places.
+    let addr = ws.gw.proxy_addr;
+    let third =
+        tokio::spawn(async move { raw(addr, "GET /chat/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!third.is_finished(), "a third connection was served beside two tunnels with max_connections = 2");
+    // One tunnel closes: its place goes to the waiting client.
+    a.close(None).await.unwrap();
+    drop(a);
+    let (status, _, _) =
+        tokio::time::timeout(Duration::from_secs(5), third).await.expect("served once a tunnel closed").unwrap();
+    assert_eq!(status, 401);
+    b.send(Message::text("still here")).await.unwrap();
+    assert_eq!(b.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "echo: still here");
+    drop(b);
+    wait_until("every connection closed", || async { metric(&ws.metrics().await, "jwtgate_open_connections") == 0.0 })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tunnel_is_closed_after_its_idle_timeout() {
+    let ws = start("tunnel_idle_timeout_seconds = 1").await;
+    let (mut busy, _) = tokio_tungstenite::connect_async(ws.request(Some(&ws.token("chat")))).await.unwrap();
+    let (mut silent, _) = tokio_tungstenite::connect_async(ws.request(Some(&ws.token("chat")))).await.unwrap();
+    busy.next().await.unwrap().unwrap();
+    silent.next().await.unwrap().unwrap();
+    // The busy one talks every 300 ms for 2.4 s and stays open; the silent one is closed.
+    for i in 0..8 {
+        busy.send(Message::text(format!("{i}"))).await.unwrap();
+        assert_eq!(busy.next().await.unwrap().unwrap().into_text().unwrap().as_str(), format!("echo: {i}"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match silent.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a tunnel silent for 2.4 s outlived a 1 s idle timeout");
+    let m = ws.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_connections_closed_total{reason=\"tunnel_idle_timeout\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "jwtgate_open_tunnels"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_a_body_is_refused_before_it_is_judged() {
+    let ws = start("").await;
+    let smuggled = "GET /admin/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    for framing in [format!("Content-Length: {}\r\n", smuggled.len()), "Transfer-Encoding: chunked\r\n".to_string()] {
+        let body = if framing.starts_with("Content") {
+            smuggled.to_string()
+        } else {
+            format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len())
+        };
+        let req = format!(
+            "GET /chat/room1 HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Authorization: Bearer {}\r\n{framing}\r\n{body}",
+            ws.token("chat")
+        );
+        let (status, _, body) = raw(ws.gw.proxy_addr, &req).await;
+        assert_eq!(status, 400, "{framing}: {body}");
+        assert!(body.contains("upgrade request must not carry a body"), "{body}");
+    }
+    let m = ws.metrics().await;
+    assert_eq!(metric(&m, "jwtgate_upgrades_total{result=\"tunnelled\"}"), 0.0, "{m}");
+    assert_eq!(metric(&m, "jwtgate_upgrades_total{result=\"declined\"}"), 0.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_101_to_a_plain_request_is_a_502() {
+    // An upstream that switches protocols whatever it is asked.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nraw bytes")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    let h = Harness::start().await;
+    let idp_url = h.idp.discovery_url();
+    let gw = start_gateway(&config_text(&idp_url, upstream, "", "")).await;
+    let client = http_client();
+    wait_until("ready", || async {
+        client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let (status, head, _) = raw(
+        gw.proxy_addr,
+        &format!(
+            "GET /api/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            h.token("")
+        ),
+    )
+    .await;
+    assert_eq!(status, 502, "{head}");
+}

@@ -21,6 +21,9 @@ pub enum MeaningError {
     /// A transfer coding other than a single `chunked` (RFC 9112 §6.1: 501): forwarding it
     /// would lose the coding or hand the upstream bytes it was not told about.
     UnsupportedTransferCoding,
+    /// A WebSocket upgrade with a body: a backend that declines the upgrade without reading
+    /// the body would parse it as a second request, never judged.
+    UpgradeWithBody,
 }
 
 impl MeaningError {
@@ -31,6 +34,7 @@ impl MeaningError {
             MeaningError::MissingHost => "an HTTP/1.1 request must carry a Host header",
             MeaningError::AuthorityMismatch => "the Host header differs from the request authority",
             MeaningError::UnsupportedTransferCoding => "only the chunked transfer coding is supported",
+            MeaningError::UpgradeWithBody => "an upgrade request must not carry a body",
         }
     }
 }
@@ -43,6 +47,13 @@ pub fn check<B>(req: &Request<B>) -> Result<(), MeaningError> {
         if codings.next().is_some() || !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(MeaningError::UnsupportedTransferCoding);
         }
+    }
+    if req.headers().contains_key(header::UPGRADE)
+        && super::tunnel::is_websocket_upgrade(req)
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req.headers().get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes().trim_ascii() != b"0"))
+    {
+        return Err(MeaningError::UpgradeWithBody);
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();

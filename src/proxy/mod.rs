@@ -92,7 +92,7 @@ pub struct Gateway {
     upstream_host: HeaderValue,
     max_header_bytes: usize,
     body_read_timeout: std::time::Duration,
-    tunnel_lifetime: std::time::Duration,
+    tunnel_limits: tunnel::TunnelLimits,
     protected: meaning::ProtectedNames,
     /// One `jwtgate::access` log line per request.
     access_log: bool,
@@ -214,7 +214,10 @@ impl Gateway {
     ) -> Gateway {
         let max_header_bytes = server.max_header_bytes();
         let body_read_timeout = std::time::Duration::from_secs(server.body_read_timeout_seconds);
-        let tunnel_lifetime = std::time::Duration::from_secs(server.tunnel_max_lifetime_seconds);
+        let tunnel_limits = tunnel::TunnelLimits {
+            lifetime: std::time::Duration::from_secs(server.tunnel_max_lifetime_seconds),
+            idle: std::time::Duration::from_secs(server.tunnel_idle_timeout_seconds),
+        };
         let upstream_host =
             HeaderValue::from_str(&upstream.authority).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let configured = judge
@@ -239,7 +242,7 @@ impl Gateway {
             upstream_host,
             max_header_bytes,
             body_read_timeout,
-            tunnel_lifetime,
+            tunnel_limits,
             metrics,
         }
     }
@@ -319,7 +322,13 @@ impl Gateway {
                     Outcome::InvalidRequest,
                 ),
             };
-            return refused_request(&req, self.judge.refuse_unrouted(r));
+            let (mut resp, served) = refused_request(&req, self.judge.refuse_unrouted(r));
+            if req.version() < Version::HTTP_2 {
+                // The framing is in doubt: whatever follows on this connection is not read as
+                // another request (nginx closes here too).
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return (resp, served);
         }
         let htu = || self.request_uri(&req);
         let original = Original { method: req.method(), path: req.uri().path(), headers: req.headers(), htu: &htu };
@@ -382,6 +391,7 @@ impl Gateway {
         outcome: Outcome,
     ) -> (Response<ProxyBody>, Outcome, &'static str) {
         let client_upgrade = hyper::upgrade::on(&mut req);
+        let slot = req.extensions_mut().remove::<server::TunnelSlot>();
         self.upstream_request(&mut req, peer, verified);
         tunnel::restore_upgrade_headers(req.headers_mut());
         let (parts, body) = req.into_parts();
@@ -390,7 +400,7 @@ impl Gateway {
         let sent = match sent {
             Ok(Ok(mut resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_lifetime, self.metrics.clone());
+                tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_limits, slot, self.metrics.clone());
                 self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
                 route.metrics.count(outcome);
                 return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");
@@ -554,6 +564,13 @@ impl Gateway {
                 let kind = if matches!(e, UpstreamError::Connect(_)) { "connect" } else { "other" };
                 self.metrics.upstream_errors.with_label_values(&[kind]).inc();
                 tracing::warn!(status = 502, kind, "upstream request failed: {e}");
+                Err(Outcome::UpstreamError)
+            }
+            Ok(Ok(resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                // Only an upgrade jwtgate asked for may switch protocols (that path never comes
+                // here): a bare 101 would leave the client speaking to nothing it knows.
+                self.metrics.upstream_errors.with_label_values(&["unexpected_101"]).inc();
+                tracing::warn!(status = 502, "the upstream switched protocols for a request that did not ask to");
                 Err(Outcome::UpstreamError)
             }
             Ok(Ok(mut resp)) => {

@@ -67,7 +67,30 @@ pub struct ConnMetrics {
     pub closed: prometheus::IntCounterVec,
     /// `jwtgate_connection_limit_waits_total`: accepts that waited for the cap.
     pub limit_waits: prometheus::IntCounter,
+    /// `jwtgate_accept_errors_total`: failed accepts (e.g. out of descriptors).
+    pub accept_errors: prometheus::IntCounter,
 }
+
+/// A client connection's place under `max_connections` and in `jwtgate_open_connections`. The
+/// connection holds it and, after a WebSocket upgrade, so does its tunnel (hyper's connection
+/// task ends at the `101`): the place is given back when both are gone, so tunnels cannot
+/// escape the limit.
+pub struct ConnSlot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    open: Option<prometheus::IntGauge>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.open {
+            g.dec();
+        }
+    }
+}
+
+/// The slot as an upgrade request carries it to the proxy (in its extensions).
+#[derive(Clone)]
+pub struct TunnelSlot(pub Arc<ConnSlot>);
 
 /// What a connection task needs to know about its requests: how many are in flight and when
 /// the last one finished (milliseconds since the connection was accepted).
@@ -356,6 +379,7 @@ pub async fn serve<F, Fut, B>(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (force_tx, force_rx) = watch::channel(false);
     let (clock, ticker) = CoarseClock::start(clock);
+    let mut accept_failures = AcceptFailures::default();
     loop {
         let permit = match &cap {
             None => None,
@@ -383,11 +407,11 @@ pub async fn serve<F, Fut, B>(
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        accept_failures.failed(&e, metrics.as_ref()).await;
                         continue;
                     }
                 };
+                accept_failures.succeeded();
                 let _ = stream.set_nodelay(true);
                 let conn = Connection {
                     builder: builder.clone(),
@@ -421,6 +445,36 @@ pub async fn serve<F, Fut, B>(
     ticker.abort();
 }
 
+/// Accept errors (descriptors exhausted, above all) back off, 10 ms doubling to 1 s, and are
+/// logged at most once a second with how many were not: a listener out of descriptors must not
+/// spin, nor flood its log.
+#[derive(Default)]
+struct AcceptFailures {
+    backoff: Duration,
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    async fn failed(&mut self, e: &std::io::Error, metrics: Option<&ConnMetrics>) {
+        if let Some(m) = metrics {
+            m.accept_errors.inc();
+        }
+        self.unlogged += 1;
+        if self.last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(failures = self.unlogged, "accept failed: {e}; backing off");
+            self.last_logged = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tokio::time::sleep(self.backoff).await;
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+}
+
 /// One accepted connection and what it needs to run and end.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -442,11 +496,15 @@ impl Connection {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Some(m) = &self.metrics {
-            m.open.inc();
-        }
+        let slot = Arc::new(ConnSlot {
+            _permit: self.permit.take(),
+            open: self.metrics.as_ref().map(|m| {
+                m.open.inc();
+                m.open.clone()
+            }),
+        });
         match self.tls.take() {
-            None => self.serve_io(MaybeTls::Plain(stream), handler, peer).await,
+            None => self.serve_io(MaybeTls::Plain(stream), handler, peer, &slot).await,
             Some(tls) => {
                 // The handshake counts against the header-read timeout, like the first head.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
@@ -454,16 +512,15 @@ impl Connection {
                 // connection task.
                 let handshake = Box::pin(acceptor.accept(stream));
                 match crate::clock::timeout(&*self.clock.1, self.limits.header_read_timeout, handshake).await {
-                    Some(Ok(stream)) => self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer).await,
+                    Some(Ok(stream)) => {
+                        self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer, &slot).await
+                    }
                     Some(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
                     None => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
                 }
             }
         }
-        if let Some(m) = &self.metrics {
-            m.open.dec();
-        }
-        drop(self.permit.take());
+        drop(slot);
         drop(self.alive);
     }
 
@@ -478,7 +535,7 @@ impl Connection {
     /// One type of connection for plain and TLS alike: hyper's connection code is then
     /// compiled once per handler, and stays inlined as it was before TLS existed (two
     /// instantiations cost about 1,500 instructions a request in lost inlining).
-    async fn serve_io<F, Fut, B>(&self, stream: MaybeTls, handler: F, peer: SocketAddr)
+    async fn serve_io<F, Fut, B>(&self, stream: MaybeTls, handler: F, peer: SocketAddr, slot: &Arc<ConnSlot>)
     where
         F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<B>> + Send + 'static,
@@ -497,8 +554,14 @@ impl Connection {
         let a = activity.clone();
         // `map` instead of an `async` wrapper: each wrapping async block copies the whole
         // request future once more when first polled.
-        let svc = service_fn(move |req| {
+        let slot = slot.clone();
+        let svc = service_fn(move |mut req: Request<Incoming>| {
             let in_flight = InFlight::new(&a);
+            // Only a request that may become a tunnel carries the slot (an extension costs an
+            // allocation, which the usual request does without).
+            if req.headers().contains_key(http::header::UPGRADE) && req.version() == http::Version::HTTP_11 {
+                req.extensions_mut().insert(TunnelSlot(slot.clone()));
+            }
             handler(req, peer)
                 .map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _in_flight: in_flight })))
         });

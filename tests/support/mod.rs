@@ -288,8 +288,26 @@ pub fn www_authenticate(h: &reqwest::header::HeaderMap) -> String {
 /// log line (no port is chosen by the test and released for the child to reuse). The rest of
 /// its log is drained in the background.
 pub async fn spawn_serve(path: &std::path::Path) -> (tokio::process::Child, SocketAddr, SocketAddr) {
+    let (child, proxy, admin, _) = spawn_serve_with(path, None).await;
+    (child, proxy, admin)
+}
+
+/// [`spawn_serve`], optionally under a descriptor limit (`ulimit -n`), keeping every log line.
+pub async fn spawn_serve_with(
+    path: &std::path::Path,
+    max_files: Option<u64>,
+) -> (tokio::process::Child, SocketAddr, SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+    let bin = env!("CARGO_BIN_EXE_jwtgate");
+    let mut cmd = match max_files {
+        None => tokio::process::Command::new(bin),
+        Some(n) => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(bin);
+            c
+        }
+    };
+    let mut child = cmd
         .args(["serve", "--config"])
         .arg(path)
         .env_remove("JWTGATE_CONFIG")
@@ -300,6 +318,7 @@ pub async fn spawn_serve(path: &std::path::Path) -> (tokio::process::Child, Sock
         .spawn()
         .expect("spawn serve");
     let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let addrs = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
             let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
@@ -312,7 +331,14 @@ pub async fn spawn_serve(path: &std::path::Path) -> (tokio::process::Child, Sock
     })
     .await
     .expect("serve listened in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
     // Listening is logged once the sockets are bound; wait until the admin listener answers.
     let client = http_client();
     let healthz = format!("http://{}/healthz", addrs.1);
@@ -320,5 +346,5 @@ pub async fn spawn_serve(path: &std::path::Path) -> (tokio::process::Child, Sock
         client.get(&healthz).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
-    (child, addrs.0, addrs.1)
+    (child, addrs.0, addrs.1, log)
 }
