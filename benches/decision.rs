@@ -7,6 +7,10 @@
 //!   same signature with the same pre-parsed key.
 //! - `dpop`: a cached DPoP-bound token with a fresh ES256 proof each time (made outside the
 //!   timing) against the cached bearer decision: what sender-constraining costs per request.
+//! - before those, the DPoP replay cache's memory at its default size (`replay_memory`).
+
+#[path = "decision/replay_memory.rs"]
+mod replay_memory;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jwtgate::auth::alg::Alg;
 use jwtgate::auth::Authenticator;
@@ -199,4 +203,9 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(decision, benches);
-criterion_main!(decision);
+
+fn main() {
+    replay_memory::report();
+    decision();
+    Criterion::default().configure_from_args().final_summary();
+}

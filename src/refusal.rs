@@ -74,11 +74,11 @@ impl Refusal {
             AuthError::InvalidRequest(_) => Outcome::InvalidRequest,
             AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => Outcome::InvalidToken,
             AuthError::InsufficientScope => Outcome::InsufficientScope,
-            AuthError::Unavailable => Outcome::Unavailable,
+            AuthError::Unavailable | AuthError::ReplayCacheFull => Outcome::Unavailable,
         };
         let challenge = match (err, dpop_algs) {
             // An IdP outage is not a credentials problem: `Retry-After`, no challenge.
-            (AuthError::Unavailable, _) => None,
+            (AuthError::Unavailable | AuthError::ReplayCacheFull, _) => None,
             (AuthError::MissingToken, None) => Some(HeaderValue::from_static("Bearer realm=\"jwtgate\"")),
             (AuthError::InvalidRequest(_), None) => Some(HeaderValue::from_static("Bearer error=\"invalid_request\"")),
             (AuthError::InsufficientScope, None) => Some(route.scope_challenge.clone()),

@@ -167,9 +167,12 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         parts.metrics.clone(),
     )
     .with_claim_paths(config.claim_paths.clone());
-    if let Some(p) = previous {
-        auth = auth.with_replay_cache(p.gateway.auth().replay_cache().clone());
-    }
+    // The proofs seen are kept across reloads (a proof used just before one must not pass just
+    // after); a new size takes a restart.
+    auth = auth.with_replay_cache(match previous {
+        Some(p) => p.gateway.auth().replay_cache().clone(),
+        None => Arc::new(crate::auth::dpop::ReplayCache::with_capacity(config.server.dpop_replay_cache_entries)),
+    });
     let auth = Arc::new(auth);
     let pool = match previous.map(|p| p.gateway.pool()).filter(|pool| pool.config() == &config.upstream) {
         Some(pool) => pool.clone(),
@@ -392,6 +395,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     check("server.header_read_timeout_seconds", o.header_read_timeout_seconds != n.header_read_timeout_seconds);
     check("server.idle_timeout_seconds", o.idle_timeout_seconds != n.idle_timeout_seconds);
     check("server.max_connections", o.max_connections != n.max_connections);
+    check("server.dpop_replay_cache_entries", o.dpop_replay_cache_entries != n.dpop_replay_cache_entries);
     check("server.drain_timeout_seconds", o.drain_timeout_seconds != n.drain_timeout_seconds);
     check("server.worker_threads", o.worker_threads != n.worker_threads);
     check("server.log_format", o.log_format != n.log_format);

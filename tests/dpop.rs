@@ -167,3 +167,41 @@ async fn the_decision_listener_checks_proofs_against_the_original_request() {
     let r = ask(c.proof("POST", "https://api.example.com/api/x")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_cache_refuses_new_proofs_and_forgets_no_unexpired_one() {
+    let h = Harness::start_with(ISSUER, "dpop_replay_cache_entries = 3").await;
+    let victim = DpopClient::new(&h);
+    let attacker = DpopClient::new(&h);
+    let url = h.url("/api/x");
+    // The victim's proof is used once and captured.
+    let captured = victim.proof("GET", &url);
+    let (status, _, _) = send(&h, "/api/x", &format!("DPoP {}", victim.token), Some(&captured)).await;
+    assert_eq!(status, 200);
+    // The attacker fills the cache with proofs of their own, then floods it.
+    let own = format!("DPoP {}", attacker.token);
+    for _ in 0..2 {
+        assert_eq!(send(&h, "/api/x", &own, Some(&attacker.proof("GET", &url))).await.0, 200);
+    }
+    for _ in 0..20 {
+        let r = h
+            .client
+            .get(&url)
+            .header("authorization", &own)
+            .header("dpop", attacker.proof("GET", &url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "never accepted unchecked");
+        assert!(r.headers().contains_key("retry-after"));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+    // The captured proof is still remembered: its replay fails.
+    let (status, challenge, _) = send(&h, "/api/x", &format!("DPoP {}", victim.token), Some(&captured)).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert!(challenge.contains("already used"), "{challenge}");
+    let m = h.metrics().await;
+    let full = "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"dpop_replay_cache_full\"}";
+    assert_eq!(metric(&m, full), 20.0, "{m}");
+}

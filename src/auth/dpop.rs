@@ -9,7 +9,7 @@
 //! only for a proof that passed everything else). The proof changes with every request, so it
 //! is checked every time, also when the token's verdict comes from the cache.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use aws_lc_rs::digest;
@@ -53,6 +53,9 @@ pub enum ProofError {
     KeyMismatch,
     /// The `jti` was seen before within the window.
     Replayed,
+    /// The replay cache is full of unexpired proofs (the server's limit, not the client's
+    /// fault: answered 503).
+    ReplayCacheFull,
 }
 
 impl ProofError {
@@ -74,6 +77,7 @@ impl ProofError {
             ProofError::Ath => "dpop_ath",
             ProofError::KeyMismatch => "dpop_key_mismatch",
             ProofError::Replayed => "dpop_replayed",
+            ProofError::ReplayCacheFull => "dpop_replay_cache_full",
         }
     }
 
@@ -95,62 +99,105 @@ impl ProofError {
             ProofError::Ath => "the DPoP proof ath is not the hash of the access token",
             ProofError::KeyMismatch => "the DPoP proof key is not the key the token is bound to",
             ProofError::Replayed => "the DPoP proof was already used (jti replayed)",
+            ProofError::ReplayCacheFull => "too many DPoP proofs are in their replay window; retry later",
         }
     }
 }
 
 /// Proofs at most this long are read (a proof is a few hundred bytes to ~2 KiB with an RSA key).
 pub const MAX_PROOF_BYTES: usize = 8 * 1024;
-/// `jti`s remembered at most; beyond it the oldest are forgotten first.
-const REPLAY_CAPACITY: usize = 100_000;
+/// `jti`s remembered at most by default (`server.dpop_replay_cache_entries`).
+pub const DEFAULT_REPLAY_CAPACITY: usize = 1_000_000;
+/// Entries are kept in generations by the second they expire in, this many seconds a
+/// generation: a lookup probes one table per live generation (a proof window of 181 s, the
+/// default, is seven), and a whole generation is dropped at once when it is over.
+const GENERATION_SECONDS: i64 = 32;
 
-/// The `jti`s seen within the window, shared by every connection. Bounded: when full, the
-/// oldest entries go first (a proof is only usable within its short window anyway).
-pub struct ReplayCache {
-    seen: Mutex<Seen>,
-    keys: (u64, u64),
+/// What the replay cache says of a `jti`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstUse {
+    /// Not seen within its window: now remembered.
+    Yes,
+    /// Seen before, and its window is not over.
+    Replayed,
+    /// The cache is full of unexpired proofs: this one cannot be remembered, so it cannot be
+    /// accepted (forgetting an unexpired proof would let it be replayed).
+    Full,
 }
 
-/// The keyed digests of the `jti`s seen, with their expiry, and the order they came in.
+/// The `jti`s seen within their window, shared by every connection. Each is remembered until
+/// its window is over (rounded up to the end of its generation, at most 32 s more) and never
+/// forgotten before: when `capacity` unexpired proofs are remembered, new ones are refused.
+/// About 20 to 40 bytes an entry (a keyed 128-bit digest in a hash set; see BENCHMARKS.md).
+pub struct ReplayCache {
+    seen: Mutex<Generations>,
+    keys: (u64, u64),
+    capacity: usize,
+}
+
+/// Hash sets of keyed `jti` digests, one per generation, oldest first.
 #[derive(Default)]
-struct Seen {
-    expiry: HashMap<u128, i64>,
-    order: VecDeque<(i64, u128)>,
+struct Generations {
+    /// `(end, digests)`: every digest in it expires at or before `end` (Unix seconds).
+    sets: VecDeque<(i64, HashSet<[u64; 2]>)>,
+    len: usize,
 }
 
 impl Default for ReplayCache {
     fn default() -> Self {
-        ReplayCache { seen: Mutex::new(Seen::default()), keys: (rand::random(), rand::random()) }
+        ReplayCache::with_capacity(DEFAULT_REPLAY_CAPACITY)
     }
 }
 
 impl ReplayCache {
-    /// Records `jti` until `expires` (Unix seconds); false when it is already there.
-    fn first_use(&self, jti: &str, now: i64, expires: i64) -> bool {
+    /// A cache remembering at most `capacity` proofs.
+    pub fn with_capacity(capacity: usize) -> ReplayCache {
+        ReplayCache { seen: Mutex::new(Generations::default()), keys: (rand::random(), rand::random()), capacity }
+    }
+
+    /// How many proofs are remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).len
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records `jti` until `expires` (Unix seconds), unless it is already there or the cache
+    /// is full of unexpired proofs.
+    pub fn first_use(&self, jti: &str, now: i64, expires: i64) -> FirstUse {
         use siphasher::sip128::Hasher128;
         use std::hash::Hasher;
         let mut h = siphasher::sip128::SipHasher24::new_with_keys(self.keys.0, self.keys.1);
         h.write(jti.as_bytes());
-        let key = h.finish128().as_u128();
+        let digest = h.finish128();
+        let key = [digest.h1, digest.h2];
         let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let Seen { expiry: map, order } = &mut *guard;
-        while let Some(&(exp, k)) = order.front() {
-            if exp > now && map.len() < REPLAY_CAPACITY {
-                break;
-            }
-            order.pop_front();
-            if map.get(&k) == Some(&exp) {
-                map.remove(&k);
+        let g = &mut *guard;
+        // Generations whose every entry has expired go as a whole.
+        while g.sets.front().is_some_and(|(end, _)| *end < now) {
+            if let Some((_, set)) = g.sets.pop_front() {
+                g.len -= set.len();
             }
         }
-        match map.get(&key) {
-            Some(&exp) if exp > now => false,
-            _ => {
-                map.insert(key, expires);
-                order.push_back((expires, key));
-                true
-            }
+        if g.sets.iter().any(|(_, set)| set.contains(&key)) {
+            return FirstUse::Replayed;
         }
+        if g.len >= self.capacity {
+            return FirstUse::Full;
+        }
+        let end = expires.div_euclid(GENERATION_SECONDS) * GENERATION_SECONDS + GENERATION_SECONDS - 1;
+        let at = g.sets.iter().position(|(e, _)| *e >= end).unwrap_or(g.sets.len());
+        if g.sets.get(at).is_none_or(|(e, _)| *e != end) {
+            g.sets.insert(at, (end, HashSet::new()));
+        }
+        if let Some((_, set)) = g.sets.get_mut(at) {
+            set.insert(key);
+            g.len += 1;
+        }
+        FirstUse::Yes
     }
 }
 
@@ -269,10 +316,12 @@ pub fn verify(proof: &str, e: &Expected<'_>, replay: &ReplayCache) -> Result<(),
     if thumbprint(jwk).as_deref() != Some(e.jkt) {
         return Err(ProofError::KeyMismatch);
     }
-    if !replay.first_use(jti, e.now, iat + e.max_age + 2 * e.leeway + 1) {
-        return Err(ProofError::Replayed);
+    // Remembered for as long as `iat` above can accept it, and no less.
+    match replay.first_use(jti, e.now, iat + e.max_age + 2 * e.leeway + 1) {
+        FirstUse::Yes => Ok(()),
+        FirstUse::Replayed => Err(ProofError::Replayed),
+        FirstUse::Full => Err(ProofError::ReplayCacheFull),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -295,9 +344,26 @@ mod tests {
     #[test]
     fn a_jti_is_accepted_once_within_its_window() {
         let c = ReplayCache::default();
-        assert!(c.first_use("a", 100, 160));
-        assert!(!c.first_use("a", 120, 180));
-        assert!(c.first_use("b", 120, 180));
-        assert!(c.first_use("a", 161, 221), "forgotten after its window");
+        assert_eq!(c.first_use("a", 100, 160), FirstUse::Yes);
+        assert_eq!(c.first_use("a", 120, 180), FirstUse::Replayed);
+        assert_eq!(c.first_use("b", 120, 180), FirstUse::Yes);
+        assert_eq!(c.first_use("a", 159, 221), FirstUse::Replayed, "still in its window");
+        assert_eq!(c.first_use("a", 200, 260), FirstUse::Yes, "forgotten after its window");
+    }
+
+    #[test]
+    fn a_full_cache_refuses_new_proofs_and_forgets_none_before_its_time() {
+        let c = ReplayCache::with_capacity(3);
+        for jti in ["a", "b", "c"] {
+            assert_eq!(c.first_use(jti, 1000, 1181), FirstUse::Yes);
+        }
+        // A flood of new proofs cannot push "a" out.
+        for i in 0..100 {
+            assert_eq!(c.first_use(&format!("flood{i}"), 1010, 1191), FirstUse::Full);
+        }
+        assert_eq!(c.first_use("a", 1100, 1281), FirstUse::Replayed);
+        // Once their window is over, room again.
+        assert_eq!(c.first_use("d", 1250, 1431), FirstUse::Yes);
+        assert_eq!(c.len(), 1);
     }
 }

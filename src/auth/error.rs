@@ -157,6 +157,9 @@ pub enum AuthError {
     InsufficientScope,
     /// The issuer has no usable key set: the IdP's outage, not the client's fault.
     Unavailable,
+    /// The DPoP replay cache is full of unexpired proofs: the proof cannot be remembered, so
+    /// it is not accepted (503, never an unchecked accept).
+    ReplayCacheFull,
     /// The DPoP proof of a key-bound token does not hold.
     InvalidDpopProof(super::dpop::ProofError),
 }
@@ -170,7 +173,7 @@ impl AuthError {
             }
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope => StatusCode::FORBIDDEN,
-            AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Unavailable | AuthError::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -181,7 +184,7 @@ impl AuthError {
             AuthError::InvalidRequest(_) => "invalid_request",
             AuthError::InvalidToken(_) => "invalid_token",
             AuthError::InsufficientScope => "insufficient_scope",
-            AuthError::Unavailable => "temporarily_unavailable",
+            AuthError::Unavailable | AuthError::ReplayCacheFull => "temporarily_unavailable",
             AuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
         }
     }
@@ -194,6 +197,7 @@ impl AuthError {
             AuthError::InvalidToken(t) => t.description(),
             AuthError::InsufficientScope => "the token lacks a scope this route requires",
             AuthError::Unavailable => "the token issuer's signing keys are unavailable; retry later",
+            AuthError::ReplayCacheFull => super::dpop::ProofError::ReplayCacheFull.description(),
             AuthError::InvalidDpopProof(p) => p.description(),
         }
     }
@@ -203,6 +207,7 @@ impl AuthError {
         match self {
             AuthError::InvalidToken(t) => t.reason(),
             AuthError::InvalidDpopProof(p) => p.reason(),
+            AuthError::ReplayCacheFull => super::dpop::ProofError::ReplayCacheFull.reason(),
             other => other.code(),
         }
     }

@@ -322,8 +322,10 @@ impl Authenticator {
                     max_age: cfg.dpop_max_age,
                     leeway: cfg.leeway,
                 };
-                if let Err(e) = dpop::verify(proof, &expected, &self.replay) {
-                    return refuse(AuthError::InvalidDpopProof(e));
+                match dpop::verify(proof, &expected, &self.replay) {
+                    Ok(()) => {}
+                    Err(dpop::ProofError::ReplayCacheFull) => return refuse(AuthError::ReplayCacheFull),
+                    Err(e) => return refuse(AuthError::InvalidDpopProof(e)),
                 }
             }
         }
