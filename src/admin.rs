@@ -34,7 +34,7 @@ pub enum AdminScope {
 /// The host part of a `Host` value (`name:port`, `[v6]:port`), lower case, no trailing dot.
 fn host_of(value: &str) -> String {
     let host = match value.strip_prefix('[') {
-        Some(rest) => return format!("[{}]", rest.split(']').next().unwrap_or("")),
+        Some(rest) => return rest.split_once(']').map(|(h, _)| format!("[{h}]")).unwrap_or_default(),
         None => match value.rsplit_once(':') {
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
             _ => value,

@@ -319,6 +319,9 @@ pub struct UpstreamSection {
     /// Idle pooled connections kept at most.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
+    /// Upstream connections at most, of every kind (pooled, in use, HTTP/2, tunnels).
+    #[serde(default = "default_upstream_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_protocol() -> UpstreamProtocol {
@@ -335,6 +338,9 @@ fn default_pool_idle() -> u64 {
 }
 fn default_pool_max_idle() -> usize {
     256
+}
+fn default_upstream_max_connections() -> usize {
+    1024
 }
 
 /// One `[[issuers]]` entry.
@@ -615,6 +621,8 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     /// Pool size.
     pub pool_max_idle: usize,
+    /// Every upstream connection at once, at most.
+    pub max_connections: usize,
 }
 
 /// TLS to the upstream.
@@ -927,7 +935,8 @@ fn validate_upstream(u: &UpstreamSection, base: &Path, problems: &mut Vec<Config
         problems.push(problem("upstream.url", "must be only scheme, host and port (the path is forwarded unchanged)"));
     }
     let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
-    let ranges: [(&str, u64, u64, u64); 4] = [
+    let ranges: [(&str, u64, u64, u64); 5] = [
+        ("max_connections", u.max_connections as u64, 1, 1_000_000),
         ("connect_timeout_seconds", u.connect_timeout_seconds, 1, 300),
         ("timeout_seconds", u.timeout_seconds, 1, 86_400),
         ("pool_idle_timeout_seconds", u.pool_idle_timeout_seconds, 1, 86_400),
@@ -956,6 +965,7 @@ fn validate_upstream(u: &UpstreamSection, base: &Path, problems: &mut Vec<Config
         timeout: Duration::from_secs(u.timeout_seconds),
         pool_idle_timeout: Duration::from_secs(u.pool_idle_timeout_seconds),
         pool_max_idle: u.pool_max_idle,
+        max_connections: u.max_connections,
     })
 }
 

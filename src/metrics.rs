@@ -27,7 +27,7 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     /// `jwtgate_jwks_last_success_timestamp_seconds{issuer}`.
     pub jwks_last_success: GaugeVec,
-    /// `jwtgate_upstream_errors_total{kind}`: `connect|timeout|other`.
+    /// `jwtgate_upstream_errors_total{kind}`: `connect|timeout|other|saturated|unexpected_101`.
     pub upstream_errors: IntCounterVec,
     /// `jwtgate_km_sync_runs_total{result}`: `ok|error|conflict`.
     pub km_sync_runs: IntCounterVec,
@@ -91,11 +91,13 @@ pub enum Outcome {
     UpstreamError,
     /// 504 upstream too slow.
     UpstreamTimeout,
+    /// 503: every upstream connection (`upstream.max_connections`) in use.
+    UpstreamBusy,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::Allowed,
         Outcome::Anonymous,
         Outcome::MissingToken,
@@ -110,6 +112,7 @@ impl Outcome {
         Outcome::HeadersTooLarge,
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
+        Outcome::UpstreamBusy,
     ];
 
     /// The label value.
@@ -129,6 +132,7 @@ impl Outcome {
             Outcome::HeadersTooLarge => "headers_too_large",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamBusy => "upstream_busy",
         }
     }
 }
@@ -263,7 +267,7 @@ impl Metrics {
             km_sync_writes.with_label_values(&[op]);
         }
         // Bounded label sets are created up front, so dashboards see 0 rather than no data.
-        for k in ["connect", "timeout", "other"] {
+        for k in ["connect", "timeout", "other", "saturated", "unexpected_101"] {
             upstream_errors.with_label_values(&[k]);
         }
         for r in ["hit", "miss"] {

@@ -395,6 +395,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     check("server.header_read_timeout_seconds", o.header_read_timeout_seconds != n.header_read_timeout_seconds);
     check("server.idle_timeout_seconds", o.idle_timeout_seconds != n.idle_timeout_seconds);
     check("server.max_connections", o.max_connections != n.max_connections);
+    check("server.send_timeout_seconds", o.send_timeout_seconds != n.send_timeout_seconds);
+    check("server.max_concurrent_streams", o.max_concurrent_streams != n.max_concurrent_streams);
     check("server.dpop_replay_cache_entries", o.dpop_replay_cache_entries != n.dpop_replay_cache_entries);
     check("server.drain_timeout_seconds", o.drain_timeout_seconds != n.drain_timeout_seconds);
     check("server.worker_threads", o.worker_threads != n.worker_threads);
@@ -471,6 +473,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
         idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
         max_connections: config.server.max_connections,
+        send_timeout: Duration::from_secs(config.server.send_timeout_seconds),
+        max_concurrent_streams: config.server.max_concurrent_streams,
         drain: Duration::from_secs(config.server.drain_timeout_seconds),
     };
     let proxy = tokio::spawn(serve(

@@ -398,14 +398,15 @@ impl Gateway {
         let req = Request::from_parts(parts, ClientBody::new(body, self.body_read_timeout).0);
         let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send_upgrade(req)).await;
         let sent = match sent {
-            Ok(Ok(mut resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            Ok(Ok((mut resp, upstream_slot))) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_limits, slot, self.metrics.clone());
+                let held = tunnel::Held { client: slot, upstream: upstream_slot };
+                tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_limits, held, self.metrics.clone());
                 self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
                 route.metrics.count(outcome);
                 return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");
             }
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, _))) => {
                 self.metrics.upgrades.with_label_values(&["declined"]).inc();
                 Ok(Ok(resp.map(UpstreamBody::unpooled)))
             }
@@ -456,10 +457,16 @@ impl Gateway {
             }
             (Err(failure), None) => {
                 route.metrics.count(failure);
-                let (status, code, desc) = if failure == Outcome::UpstreamTimeout {
-                    (http::StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "the upstream did not answer in time")
-                } else {
-                    (http::StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached")
+                let (status, code, desc) = match failure {
+                    Outcome::UpstreamTimeout => {
+                        (http::StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "the upstream did not answer in time")
+                    }
+                    Outcome::UpstreamBusy => (
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "every upstream connection is in use; retry later",
+                    ),
+                    _ => (http::StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached"),
                 };
                 (Refusal::plain(status, code, desc, failure).response().map(Either::Right), failure, code)
             }
@@ -559,6 +566,11 @@ impl Gateway {
                 self.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
                 tracing::warn!(status = 504, timeout_s = self.upstream.timeout.as_secs(), "upstream timed out");
                 Err(Outcome::UpstreamTimeout)
+            }
+            Ok(Err(UpstreamError::Saturated)) => {
+                self.metrics.upstream_errors.with_label_values(&["saturated"]).inc();
+                tracing::warn!(status = 503, "{}", UpstreamError::Saturated);
+                Err(Outcome::UpstreamBusy)
             }
             Ok(Err(e)) => {
                 let kind = if matches!(e, UpstreamError::Connect(_)) { "connect" } else { "other" };

@@ -42,6 +42,10 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Open connections at most; 0 = no cap. Beyond it, new connections wait to be accepted.
     pub max_connections: usize,
+    /// A response waiting on a client that reads nothing for this long closes the connection.
+    pub send_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
 }
@@ -53,6 +57,8 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
+            send_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 100,
             drain: Duration::from_secs(30),
         }
     }
@@ -103,6 +109,11 @@ struct Activity {
     last_done_ms: AtomicU64,
     /// When the first byte of the next HTTP/1 request head arrived (`NOT_READING`: none yet).
     head_since_ms: AtomicU64,
+    /// Responses whose body has a frame the client has not taken yet (or none polled so far):
+    /// they wait on the client, not on the upstream.
+    send_waiting: AtomicUsize,
+    /// When a response body last moved (a frame taken, an end, a new response).
+    send_progress_ms: AtomicU64,
 }
 
 const NOT_READING: u64 = u64::MAX;
@@ -172,10 +183,41 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight while it streams.
+/// A response body that keeps its request counted as in flight while it streams, and notes
+/// whether it waits on the client (a frame produced and not yet taken: the client reads
+/// nothing, or an HTTP/2 window of 0) or on the upstream (its last poll was pending), for the
+/// send timeout.
 pub struct Tracked<B> {
     inner: B,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    waiting: bool,
+}
+
+impl<B> Tracked<B> {
+    fn new(inner: B, in_flight: InFlight) -> Tracked<B> {
+        let a = &in_flight.0;
+        a.send_progress_ms.store(a.now_ms(), Ordering::Release);
+        a.send_waiting.fetch_add(1, Ordering::AcqRel);
+        Tracked { inner, in_flight, waiting: true }
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            let count = &self.in_flight.0.send_waiting;
+            if waiting {
+                count.fetch_add(1, Ordering::AcqRel);
+            } else {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -183,7 +225,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let a = &self.in_flight.0;
+        if polled.is_ready() {
+            a.send_progress_ms.store(a.now_ms(), Ordering::Release);
+        }
+        // A frame handed over waits on the client until the next poll; pending waits on us.
+        self.set_waiting(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -261,6 +310,8 @@ enum Expiry {
     HeaderTimeout,
     /// Nothing in flight for the idle timeout.
     IdleTimeout,
+    /// A response waited on a client that took nothing for the send timeout.
+    SendTimeout,
 }
 
 impl Expiry {
@@ -268,14 +319,24 @@ impl Expiry {
         match self {
             Expiry::HeaderTimeout => "header_timeout",
             Expiry::IdleTimeout => "idle_timeout",
+            Expiry::SendTimeout => "send_timeout",
         }
     }
 }
 
-/// How long until this connection expires if nothing changes (`None`: busy), and why.
+/// How long until this connection expires if nothing changes (`None`: busy, waiting on the
+/// upstream), and why.
 fn remaining(a: &Activity, limits: &ServerLimits) -> Option<(Duration, Expiry)> {
     if a.in_flight.load(Ordering::Acquire) > 0 {
-        return None;
+        if a.send_waiting.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        // Responses wait on the client: the connection goes when no response has moved for
+        // the send timeout (HTTP/2 offers no way to reset one stream whose body is not polled,
+        // so a connection whose every stream is stuck is closed whole).
+        let since = a.send_progress_ms.load(Ordering::Acquire);
+        let elapsed = Duration::from_millis(a.clock.precise_ms().saturating_sub(since));
+        return Some((limits.send_timeout.saturating_sub(elapsed), Expiry::SendTimeout));
     }
     let (since, limit, why) = match a.head_since_ms.load(Ordering::Acquire) {
         NOT_READING if a.served.load(Ordering::Acquire) == 0 => {
@@ -320,7 +381,7 @@ async fn watchdog(
             // Look again when it would expire (a request may start or end meanwhile); a busy
             // connection is looked at again after a while.
             Some((left, _)) => left + CLOCK_TICK,
-            None => limits.idle_timeout.min(limits.header_read_timeout),
+            None => limits.idle_timeout.min(limits.header_read_timeout).min(limits.send_timeout),
         };
         tokio::select! {
             _ = activity.clock.sleep(wait) => {}
@@ -370,6 +431,8 @@ pub async fn serve<F, Fut, B>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        // Each stream may hold an upstream connection: bounded per client connection.
+        .max_concurrent_streams(limits.max_concurrent_streams)
         // Dead peers (a vanished NAT entry, a killed client) are found by pings.
         .keep_alive_interval(Some(limits.idle_timeout.min(Duration::from_secs(30))))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -549,6 +612,8 @@ impl Connection {
             served: 0.into(),
             last_done_ms: 0.into(),
             head_since_ms: NOT_READING.into(),
+            send_waiting: 0.into(),
+            send_progress_ms: 0.into(),
         });
         let io = TokioIo::new(WatchedStream { inner: stream, activity: activity.clone(), h2: None });
         let a = activity.clone();
@@ -562,8 +627,7 @@ impl Connection {
             if req.headers().contains_key(http::header::UPGRADE) && req.version() == http::Version::HTTP_11 {
                 req.extensions_mut().insert(TunnelSlot(slot.clone()));
             }
-            handler(req, peer)
-                .map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _in_flight: in_flight })))
+            handler(req, peer).map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Tracked::new(inner, in_flight))))
         });
         let (orders_tx, mut orders) = mpsc::channel(2);
         tokio::spawn(watchdog(

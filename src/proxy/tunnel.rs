@@ -87,6 +87,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Noted<T> {
     }
 }
 
+/// What an open tunnel holds: its client connection's place under `server.max_connections`
+/// and its upstream connection's under `upstream.max_connections`.
+pub struct Held {
+    /// The client connection's slot (absent only for a request that came without one).
+    pub client: Option<TunnelSlot>,
+    /// The upstream connection's slot.
+    pub upstream: super::upstream::UpstreamSlot,
+}
+
 /// Why a tunnel ended.
 enum Ended {
     Closed(std::io::Result<(u64, u64)>),
@@ -95,15 +104,9 @@ enum Ended {
 }
 
 /// Joins the client's upgraded connection with the upstream's once both are ready, within
-/// `limits`, holding the client connection's `slot` until it closes. Runs on its own task;
+/// `limits`, holding both connections' places (`held`) until it closes. Runs on its own task;
 /// counts the tunnel while it is open.
-pub fn spawn_tunnel(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    limits: TunnelLimits,
-    slot: Option<TunnelSlot>,
-    metrics: Arc<Metrics>,
-) {
+pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, limits: TunnelLimits, held: Held, metrics: Arc<Metrics>) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -156,7 +159,7 @@ pub fn spawn_tunnel(
             }
         }
         metrics.open_tunnels.dec();
-        drop(slot);
+        drop(held);
     });
 }
 

@@ -46,6 +46,8 @@ pub enum UpstreamError {
     Connect(String),
     /// The connection failed while sending the request or reading the response head.
     Exchange(hyper::Error),
+    /// `upstream.max_connections` are open and none came free within the connect timeout.
+    Saturated,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -53,6 +55,7 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(m) => write!(f, "connect: {m}"),
             UpstreamError::Exchange(e) => write!(f, "{}", crate::fetch::error_chain(e)),
+            UpstreamError::Saturated => write!(f, "every upstream connection (upstream.max_connections) is in use"),
         }
     }
 }
@@ -110,7 +113,13 @@ pub struct UpstreamPool {
     tick: AtomicU64,
     /// Idle connections older than this many ticks are closed by the reaper.
     idle_ticks: u64,
+    /// One permit per upstream connection (`upstream.max_connections`), held by the
+    /// connection's task, and by a tunnel while it is open.
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// An upstream connection's place under `upstream.max_connections`.
+pub type UpstreamSlot = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 /// How often the reaper ticks: at most this, and at least four times per idle timeout.
 const MAX_TICK: Duration = Duration::from_secs(1);
@@ -166,6 +175,7 @@ impl UpstreamPool {
             idle: Mutex::new(Vec::with_capacity(max_idle.min(1024))),
             tick: AtomicU64::new(0),
             idle_ticks,
+            slots: Arc::new(tokio::sync::Semaphore::new(upstream.max_connections)),
         });
         pool.tick.store(Self::tick_at(&*clock, period), Ordering::Relaxed);
         tokio::spawn(Self::reap_idle(Arc::downgrade(&pool), period, clock));
@@ -207,6 +217,23 @@ impl UpstreamPool {
                 tracing::debug!(closed = before - idle.len(), kept = idle.len(), "idle upstream connections closed");
             }
         }
+    }
+
+    /// A place for a new upstream connection, waiting at most the connect timeout for one to
+    /// come free.
+    async fn slot(&self) -> Result<UpstreamSlot, UpstreamError> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(Arc::new(p));
+        }
+        match tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Arc::new(p)),
+            _ => Err(UpstreamError::Saturated),
+        }
+    }
+
+    /// Upstream connections open now (pooled, in use, HTTP/2, tunnels).
+    pub fn open_connections(&self) -> usize {
+        self.config.max_connections - self.slots.available_permits()
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleConn>> {
@@ -312,6 +339,7 @@ impl UpstreamPool {
         if let Some(tx) = current() {
             return Ok(tx);
         }
+        let slot = self.slot().await?;
         let io = self.connect_io(false).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -325,6 +353,7 @@ impl UpstreamPool {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream HTTP/2 connection ended with an error: {}", crate::fetch::error_chain(&e));
             }
+            drop(slot);
         });
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
         Ok(tx)
@@ -333,7 +362,12 @@ impl UpstreamPool {
     /// The most recently returned connection that is ready; closed ones are dropped.
     /// Sends a WebSocket upgrade request on a connection of its own (an upgraded connection is
     /// never pooled) that can hand over its I/O when the upstream switches protocols.
-    pub async fn send_upgrade(&self, req: Request<ClientBody>) -> Result<Response<Incoming>, UpstreamError> {
+    /// Its slot comes back with the response: a tunnel holds it while it is open.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<ClientBody>,
+    ) -> Result<(Response<Incoming>, UpstreamSlot), UpstreamError> {
+        let slot = self.slot().await?;
         // Boxed: a TLS handshake's future is kilobytes, and this one sits inside every
         // request's future (the proxy's handler may take the upgrade branch).
         let stream = Box::pin(self.connect_io(true)).await?;
@@ -341,12 +375,15 @@ impl UpstreamPool {
             .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(crate::fetch::error_chain(&e)))?;
+        let held = slot.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("upstream upgrade connection ended with an error: {}", crate::fetch::error_chain(&e));
             }
+            drop(held);
         });
-        tx.send_request(req).await.map_err(UpstreamError::Exchange)
+        let resp = tx.send_request(req).await.map_err(UpstreamError::Exchange)?;
+        Ok((resp, slot))
     }
 
     fn checkout(&self) -> Option<(SendRequest<UpstreamRequestBody>, u64)> {
@@ -411,6 +448,7 @@ impl UpstreamPool {
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamRequestBody>, UpstreamError> {
+        let slot = self.slot().await?;
         let stream = self.connect_io(false).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -420,6 +458,7 @@ impl UpstreamPool {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream connection ended with an error: {}", crate::fetch::error_chain(&e));
             }
+            drop(slot);
         });
         Ok(tx)
     }
