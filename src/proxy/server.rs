@@ -307,19 +307,19 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WatchedStream<S
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expiry {
     /// No complete request head within the header-read timeout of accept.
-    HeaderTimeout,
+    Header,
     /// Nothing in flight for the idle timeout.
-    IdleTimeout,
+    Idle,
     /// A response waited on a client that took nothing for the send timeout.
-    SendTimeout,
+    Send,
 }
 
 impl Expiry {
     fn label(self) -> &'static str {
         match self {
-            Expiry::HeaderTimeout => "header_timeout",
-            Expiry::IdleTimeout => "idle_timeout",
-            Expiry::SendTimeout => "send_timeout",
+            Expiry::Header => "header_timeout",
+            Expiry::Idle => "idle_timeout",
+            Expiry::Send => "send_timeout",
         }
     }
 }
@@ -336,14 +336,14 @@ fn remaining(a: &Activity, limits: &ServerLimits) -> Option<(Duration, Expiry)> 
         // so a connection whose every stream is stuck is closed whole).
         let since = a.send_progress_ms.load(Ordering::Acquire);
         let elapsed = Duration::from_millis(a.clock.precise_ms().saturating_sub(since));
-        return Some((limits.send_timeout.saturating_sub(elapsed), Expiry::SendTimeout));
+        return Some((limits.send_timeout.saturating_sub(elapsed), Expiry::Send));
     }
     let (since, limit, why) = match a.head_since_ms.load(Ordering::Acquire) {
         NOT_READING if a.served.load(Ordering::Acquire) == 0 => {
-            (a.accepted_ms, limits.header_read_timeout, Expiry::HeaderTimeout)
+            (a.accepted_ms, limits.header_read_timeout, Expiry::Header)
         }
-        NOT_READING => (a.last_done_ms.load(Ordering::Acquire), limits.idle_timeout, Expiry::IdleTimeout),
-        head => (head, limits.header_read_timeout, Expiry::HeaderTimeout),
+        NOT_READING => (a.last_done_ms.load(Ordering::Acquire), limits.idle_timeout, Expiry::Idle),
+        head => (head, limits.header_read_timeout, Expiry::Header),
     };
     let elapsed = Duration::from_millis(a.clock.precise_ms().saturating_sub(since));
     Some((limit.saturating_sub(elapsed), why))
@@ -579,7 +579,7 @@ impl Connection {
                         self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer, &slot).await
                     }
                     Some(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
-                    None => self.closed_early(Expiry::HeaderTimeout.label(), "TLS handshake timed out", peer),
+                    None => self.closed_early(Expiry::Header.label(), "TLS handshake timed out", peer),
                 }
             }
         }
