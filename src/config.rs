@@ -388,6 +388,9 @@ pub struct IssuerSection {
     /// How old a DPoP proof may be (plus the leeway).
     #[serde(default = "default_dpop_max_age")]
     pub dpop_max_age_seconds: u64,
+    /// Algorithms a DPoP proof may be signed with: the client's key, not the IdP's, so not the
+    /// token's list (an Asgardeo issuer signs RS256; oidc-provider's clients prove with ES256).
+    pub dpop_algorithms: Option<Vec<String>>,
     /// Headers the upstream gets from this issuer's tokens: `{ "x-user" = "sub" }`, a dotted
     /// path reaching into objects (`"org.id"`).
     #[serde(default)]
@@ -665,6 +668,8 @@ pub struct IssuerConfig {
     pub claim_headers: Vec<ClaimHeader>,
     /// How old a DPoP proof may be, in seconds.
     pub dpop_max_age: i64,
+    /// Algorithms a DPoP proof may be signed with.
+    pub dpop_algorithms: Vec<Alg>,
 }
 
 /// One configured claim header: the header name and the index of its claim path in
@@ -1107,29 +1112,11 @@ fn validate_issuers(
                 }
             }
         };
-        let mut algorithms = Vec::new();
-        if s.algorithms.is_empty() {
-            problems.push(problem(at("algorithms"), "must list at least one algorithm"));
-        }
-        for (j, a) in s.algorithms.iter().enumerate() {
-            match Alg::from_name(a) {
-                Some(alg) => {
-                    if !algorithms.contains(&alg) {
-                        algorithms.push(alg)
-                    }
-                }
-                None => {
-                    let why = if a.eq_ignore_ascii_case("none") {
-                        "\"none\" is never accepted".to_string()
-                    } else if a.to_ascii_uppercase().starts_with("HS") {
-                        format!("{a:?} is an HMAC algorithm; keys from a JWKS are public, so HMAC is never accepted")
-                    } else {
-                        format!("{a:?} is not supported (RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)")
-                    };
-                    problems.push(problem(format!("issuers[{i}].algorithms[{j}]"), why));
-                }
-            }
-        }
+        let algorithms = algorithm_list(&s.algorithms, &at("algorithms"), problems);
+        let dpop_algorithms = match &s.dpop_algorithms {
+            Some(list) => algorithm_list(list, &at("dpop_algorithms"), problems),
+            None => DEFAULT_DPOP_ALGORITHMS.to_vec(),
+        };
         for (j, a) in s.audiences.iter().enumerate() {
             if a.is_empty() {
                 problems.push(problem(format!("issuers[{i}].audiences[{j}]"), "must not be empty"));
@@ -1189,10 +1176,44 @@ fn validate_issuers(
                 require_access_token_typ,
                 claim_headers,
                 dpop_max_age: s.dpop_max_age_seconds as i64,
+                dpop_algorithms,
             });
         }
     }
     out
+}
+
+/// The DPoP proof algorithms accepted unless `dpop_algorithms` says otherwise: what clients
+/// sign proofs with (oidc-provider and oauth4webapi default to ES256; EdDSA/Ed25519 and the
+/// RSA ones for the rest).
+pub const DEFAULT_DPOP_ALGORITHMS: [Alg; 4] = [Alg::ES256, Alg::PS256, Alg::EdDSA, Alg::RS256];
+
+/// A list of JWS algorithm names at `path`, each once; `none`, HMAC and unknown names refused.
+fn algorithm_list(names: &[String], path: &str, problems: &mut Vec<ConfigProblem>) -> Vec<Alg> {
+    let mut algorithms = Vec::new();
+    if names.is_empty() {
+        problems.push(problem(path, "must list at least one algorithm"));
+    }
+    for (j, a) in names.iter().enumerate() {
+        match Alg::from_name(a) {
+            Some(alg) => {
+                if !algorithms.contains(&alg) {
+                    algorithms.push(alg)
+                }
+            }
+            None => {
+                let why = if a.eq_ignore_ascii_case("none") {
+                    "\"none\" is never accepted".to_string()
+                } else if a.to_ascii_uppercase().starts_with("HS") {
+                    format!("{a:?} is an HMAC algorithm; keys from a JWKS are public, so HMAC is never accepted")
+                } else {
+                    format!("{a:?} is not supported (RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA Ed25519)")
+                };
+                problems.push(problem(format!("{path}[{j}]"), why));
+            }
+        }
+    }
+    algorithms
 }
 
 /// The discovery URL Asgardeo serves for an organization.

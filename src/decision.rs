@@ -65,10 +65,15 @@ impl Judge {
         metrics: &Metrics,
         listener: &str,
     ) -> Judge {
+        // The DPoP challenge names what proofs may be signed with (RFC 9449 §7.1), EdDSA also
+        // under its fully-specified name (RFC 9864).
         let mut algs: Vec<&str> = Vec::new();
-        for a in auth.keys().issuers.iter().flat_map(|k| k.cfg.algorithms.iter()) {
-            if !algs.contains(&a.name()) {
-                algs.push(a.name());
+        for a in auth.keys().issuers.iter().flat_map(|k| k.cfg.dpop_algorithms.iter()) {
+            let names: &[&str] = if *a == crate::auth::alg::Alg::EdDSA { &["EdDSA", "Ed25519"] } else { &[a.name()] };
+            for n in names {
+                if !algs.contains(n) {
+                    algs.push(n);
+                }
             }
         }
         Judge { routes: RouteTable::new(routes, metrics, listener), auth, dpop_algs: algs.join(" ") }

@@ -46,6 +46,10 @@ enum Command {
         /// Judge at this Unix time instead of now.
         #[arg(long, value_name = "UNIX_SECONDS", allow_hyphen_values = true)]
         at: Option<i64>,
+        /// Send the token with the DPoP scheme and this proof (RFC 9449); needs --route, whose
+        /// absolute URL form (https://api.example.com/orders/1) is the URI the proof must name.
+        #[arg(long, value_name = "PROOF")]
+        dpop: Option<String>,
         /// The token, or - to read it from standard input.
         token: String,
     },
@@ -241,7 +245,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { config, issuer, route, method, at, token } => {
+        Command::Validate { config, issuer, route, method, at, dpop, token } => {
             let path = config_path(&config);
             let token = if token == "-" {
                 let mut s = String::new();
@@ -255,7 +259,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                 Ok(c) => {
                     jwtgate::validate_cmd::run(
                         c,
-                        jwtgate::validate_cmd::ValidateRequest { issuer, route, method, at, token },
+                        jwtgate::validate_cmd::ValidateRequest { issuer, route, method, at, token, dpop },
                     )
                     .await
                 }

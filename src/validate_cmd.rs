@@ -29,6 +29,9 @@ pub struct ValidateRequest {
     pub at: Option<i64>,
     /// The token.
     pub token: String,
+    /// `--dpop PROOF`: the token is sent with the DPoP scheme and this proof (needs `--route`;
+    /// an absolute `--route` URL is the proof's `htu`).
+    pub dpop: Option<String>,
 }
 
 /// The verdict and the process exit code (0 allowed, 1 refused, 2 usage/config, 3 keys unavailable).
@@ -103,6 +106,11 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics.clone())
             .with_claim_paths(config.claim_paths.clone()),
     );
+    if req.dpop.is_some() && req.route.is_none() {
+        return usage_error(
+            "--dpop judges a request: give --route (a path, or the absolute URL the proof names)".into(),
+        );
+    }
     let header = format!("Bearer {}", req.token.trim());
     let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
     let verified = match bearer::parse(header.as_bytes()) {
@@ -133,13 +141,44 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
 
     // The request, judged by the same code as the proxy's (`decision`).
     if let Some(target) = &req.route {
-        let path = target.split('?').next().unwrap_or("/");
+        // An absolute URL names the URI a DPoP proof's `htu` must match; a path is addressed
+        // at `public_base_url` (or http://localhost).
+        let (origin, path) = match url::Url::parse(target) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                let path =
+                    target.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
+                (u.origin().ascii_serialization(), path)
+            }
+            _ => (
+                config
+                    .server
+                    .public_base_url
+                    .as_deref()
+                    .unwrap_or("http://localhost")
+                    .trim_end_matches('/')
+                    .to_string(),
+                target.as_str(),
+            ),
+        };
+        let path = path.split(['?', '#']).next().unwrap_or("/");
         let judge = Judge::new(&config.routes, auth.clone(), &metrics, "validate");
         let mut headers = http::HeaderMap::new();
-        if let Ok(v) = http::HeaderValue::from_str(&header) {
+        let credentials = match &req.dpop {
+            Some(proof) => {
+                match http::HeaderValue::from_str(proof.trim()) {
+                    Ok(v) => {
+                        headers.insert("dpop", v);
+                    }
+                    Err(_) => return usage_error("--dpop: the proof is not a valid header value".into()),
+                }
+                format!("DPoP {}", req.token.trim())
+            }
+            None => header.clone(),
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&credentials) {
             headers.insert(http::header::AUTHORIZATION, v);
         }
-        let htu = || format!("http://localhost{path}");
+        let htu = || format!("{origin}{path}");
         let original = Original { method: &method, path, headers: &headers, htu: &htu };
         return match judge.judge(&original).await {
             Ok(allowed) if allowed.verified.is_none() => verdict(

@@ -41,7 +41,7 @@ async fn a_bound_token_with_a_fresh_proof_passes_once_per_proof() {
     assert_eq!(status, 401);
     assert_eq!(body["error"], "invalid_dpop_proof");
     assert!(challenge.starts_with("DPoP error=\"invalid_dpop_proof\""), "{challenge}");
-    assert!(challenge.contains("algs=\"RS256 ES256\""), "{challenge}");
+    assert!(challenge.contains("algs=\"ES256 PS256 EdDSA Ed25519 RS256\""), "{challenge}");
     // A fresh proof: the token's verdict now comes from the cache, the proof is still checked.
     let (status, _, _) = send(&h, "/api/x", &auth, Some(&c.proof("GET", &htu))).await;
     assert_eq!(status, 200);
@@ -126,9 +126,9 @@ async fn bound_and_unbound_tokens_stay_in_their_lanes() {
     let (status, challenge, _) = send(&h, "/bound/x", &format!("Bearer {plain}"), None).await;
     assert_eq!(status, 401);
     assert!(challenge.starts_with("DPoP error=\"invalid_token\""), "{challenge}");
-    assert!(challenge.contains("algs=\"RS256 ES256\""), "{challenge}");
+    assert!(challenge.contains("algs=\"ES256 PS256 EdDSA Ed25519 RS256\""), "{challenge}");
     let (status, challenge, _) = send(&h, "/bound/x", "", None).await;
-    assert_eq!((status, challenge.as_str()), (401, "DPoP algs=\"RS256 ES256\""));
+    assert_eq!((status, challenge.as_str()), (401, "DPoP algs=\"ES256 PS256 EdDSA Ed25519 RS256\""));
     let (status, _, _) =
         send(&h, "/bound/x", &format!("DPoP {}", c.token), Some(&c.proof("GET", &h.url("/bound/x")))).await;
     assert_eq!(status, 200);
@@ -204,4 +204,71 @@ async fn a_full_replay_cache_refuses_new_proofs_and_forgets_no_unexpired_one() {
     let m = h.metrics().await;
     let full = "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"dpop_replay_cache_full\"}";
     assert_eq!(metric(&m, full), 20.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_are_judged_by_dpop_algorithms_not_the_tokens_list() {
+    // The README's Asgardeo issuer: tokens RS256 only. Clients prove with ES256 (oidc-provider's
+    // default) or Ed25519 under its fully-specified name (oauth4webapi).
+    let h = Harness::start_with("algorithms = [\"RS256\"]", "").await;
+    let url = h.url("/api/x");
+    for (alg, name) in [(Alg::ES256, "ES256"), (Alg::EdDSA, "Ed25519"), (Alg::EdDSA, "EdDSA"), (Alg::RS256, "RS256")] {
+        let c = DpopClient::with(&h, alg, name);
+        let (status, challenge, _) =
+            send(&h, "/api/x", &format!("DPoP {}", c.token), Some(&c.proof("GET", &url))).await;
+        assert_eq!(status, 200, "{name}: {challenge}");
+    }
+    // An issuer that narrows the proof algorithms refuses the others, and its challenge says which.
+    let h = Harness::start_with("algorithms = [\"RS256\"]\ndpop_algorithms = [\"ES256\"]", "").await;
+    let c = DpopClient::with(&h, Alg::EdDSA, "Ed25519");
+    let (status, challenge, body) =
+        send(&h, "/api/x", &format!("DPoP {}", c.token), Some(&c.proof("GET", &h.url("/api/x")))).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(challenge.contains("alg is not allowed"), "{challenge}");
+    assert!(challenge.ends_with("algs=\"ES256\""), "{challenge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_signed_with_the_fully_specified_ed25519_name_verify() {
+    let h = Harness::start_with("algorithms = [\"RS256\", \"Ed25519\"]", "").await;
+    let ed = h.idp.add_key(SigningKey::generate(Alg::EdDSA, "ed").unwrap());
+    let mut claims = h.claims("");
+    claims["sub"] = json!("ed-user");
+    let token = ed.sign_json(&json!({"typ": "at+jwt", "alg": "Ed25519", "kid": "ed"}), &claims);
+    // An unknown kid: one refetch finds the new key.
+    assert_eq!(h.get_with("/api/x", &token).await.status(), 200);
+    let refused = ed.sign_json(&json!({"typ": "at+jwt", "alg": "Ed448", "kid": "ed"}), &claims);
+    assert_eq!(h.get_with("/api/x", &refused).await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_judges_a_bound_token_with_its_proof() {
+    let h = Harness::start_with(ISSUER, "").await;
+    let dir = std::env::temp_dir().join(format!("jwtgate-vdpop-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("jwtgate.toml");
+    std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, ISSUER, "")).unwrap();
+    let c = DpopClient::new(&h);
+    let run = |args: Vec<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+        cmd.env_remove("JWTGATE_CONFIG").arg("validate").arg("--config").arg(&cfg).args(args);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+            (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+        }
+    };
+    let url = "https://api.example.com/bound/1";
+    let args =
+        |proof: String, route: &str| vec!["--route".into(), route.to_string(), "--dpop".into(), proof, c.token.clone()];
+    let (code, v) = run(args(c.proof("GET", url), url)).await;
+    assert_eq!((code, v["status"].as_u64()), (0, Some(200)), "{v}");
+    // A proof for another URI, another method, or none at all.
+    let (code, v) = run(args(c.proof("GET", "https://api.example.com/other"), url)).await;
+    assert_eq!((code, v["error"].as_str()), (1, Some("invalid_dpop_proof")), "{v}");
+    let (code, v) = run(args(c.proof("POST", url), url)).await;
+    assert_eq!((code, v["error"].as_str()), (1, Some("invalid_dpop_proof")), "{v}");
+    let (code, v) = run(vec!["--route".into(), url.into(), c.token.clone()]).await;
+    assert_eq!((code, v["status"].as_u64()), (1, Some(401)), "a bound token without its proof: {v}");
+    let (code, _) = run(vec!["--dpop".into(), c.proof("GET", url), c.token.clone()]).await;
+    assert_eq!(code, 2, "--dpop needs --route");
 }

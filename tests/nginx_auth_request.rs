@@ -91,7 +91,7 @@ async fn nginx_auth_request_with_the_readme_config() {
     }
     let h = Harness::start_manual(
         "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2\n\
-         algorithms = [\"RS256\", \"ES256\"]\nclaim_headers = { \"x-tenant\" = \"tenant\" }",
+         claim_headers = { \"x-tenant\" = \"tenant\" }",
         "\n[decision]\nlisten = \"127.0.0.1:0\"\nfront_proxy = \"nginx\"\n",
     )
     .await;

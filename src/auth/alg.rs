@@ -46,8 +46,13 @@ impl Alg {
     pub const ALL: [Alg; 9] =
         [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512, Alg::ES256, Alg::ES384, Alg::EdDSA];
 
-    /// Parses an `alg` value; names are case-sensitive as in RFC 7518.
+    /// Parses an `alg` value; names are case-sensitive as in RFC 7518. The fully-specified
+    /// `Ed25519` (RFC 9864, which oauth4webapi signs DPoP proofs with) is EdDSA over Ed25519,
+    /// the only EdDSA curve jwtgate verifies.
     pub fn from_name(name: &str) -> Option<Alg> {
+        if name == "Ed25519" {
+            return Some(Alg::EdDSA);
+        }
         Alg::ALL.into_iter().find(|a| a.name() == name)
     }
 
@@ -97,5 +102,19 @@ impl Alg {
             Alg::EdDSA => &signature::ED25519,
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_is_eddsa_and_nothing_else_is_renamed() {
+        assert_eq!(Alg::from_name("Ed25519"), Some(Alg::EdDSA));
+        assert_eq!(Alg::from_name("EdDSA"), Some(Alg::EdDSA));
+        for other in ["Ed448", "ed25519", "EDDSA", "none", "HS256", "ES256K"] {
+            assert_eq!(Alg::from_name(other), None, "{other}");
+        }
     }
 }

@@ -256,6 +256,18 @@ fn same_target(proof: &str, expected: &str) -> bool {
         && a.path() == b.path()
 }
 
+/// The `alg`, `htm` and `htu` a proof claims, each cut to 200 characters, for the log line of
+/// a refusal (decoded again only on that path).
+pub fn claimed(proof: &str) -> (Option<String>, Option<String>, Option<String>) {
+    let mut parts = proof.split('.');
+    let field = |segment: Option<&str>, name: &str| {
+        let v = segment.and_then(|s| self::segment(s).ok())?;
+        v.get(name).and_then(Value::as_str).map(|s| s.chars().take(200).collect())
+    };
+    let (h, p) = (parts.next(), parts.next());
+    (field(h, "alg"), field(p, "htm"), field(p, "htu"))
+}
+
 /// Checks `proof` against what the request and its token say.
 pub fn verify(proof: &str, e: &Expected<'_>, replay: &ReplayCache) -> Result<(), ProofError> {
     if proof.len() > MAX_PROOF_BYTES {

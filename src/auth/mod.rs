@@ -317,7 +317,7 @@ impl Authenticator {
                     jkt,
                     method: req.method,
                     htu: &htu,
-                    algs: &cfg.algorithms,
+                    algs: &cfg.dpop_algorithms,
                     now: self.clock.now_unix(),
                     max_age: cfg.dpop_max_age,
                     leeway: cfg.leeway,
@@ -325,7 +325,25 @@ impl Authenticator {
                 match dpop::verify(proof, &expected, &self.replay) {
                     Ok(()) => {}
                     Err(dpop::ProofError::ReplayCacheFull) => return refuse(AuthError::ReplayCacheFull),
-                    Err(e) => return refuse(AuthError::InvalidDpopProof(e)),
+                    Err(e) => {
+                        // What the proof said beside what was expected, in the log only (the
+                        // answer's description is fixed text: nothing a client sent is echoed).
+                        if matches!(e, dpop::ProofError::Alg | dpop::ProofError::Htu | dpop::ProofError::Htm) {
+                            let (alg, htm, htu) = dpop::claimed(proof);
+                            let allowed: Vec<&str> = cfg.dpop_algorithms.iter().map(|a| a.name()).collect();
+                            tracing::debug!(
+                                reason = e.reason(),
+                                proof_alg = alg.as_deref().unwrap_or(""),
+                                allowed_algs = %allowed.join(" "),
+                                proof_htm = htm.as_deref().unwrap_or(""),
+                                expected_htm = req.method,
+                                proof_htu = htu.as_deref().unwrap_or(""),
+                                expected_htu = expected.htu,
+                                "DPoP proof refused"
+                            );
+                        }
+                        return refuse(AuthError::InvalidDpopProof(e));
+                    }
                 }
             }
         }

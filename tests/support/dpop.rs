@@ -13,6 +13,8 @@ use super::{now, Harness, SigningKey};
 pub struct DpopClient {
     pub key: SigningKey,
     pub token: String,
+    /// The `alg` its proofs name.
+    pub alg: &'static str,
 }
 
 pub fn b64(v: &[u8]) -> String {
@@ -22,10 +24,15 @@ pub fn b64(v: &[u8]) -> String {
 impl DpopClient {
     /// A client with its own P-256 key and a token bound to it.
     pub fn new(h: &Harness) -> DpopClient {
-        let key = SigningKey::generate(Alg::ES256, "client").unwrap();
+        DpopClient::with(h, Alg::ES256, "ES256")
+    }
+
+    /// A client whose key is of `alg`, naming it `alg_name` in its proofs (`Ed25519`, RFC 9864).
+    pub fn with(h: &Harness, alg: Alg, alg_name: &'static str) -> DpopClient {
+        let key = SigningKey::generate(alg, "client").unwrap();
         let mut claims = h.claims("");
         claims["cnf"] = json!({"jkt": thumbprint(&key.jwk()).unwrap()});
-        DpopClient { key, token: h.key.token(&claims) }
+        DpopClient { key, token: h.key.token(&claims), alg: alg_name }
     }
 
     pub fn claims(&self, htm: &str, htu: &str) -> Value {
@@ -42,7 +49,7 @@ impl DpopClient {
     pub fn header(&self) -> Value {
         let mut jwk = self.key.jwk();
         jwk.as_object_mut().unwrap().remove("kid");
-        json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
+        json!({"typ": "dpop+jwt", "alg": self.alg, "jwk": jwk})
     }
 
     pub fn proof(&self, htm: &str, htu: &str) -> String {
