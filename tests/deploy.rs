@@ -204,3 +204,12 @@ async fn the_access_log_has_one_line_per_request_and_never_the_token() {
         assert!(line.get("upstream_status").is_none() || line["upstream_status"].is_null(), "{line}");
     }
 }
+
+#[test]
+fn the_readme_shows_the_front_proxy_files_that_the_tests_run() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    for file in ["deploy/nginx/auth_request.conf", "deploy/caddy/Caddyfile"] {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(readme.contains(&text), "README.md must show {file} as it is (the tests run that file)");
+    }
+}
