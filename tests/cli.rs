@@ -54,6 +54,23 @@ fn bad_config_names_the_key_path_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn check_config_warns_when_the_front_proxy_is_not_named() {
+    let base = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[[issuers]]\nname = \"a\"\norganization = \"acme\"\n\
+                [decision]\nlisten = \"127.0.0.1:8081\"\n";
+    for (extra, warned) in [("", true), ("front_proxy = \"auto\"\n", true), ("front_proxy = \"traefik\"\n", false)] {
+        let p = temp_file("decision.toml", &format!("{base}{extra}"));
+        let out = bin().args(["check-config", "--config"]).arg(&p).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.contains("decision.front_proxy = \"auto\""), warned, "{extra:?}: {err}");
+    }
+    let p = temp_file("decision.toml", &format!("{base}front_proxy = \"haproxy\"\n"));
+    let out = bin().args(["check-config", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("decision.front_proxy"));
+}
+
 struct Setup {
     idp: FakeIssuer,
     _upstream: EchoUpstream,
