@@ -174,15 +174,10 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             let path = config_path(&arg);
             match Config::load(&path) {
                 Ok(c) => {
-                    // The TLS files are read as the listeners would read them.
-                    let tls_problems: Vec<String> = c
-                        .server_tls
-                        .iter()
-                        .chain(c.decision.iter().filter_map(|d| d.tls.as_ref()))
-                        .filter_map(|t| t.load().err())
-                        .collect();
-                    if !tls_problems.is_empty() {
-                        for p in tls_problems {
+                    // Every file is read as the running gateway would read it.
+                    let file_problems = jwtgate::serve::check_files(&c);
+                    if !file_problems.is_empty() {
+                        for p in file_problems {
                             eprintln!("{}: {p}", path.display());
                         }
                         return Ok(ExitCode::from(2));

@@ -200,6 +200,12 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
 /// The running key-manager sync: the settings and key store it runs with, and its task.
 type KmTask = (Settings, Arc<IssuerKeys>, JoinHandle<()>);
 
+/// Starts a prepared sync, noting what it runs with (a reload compares against it).
+fn start_km(p: crate::km_sync::PreparedSync, shutdown: watch::Receiver<bool>, clock: Arc<dyn Clock>) -> KmTask {
+    let (settings, issuer) = (p.settings().clone(), p.issuer().clone());
+    (settings, issuer, p.start(shutdown, clock))
+}
+
 /// The background tasks of the current generation.
 struct Background {
     /// Each key store's refresher.
@@ -301,9 +307,33 @@ impl Reloader {
         let decision_tls = load_tls(config.decision.as_ref().and_then(|d| d.tls.as_ref()))
             .map_err(|e| vec![format!("decision.tls: {e}")])?;
         let sha256 = config.sha256.clone();
-        warn_about(&config);
         let new = Arc::new(build(config, Some(&old), &self.parts).map_err(|e| vec![e])?);
+        // The sync restarts only when what it runs with changed; a new one is built (its APIM
+        // client and CA bundle) before anything is published.
+        let wanted = new.config.key_manager_sync.for_serve();
+        let km_unchanged = match (&background.km, wanted) {
+            (Some((s, k, _)), Some(w)) => {
+                s == w && new.keys.issuers.get(w.issuer_index).is_some_and(|n| Arc::ptr_eq(n, k))
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        let km = if km_unchanged {
+            None
+        } else {
+            Some(
+                crate::km_sync::prepare(
+                    &new.config,
+                    &new.keys.issuers,
+                    self.parts.metrics.clone(),
+                    self.km_status.clone(),
+                )
+                .map_err(|e| vec![e])?,
+            )
+        };
 
+        // Everything that can fail has been done: from here on, all of it applies.
+        warn_about(&new.config);
         if let (Some(switch), Some(c)) = (&self.proxy_tls, proxy_tls) {
             switch.store(c);
         }
@@ -326,39 +356,14 @@ impl Reloader {
             tracing::info!(issuer = %k.name(), "issuer removed; its key refresher stops");
             handle.abort();
         }
-        // The sync restarts only when what it runs with changed.
-        let wanted = new.config.key_manager_sync.for_serve();
-        let unchanged = match (&background.km, wanted) {
-            (Some((s, k, _)), Some(w)) => {
-                s == w && new.keys.issuers.get(w.issuer_index).is_some_and(|n| Arc::ptr_eq(n, k))
-            }
-            (None, None) => true,
-            _ => false,
-        };
-        if !unchanged {
+        if let Some(prepared) = km {
             if let Some((_, _, handle)) = background.km.take() {
                 handle.abort();
                 self.km_status.update(|s| s.state = SyncState::Disabled);
             }
-            background.km = self.spawn_km(&new).map_err(|e| vec![e])?;
+            background.km = prepared.map(|p| start_km(p, self.shutdown.clone(), self.parts.clock.clone()));
         }
         Ok(Reloaded { restart_needed, sha256 })
-    }
-
-    fn spawn_km(&self, generation: &Generation) -> Result<Option<KmTask>, String> {
-        let Some(settings) = generation.config.key_manager_sync.for_serve() else { return Ok(None) };
-        let Some(issuer) = generation.keys.issuers.get(settings.issuer_index).cloned() else {
-            return Err("key_manager_sync.issuer: no such issuer".into());
-        };
-        let handle = crate::km_sync::spawn(
-            &generation.config,
-            &generation.keys.issuers,
-            self.parts.metrics.clone(),
-            self.km_status.clone(),
-            self.shutdown.clone(),
-            self.parts.clock.clone(),
-        )?;
-        Ok(handle.map(|h| (settings.clone(), issuer, h)))
     }
 
     async fn stop_background(&self) {
@@ -405,6 +410,35 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
+/// Reads every file a gateway started from `config` would read — the listeners' certificates
+/// and keys, the upstream's `ca_file`, the key-manager sync's `ca_file` when the sync runs —
+/// and returns what is wrong with them (`check-config` fails on any; `start` and a reload would
+/// refuse the same file).
+pub fn check_files(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(t) = &config.server_tls {
+        if let Err(e) = t.load() {
+            problems.push(format!("server.tls: {e}"));
+        }
+    }
+    if let Some(t) = config.decision.as_ref().and_then(|d| d.tls.as_ref()) {
+        if let Err(e) = t.load() {
+            problems.push(format!("decision.tls: {e}"));
+        }
+    }
+    if let Some(t) = &config.upstream.tls {
+        if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
+            problems.push(format!("upstream.ca_file: {e}"));
+        }
+    }
+    if let Some(settings) = config.key_manager_sync.for_serve() {
+        if let Err(e) = crate::km_sync::apim::ApimClient::new(settings.clone()) {
+            problems.push(format!("key_manager_sync: {e}"));
+        }
+    }
+    problems
+}
+
 /// Starts the gateway; the first key load runs in the background (readiness waits for it).
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
@@ -421,6 +455,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let source = config.source.clone();
     let generation = Arc::new(build(config, None, &parts).map_err(StartError::Config)?);
     let config = generation.config.clone();
+    let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
+    // Everything that can fail is done before a listener binds or a task starts.
+    let km = crate::km_sync::prepare(&config, &generation.keys.issuers, metrics.clone(), km_status.clone())
+        .map_err(StartError::Config)?;
     let live: Live = Arc::new(ArcSwap::new(generation.clone()));
     let proxy_gateway = Arc::new(ArcSwap::new(generation.gateway.clone()));
 
@@ -454,7 +492,6 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         None => None,
     };
 
-    let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let reloader = Arc::new(Reloader {
         live: live.clone(),
@@ -543,7 +580,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         let mut b = reloader.background.lock().await;
         b.refreshers =
             generation.keys.issuers.iter().map(|k| (k.clone(), tokio::spawn(k.clone().run_refresher()))).collect();
-        b.km = reloader.spawn_km(&generation).map_err(StartError::Config)?;
+        b.km = km.map(|p| start_km(p, shutdown_rx.clone(), clock.clone()));
     }
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
     Ok(Running { proxy_addr, admin_addr, decision_addr, health_addr, metrics, km_status, reloader, shutdown, servers })

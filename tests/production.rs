@@ -271,6 +271,36 @@ async fn the_admin_listener_refuses_other_sites_and_rebound_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_fails_late_changes_nothing() {
+    let s = Setup::start("reload-late", "", "").await;
+    // A new route and a sync whose CA bundle exists but is no PEM bundle: the file parses and
+    // validates; only building the sync's APIM client fails, after everything else was built.
+    std::fs::write(s.dir.join("apim-ca.pem"), "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(s.dir.join("mgmt-secret"), "s\n").unwrap();
+    let sync = "\n[key_manager_sync]\nenabled = true\napim_url = \"https://127.0.0.1:9443\"\nusername = \"admin\"\n\
+                password = \"admin\"\nmgmt_client_id = \"c\"\nmgmt_client_secret_file = \"mgmt-secret\"\n\
+                ca_file = \"apim-ca.pem\"\n";
+    s.rewrite(&format!("{REPORTS_ROUTE}{sync}"), "", None);
+    let proxy = format!("http://{}/reports/q3", s.gw.proxy_addr);
+    assert_eq!(s.client.get(&proxy).send().await.unwrap().status(), 404);
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["status"], "unchanged");
+    assert!(body["problems"][0].as_str().unwrap().contains("key_manager_sync"), "{body}");
+    assert_eq!(s.client.get(&proxy).send().await.unwrap().status(), 404, "the refused file's route is not live");
+    assert_eq!(s.status().await["key_manager_sync"]["state"], "disabled", "no sync was started");
+    // check-config reads the same file the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .env_remove("JWTGATE_CONFIG")
+        .args(["check-config", "--config"])
+        .arg(&s.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key_manager_sync"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_changes_are_reported_as_needing_a_restart() {
     let s = Setup::start("reload-listen", "", "").await;
     // The file says another port and another idle timeout: both wait for a restart, the rest applies.

@@ -121,6 +121,10 @@ impl ApimClient {
             let pem = std::fs::read(ca).map_err(|e| format!("key_manager_sync.ca_file {}: {e}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("key_manager_sync.ca_file {}: not a PEM bundle: {e}", ca.display()))?;
+            if certs.is_empty() {
+                // Trusting nothing would fail every APIM call later, far from the cause.
+                return Err(format!("key_manager_sync.ca_file {}: contains no PEM certificate", ca.display()));
+            }
             for c in certs {
                 b = b.add_root_certificate(c);
             }

@@ -102,24 +102,48 @@ fn warn_inline_password(settings: &Settings) {
     }
 }
 
-/// Starts the background sync for `serve` when `[key_manager_sync] enabled = true`.
-pub fn spawn(
+/// A background sync built and ready to start: everything that can fail (the settings' issuer,
+/// the APIM client with its CA bundle) has been done, nothing has changed yet. A reload
+/// prepares the new sync before it publishes anything, so a bad `ca_file` refuses the whole
+/// reload.
+pub struct PreparedSync {
+    syncer: Arc<Syncer>,
+    issuer: Arc<IssuerKeys>,
+}
+
+/// Builds the background sync `config` asks for (`None` when it runs none).
+pub fn prepare(
     config: &Config,
     keys: &[Arc<IssuerKeys>],
     metrics: Arc<Metrics>,
     status: Arc<SyncStatus>,
-    shutdown: watch::Receiver<bool>,
-    clock: Arc<dyn Clock>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+) -> Result<Option<PreparedSync>, String> {
     let Some(settings) = config.key_manager_sync.for_serve() else { return Ok(None) };
     let settings = settings.clone();
-    warn_inline_password(&settings);
     let Some(issuer) = keys.get(settings.issuer_index).cloned() else {
         return Err("key_manager_sync.issuer: no such issuer".into());
     };
-    status.update(|s| s.state = SyncState::Drifted);
-    let syncer = Arc::new(Syncer::new(settings, metrics, status)?);
-    Ok(Some(tokio::spawn(run_task(syncer, issuer, shutdown, clock))))
+    let syncer = Arc::new(Syncer::new(settings, metrics, status).map_err(|e| format!("key_manager_sync: {e}"))?);
+    Ok(Some(PreparedSync { syncer, issuer }))
+}
+
+impl PreparedSync {
+    /// The key store of the issuer it describes.
+    pub fn issuer(&self) -> &Arc<IssuerKeys> {
+        &self.issuer
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.syncer.settings
+    }
+
+    /// Starts the background task (infallible).
+    pub fn start(self, shutdown: watch::Receiver<bool>, clock: Arc<dyn Clock>) -> tokio::task::JoinHandle<()> {
+        warn_inline_password(&self.syncer.settings);
+        self.syncer.status.update(|s| s.state = SyncState::Drifted);
+        tokio::spawn(run_task(self.syncer, self.issuer, shutdown, clock))
+    }
 }
 
 /// The result of `km-sync --once`: what to print and the exit code.
