@@ -169,6 +169,9 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     .with_claim_paths(config.claim_paths.clone());
     // The proofs seen are kept across reloads (a proof used just before one must not pass just
     // after); a new size takes a restart.
+    if let Some(p) = previous {
+        auth = auth.keep_token_cache_of(p.gateway.auth());
+    }
     auth = auth.with_replay_cache(match previous {
         Some(p) => p.gateway.auth().replay_cache().clone(),
         None => Arc::new(crate::auth::dpop::ReplayCache::with_capacity(config.server.dpop_replay_cache_entries)),
@@ -250,6 +253,10 @@ pub struct Reloader {
     proxy_tls: Option<TlsSwitch>,
     decision_tls: Option<TlsSwitch>,
     history: std::sync::Mutex<ReloadHistory>,
+    /// The configuration the process started with: what its listeners, limits, runtime and
+    /// logging actually run with (a reload never changes those), so `restart_needed` is
+    /// measured against it, not against the last file read.
+    started: Arc<Config>,
 }
 
 impl Reloader {
@@ -300,7 +307,7 @@ impl Reloader {
         };
         let config = Config::load(path).map_err(|e| e.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let old = self.live.load_full();
-        let restart_needed = restart_needed(&old.config, &config);
+        let restart_needed = restart_needed(&self.started, &config);
         // Every file is read before anything is swapped: all of it applies, or none.
         let load_tls = |t: Option<&crate::config::ListenerTls>| t.map(|t| t.load()).transpose();
         let proxy_tls = load_tls(config.server_tls.as_ref()).map_err(|e| vec![format!("server.tls: {e}")])?;
@@ -504,6 +511,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         proxy_tls: proxy_tls.clone(),
         decision_tls: decision_tls.clone(),
         history: Default::default(),
+        started: config.clone(),
     });
     let limits = ServerLimits {
         max_header_bytes: config.server.max_header_bytes(),

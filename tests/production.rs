@@ -317,6 +317,51 @@ async fn listener_changes_are_reported_as_needing_a_restart() {
     let r = s.client.get(format!("http://{}/reports/x", s.gw.proxy_addr)).send().await.unwrap();
     assert_eq!(r.status(), 200, "the routes applied; the listener stayed where it was");
     assert_eq!(s.status().await["config"]["restart_needed"].as_array().unwrap().len(), 2);
+    // A later reload that changes only a route still reports what waits: the listener runs
+    // where it started, whatever the last file said.
+    let changed =
+        std::fs::read_to_string(&s.path).unwrap().replace("path_prefix = \"/reports\"", "path_prefix = \"/reports2\"");
+    std::fs::write(&s.path, changed).unwrap();
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let needed: Vec<&str> = body["restart_needed"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(needed, ["server.listen", "server.idle_timeout_seconds"], "still pending");
+    // Back to what runs: nothing is pending.
+    let back = std::fs::read_to_string(&s.path).unwrap().replacen(
+        "\nlisten = \"127.0.0.1:1\"\nidle_timeout_seconds = 5",
+        "\nlisten = \"127.0.0.1:0\"",
+        1,
+    );
+    std::fs::write(&s.path, back).unwrap();
+    let (status, body) = s.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["restart_needed"], serde_json::json!([]), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_no_issuer_keeps_the_verified_tokens() {
+    let s = Setup::start("reload-cache", "", "").await;
+    let token = s.token("orders:read");
+    let url = format!("http://{}/orders/1", s.gw.proxy_addr);
+    let get = || s.client.get(&url).bearer_auth(&token).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+    let hits = |m: &str| metric(m, "jwtgate_token_cache_total{result=\"hit\"}");
+    let misses = |m: &str| metric(m, "jwtgate_token_cache_total{result=\"miss\"}");
+    let before = s.metrics().await;
+    // A route added: the verdicts still hold.
+    s.rewrite(REPORTS_ROUTE, "", None);
+    assert_eq!(s.reload().await.0, 200);
+    assert_eq!(get().await.unwrap().status(), 200);
+    let after = s.metrics().await;
+    assert_eq!((hits(&after) - hits(&before), misses(&after) - misses(&before)), (1.0, 0.0), "{after}");
+    // An issuer setting changed: its verdicts are verified again.
+    let text =
+        std::fs::read_to_string(&s.path).unwrap().replacen("audiences = [", "leeway_seconds = 30\naudiences = [", 1);
+    std::fs::write(&s.path, text).unwrap();
+    assert_eq!(s.reload().await.0, 200);
+    assert_eq!(get().await.unwrap().status(), 200);
+    let last = s.metrics().await;
+    assert_eq!(misses(&last) - misses(&after), 1.0, "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,8 +215,10 @@ impl From<AuthError> for Rejected {
 pub struct Authenticator {
     keys: Arc<KeyRegistry>,
     clock: Arc<dyn Clock>,
-    cache: Option<cache::TokenCache>,
-    digester: TokenDigester,
+    /// The verified-token cache and the MAC key its entries are filed under, shared with the
+    /// next generation when a reload changes nothing a verdict depends on.
+    cache: Option<Arc<(cache::TokenCache, TokenDigester)>>,
+    cache_entries: u64,
     max_token_bytes: usize,
     claim_paths: Vec<Vec<String>>,
     replay: Arc<dpop::ReplayCache>,
@@ -234,14 +236,15 @@ impl Authenticator {
         max_token_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Authenticator {
-        let cache = (cache_entries > 0).then(|| cache::TokenCache::new(cache_entries));
+        let cache = (cache_entries > 0)
+            .then(|| Arc::new((cache::TokenCache::new(cache_entries), TokenDigester(rand::random(), rand::random()))));
         Authenticator {
             cache_hit: metrics.token_cache.with_label_values(&["hit"]),
             cache_miss: metrics.token_cache.with_label_values(&["miss"]),
             keys,
             clock,
             cache,
-            digester: TokenDigester(rand::random(), rand::random()),
+            cache_entries,
             max_token_bytes,
             claim_paths: Vec::new(),
             replay: Arc::default(),
@@ -260,6 +263,20 @@ impl Authenticator {
     /// not be usable again just after).
     pub fn with_replay_cache(mut self, replay: Arc<dpop::ReplayCache>) -> Authenticator {
         self.replay = replay;
+        self
+    }
+
+    /// Takes over `old`'s verified-token cache when every verdict in it still means the same
+    /// here: the same cache size, the same claim paths, and the very same key stores at the
+    /// same places (a verdict names its issuer by index and its key set by that store's
+    /// generation). A reload that changes routes, the upstream or logging keeps up to
+    /// `token_cache_entries` verdicts instead of verifying every token again.
+    pub fn keep_token_cache_of(mut self, old: &Authenticator) -> Authenticator {
+        let same_keys = self.keys.issuers.len() == old.keys.issuers.len()
+            && self.keys.issuers.iter().zip(&old.keys.issuers).all(|(a, b)| Arc::ptr_eq(a, b));
+        if same_keys && self.cache_entries == old.cache_entries && self.claim_paths == old.claim_paths {
+            self.cache.clone_from(&old.cache);
+        }
         self
     }
 
@@ -368,8 +385,11 @@ impl Authenticator {
             return Err(invalid(TokenError::TooLong, None));
         }
         // The digest is only needed to talk to the cache; without one it is 0 and unused.
-        let key = if self.cache.is_some() { self.digester.digest(token) } else { 0 };
-        if let Some(cache) = &self.cache {
+        let key = match &self.cache {
+            Some(c) => c.1.digest(token),
+            None => 0,
+        };
+        if let Some((cache, _)) = self.cache.as_deref() {
             if let Some(v) = cache.get(key) {
                 if let Some(k) = self.keys.issuers.get(v.issuer) {
                     if k.generation() == v.generation {
@@ -391,7 +411,7 @@ impl Authenticator {
         // future; keeping it out of line keeps the future every request moves around small.
         // The time claims were checked on the way (before the signature, see `keyless_checks`).
         let (verdict, payload_header) = Box::pin(self.verify_uncached(token, key, only_issuer)).await?;
-        if let Some(cache) = &self.cache {
+        if let Some((cache, _)) = self.cache.as_deref() {
             cache.insert(verdict.clone());
         }
         Ok(Verified { verdict, payload_header })
