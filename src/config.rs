@@ -372,9 +372,10 @@ pub struct IssuerSection {
     /// At most one unknown-`kid` refetch per this many seconds.
     #[serde(default = "default_min_refetch")]
     pub jwks_min_refetch_seconds: u64,
-    /// How long the last good key set keeps serving while the IdP fails.
-    #[serde(default = "default_max_stale")]
-    pub jwks_max_stale_seconds: u64,
+    /// How long the last good key set keeps serving while the IdP fails. Default 86400, or
+    /// twice `jwks_refresh_seconds` when that is longer (a set must be refreshed before it
+    /// goes stale).
+    pub jwks_max_stale_seconds: Option<u64>,
     /// Timeout of each discovery and JWKS request.
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_seconds: u64,
@@ -414,9 +415,8 @@ fn default_leeway() -> u64 {
 fn default_min_refetch() -> u64 {
     10
 }
-fn default_max_stale() -> u64 {
-    86_400
-}
+/// `jwks_max_stale_seconds` unless written (or raised to twice a longer refresh interval).
+const DEFAULT_MAX_STALE: u64 = 86_400;
 fn default_fetch_timeout() -> u64 {
     5
 }
@@ -704,6 +704,94 @@ pub struct RouteConfig {
 }
 
 impl Config {
+    /// Settings that are valid but most likely a mistake: `serve` logs each at start and on
+    /// reload, `check-config` prints each (neither refuses the file).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if issuer.audiences.is_empty() {
+                out.push(format!(
+                    "issuers[{i}].audiences = [] ({}): tokens are accepted whatever their aud",
+                    issuer.name
+                ));
+            }
+            if !issuer.require_access_token_typ {
+                out.push(format!(
+                    "issuers[{i}].access_token_typ = \"any\" ({}): tokens without typ at+jwt are accepted \
+                     (ID tokens, with a nonce, are still refused)",
+                    issuer.name
+                ));
+            }
+        }
+        if self.routes.is_empty() {
+            out.push("no [[routes]]: every request gets 404".into());
+        }
+        for (j, later) in self.routes.iter().enumerate() {
+            if let Some(i) = self.routes[..j].iter().position(|earlier| shadows(earlier, later)) {
+                out.push(format!(
+                    "routes[{j}] ({}) never matches: routes[{i}] ({}) comes first and covers its path_prefix {:?} and methods",
+                    later.name, self.routes[i].name, later.path_prefix
+                ));
+            }
+        }
+        if let Some(d) = &self.decision {
+            if !d.listen.ip().is_loopback() {
+                out.push(format!(
+                    "decision.listen = {} is not a loopback address: the decision listener trusts its front \
+                     proxy's headers, so only the front proxy may reach it",
+                    d.listen
+                ));
+            }
+            if d.front_proxy == FrontProxy::Auto {
+                out.push(
+                    "decision.front_proxy = \"auto\": name the front proxy (\"nginx\", \"ingress-nginx\", \"traefik\", \
+                     \"caddy\", \"envoy\") so that only its headers name the original request; auto refuses a \
+                     subrequest carrying two conventions but reads whichever one a client sends alone"
+                        .into(),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A `log_level` that names levels: `info`, or directives `target=level` joined by commas.
+/// `tracing`'s filter syntax takes a bare word as a target at the most verbose level, so
+/// `log_level = "verbose"` would silence every line jwtgate writes.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    if filter.trim().is_empty() {
+        return Err("must name a level (trace, debug, info, warn, error, off)".into());
+    }
+    for directive in filter.split(',') {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !is_level(level) {
+            return Err(format!(
+                "{directive:?} is not a level (trace, debug, info, warn, error, off) nor target=level"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// True when every request `later` could match is taken by `earlier` first: its prefix covers
+/// `later`'s (whole segments) and its methods cover `later`'s (a route listing `GET` also
+/// takes `HEAD`).
+fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    let (a, b) = (earlier.path_prefix.trim_end_matches('/'), later.path_prefix.trim_end_matches('/'));
+    let covers_path = a.is_empty() || b == a || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'));
+    let covers_methods = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => {
+            l.iter().all(|m| e.contains(m) || (*m == http::Method::HEAD && e.contains(&http::Method::GET)))
+        }
+    };
+    covers_path && covers_methods
+}
+
+impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -822,6 +910,9 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
         if d.listen.port() != 0 && (d.listen == s.listen || d.listen == s.admin_listen) {
             problems.push(problem("decision.listen", "must differ from server.listen and server.admin_listen"));
         }
+    }
+    if let Err(why) = check_log_filter(&s.log_level) {
+        problems.push(problem("server.log_level", why));
     }
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
@@ -1127,17 +1218,18 @@ fn validate_issuers(
         // refreshed before it goes stale), never below a written floor; the floor defaults to
         // `min(30, interval)`.
         let refresh = s.jwks_refresh_seconds.unwrap_or_else(|| {
-            let by_staleness = 300.min((s.jwks_max_stale_seconds / 2).max(1));
+            let by_staleness = 300.min((s.jwks_max_stale_seconds.unwrap_or(DEFAULT_MAX_STALE) / 2).max(1));
             by_staleness.max(s.jwks_refresh_min_seconds.unwrap_or(0))
         });
         let refresh_floor = s.jwks_refresh_min_seconds.unwrap_or(30.min(refresh));
+        let max_stale = s.jwks_max_stale_seconds.unwrap_or_else(|| DEFAULT_MAX_STALE.max(refresh.saturating_mul(2)));
         let checks: [(&str, u64, u64, u64); 7] = [
             ("dpop_max_age_seconds", s.dpop_max_age_seconds, 1, 3600),
             ("leeway_seconds", s.leeway_seconds, 0, 3600),
             ("jwks_refresh_seconds", refresh, 1, 86_400),
             ("jwks_refresh_min_seconds", refresh_floor, 1, 86_400),
             ("jwks_min_refetch_seconds", s.jwks_min_refetch_seconds, 0, 86_400),
-            ("jwks_max_stale_seconds", s.jwks_max_stale_seconds, 1, 30 * 86_400),
+            ("jwks_max_stale_seconds", max_stale, 2, 30 * 86_400),
             ("fetch_timeout_seconds", s.fetch_timeout_seconds, 1, 120),
         ];
         for (key, v, lo, hi) in checks {
@@ -1147,6 +1239,17 @@ fn validate_issuers(
         }
         if refresh_floor > refresh {
             problems.push(problem(at("jwks_refresh_min_seconds"), "must not exceed jwks_refresh_seconds"));
+        }
+        // A set refreshed no sooner than it goes stale serves 503s between the two.
+        if refresh >= max_stale {
+            problems.push(problem(
+                at("jwks_refresh_seconds"),
+                format!(
+                    "({refresh}) must be shorter than {} ({}): the keys would go stale before they are refreshed",
+                    at("jwks_max_stale_seconds"),
+                    max_stale
+                ),
+            ));
         }
         if s.max_response_bytes < 1024 || s.max_response_bytes > 16 * 1024 * 1024 {
             problems.push(problem(at("max_response_bytes"), "must be between 1024 and 16777216"));
@@ -1170,7 +1273,7 @@ fn validate_issuers(
                 refresh: Duration::from_secs(refresh),
                 refresh_floor: Duration::from_secs(refresh_floor),
                 min_refetch: Duration::from_secs(s.jwks_min_refetch_seconds),
-                max_stale: Duration::from_secs(s.jwks_max_stale_seconds),
+                max_stale: Duration::from_secs(max_stale),
                 fetch_timeout: Duration::from_secs(s.fetch_timeout_seconds),
                 max_response_bytes: s.max_response_bytes,
                 require_access_token_typ,

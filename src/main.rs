@@ -193,19 +193,8 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
                         c.issuers.len(),
                         c.routes.len()
                     );
-                    if let Some(d) = c.decision.as_ref().filter(|d| !d.listen.ip().is_loopback()) {
-                        eprintln!(
-                            "warning: decision.listen = {} is not a loopback address: the decision listener trusts \
-                             X-Original-* / X-Forwarded-* headers, so only the front proxy may reach it",
-                            d.listen
-                        );
-                    }
-                    if c.decision.as_ref().is_some_and(|d| d.front_proxy == jwtgate::config::FrontProxy::Auto) {
-                        eprintln!(
-                            "warning: decision.front_proxy = \"auto\": name the front proxy (\"nginx\", \"ingress-nginx\", \
-                             \"traefik\", \"caddy\", \"envoy\") so that only its headers name the original request; \
-                             auto refuses a subrequest carrying two conventions but reads whichever one a client sends alone"
-                        );
+                    for w in c.warnings() {
+                        eprintln!("warning: {w}");
                     }
                     let warnings = sync_warnings(&c);
                     if !warnings.is_empty() {

@@ -117,19 +117,8 @@ impl Running {
 
 /// Logs what is legal but weakens the checks, once per load.
 fn warn_about(config: &Config) {
-    for i in &config.issuers {
-        if i.audiences.is_empty() {
-            tracing::warn!(issuer = %i.name, "audiences = []: tokens are accepted whatever their aud");
-        }
-        if !i.require_access_token_typ {
-            tracing::warn!(
-                issuer = %i.name,
-                "access_token_typ = \"any\": tokens without typ at+jwt are accepted (ID tokens, with a nonce, are still refused)"
-            );
-        }
-    }
-    if config.routes.is_empty() {
-        tracing::warn!("no [[routes]] configured: every request gets 404");
+    for w in config.warnings() {
+        tracing::warn!("{w}");
     }
 }
 
@@ -491,9 +480,6 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         Some(d) => {
             let l = bind("decision.listen", d.listen).await?;
             let addr = local("decision.listen", &l, d.listen)?;
-            if !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "the decision listener trusts X-Original-* / X-Forwarded-* headers: make sure only the front proxy can reach it");
-            }
             Some((l, addr))
         }
         None => None,

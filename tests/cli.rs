@@ -175,3 +175,44 @@ async fn serve_drains_and_exits_zero_on_sigterm() {
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exit in time").unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn check_config_refuses_mistakes_that_parse_and_warns_about_likely_ones() {
+    let base = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[[issuers]]\nname = \"a\"\norganization = \"acme\"\n";
+    let check = |text: String| {
+        let p = temp_file("mistake.toml", &text);
+        let out = bin().args(["check-config", "--config"]).arg(&p).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // A level that is no level: tracing would read it as a target and log nothing at all.
+    for bad in ["verbose", "info,verbose", "jwtgate=loud", ""] {
+        let (code, err) = check(format!("[server]\nlog_level = {bad:?}\n{base}audiences = [\"x\"]\n"));
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert!(err.contains("server.log_level"), "{err}");
+    }
+    for good in ["debug", "warn,jwtgate=debug", "jwtgate::access=info"] {
+        let (code, err) = check(format!(
+            "[server]\nlog_level = {good:?}\n{base}audiences = [\"x\"]\n[[routes]]\npath_prefix = \"/\"\n"
+        ));
+        assert_eq!(code, Some(0), "{good:?}: {err}");
+    }
+    // Keys that go stale before they are refreshed: both keys named.
+    let (code, err) =
+        check(format!("{base}audiences = [\"x\"]\njwks_max_stale_seconds = 5\njwks_refresh_seconds = 600\n"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("issuers[0].jwks_refresh_seconds") && err.contains("issuers[0].jwks_max_stale_seconds"),
+        "{err}"
+    );
+    // Valid but most likely wrong: warned, exit 0.
+    let (code, err) = check(base.to_string());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no [[routes]]"), "{err}");
+    assert!(err.contains("issuers[0].audiences = []"), "{err}");
+    let routes = "[[routes]]\nname = \"all\"\npath_prefix = \"/api\"\n[[routes]]\nname = \"admin\"\npath_prefix = \"/api/admin\"\nmethods = [\"DELETE\"]\nscopes = [\"admin\"]\n\
+                  [[routes]]\nname = \"reads\"\npath_prefix = \"/orders\"\nmethods = [\"GET\"]\n[[routes]]\nname = \"writes\"\npath_prefix = \"/orders\"\nmethods = [\"POST\"]\n";
+    let (code, err) = check(format!("{base}audiences = [\"x\"]\n{routes}"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("routes[1] (admin) never matches: routes[0] (all)"), "{err}");
+    assert!(!err.contains("routes[3]"), "different methods do not shadow: {err}");
+}

@@ -180,7 +180,7 @@ const NUMERIC_KEYS: &[(&str, &str, u64, u64)] = &[
     ("issuers", "jwks_refresh_seconds", 1, 86_400),
     ("issuers", "jwks_refresh_min_seconds", 1, 86_400),
     ("issuers", "jwks_min_refetch_seconds", 0, 86_400),
-    ("issuers", "jwks_max_stale_seconds", 1, 2_592_000),
+    ("issuers", "jwks_max_stale_seconds", 2, 2_592_000),
     ("issuers", "fetch_timeout_seconds", 1, 120),
     ("issuers", "dpop_max_age_seconds", 1, 3600),
     ("issuers", "max_response_bytes", 1024, 16_777_216),
@@ -325,10 +325,10 @@ async fn with_the_idp_down_since_start_a_bad_token_is_still_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_stale_key_set_a_bad_token_is_still_401() {
     let h =
-        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 1", "")
+        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2", "")
             .await;
     h.idp.set_down(true);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     for (what, token) in client_faults(&h.idp, &h.key) {
         let (status, body) = status_of(&h.client, h.gw.proxy_addr, &token).await;
         assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{what}: {body}");

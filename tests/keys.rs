@@ -111,7 +111,7 @@ async fn idp_down_after_start_keeps_known_keys_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_set_older_than_max_staleness_is_503() {
     let h = Harness::start_manual(
-        "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 1",
+        "jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2",
         "token_cache_entries = 1000",
     )
     .await;
@@ -119,7 +119,7 @@ async fn key_set_older_than_max_staleness_is_503() {
     echoed(h.get_with("/api/x", &t).await).await;
     h.idp.set_down(true);
     // Past the maximum staleness at once: no refresh needs to have run for the set to be too old.
-    h.advance(Duration::from_millis(2500));
+    h.advance(Duration::from_millis(3500));
     // Even a cached token: the keys it was verified with may have been revoked meanwhile.
     let resp = h.get_with("/api/x", &t).await;
     let headers = assert_error(resp, 503, "temporarily_unavailable").await;
