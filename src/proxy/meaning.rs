@@ -39,17 +39,17 @@ impl MeaningError {
     }
 }
 
-/// Checks the request line and `Host` for a second meaning.
-/// (Non-canonical method names are the decision's: see `decision`.)
-pub fn check<B>(req: &Request<B>) -> Result<(), MeaningError> {
+/// Checks the request line and `Host` for a second meaning; `websocket` says the request asks
+/// to upgrade (the caller has looked already). (Non-canonical method names are the decision's:
+/// see `decision`.)
+pub fn check<B>(req: &Request<B>, websocket: bool) -> Result<(), MeaningError> {
     let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
         if codings.next().is_some() || !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(MeaningError::UnsupportedTransferCoding);
         }
     }
-    if req.headers().contains_key(header::UPGRADE)
-        && super::tunnel::is_websocket_upgrade(req)
+    if websocket
         && (req.headers().contains_key(header::TRANSFER_ENCODING)
             || req.headers().get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes().trim_ascii() != b"0"))
     {
@@ -92,9 +92,10 @@ const URL_OVERRIDE_HEADERS: [&[u8]; 4] = [b"x-original-url", b"x-rewrite-url", b
 #[derive(Debug, Clone)]
 pub struct ProtectedNames {
     names: Vec<Box<[u8]>>,
-    /// Bit `n` set when some name (or an override header) is `n` bytes long: the one test
-    /// most headers take.
+    /// Bit `n` set when some name (or an override header) is `n` bytes long, and bit `b` of
+    /// `firsts` when one starts with byte `b` (folded): the two tests most headers take.
     lengths: u128,
+    firsts: u128,
 }
 
 impl ProtectedNames {
@@ -110,12 +111,16 @@ impl ProtectedNames {
             }
         }
         let mut lengths = 0u128;
-        for len in names.iter().map(|n| n.len()).chain(OVERRIDE_HEADERS.iter().map(|n| n.len())) {
-            if len < 128 {
-                lengths |= 1 << len;
+        let mut firsts = 0u128;
+        for name in names.iter().map(|n| &n[..]).chain(OVERRIDE_HEADERS.iter().copied()) {
+            if name.len() < 128 {
+                lengths |= 1 << name.len();
+            }
+            if let Some(&b) = name.first() {
+                firsts |= 1 << (b & 127);
             }
         }
-        ProtectedNames { names, lengths }
+        ProtectedNames { names, lengths, firsts }
     }
 
     fn protects(&self, name: &[u8]) -> bool {
@@ -142,7 +147,10 @@ impl HeaderScan {
         for (name, value) in headers {
             let n = name.as_str().as_bytes();
             scan.bytes += n.len() + value.len() + 4;
-            if n.len() >= 128 || protected.lengths & (1 << n.len()) == 0 {
+            if n.len() >= 128
+                || protected.lengths & (1 << n.len()) == 0
+                || protected.firsts & (1 << (n.first().copied().unwrap_or(0) & 127)) == 0
+            {
                 continue;
             }
             if protected.protects(n) {

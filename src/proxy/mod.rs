@@ -307,7 +307,8 @@ impl Gateway {
             );
             return refused_request(&req, self.judge.refuse_unrouted(r));
         }
-        if let Err(e) = meaning::check(&req) {
+        let websocket = tunnel::is_websocket_upgrade(&req);
+        if let Err(e) = meaning::check(&req, websocket) {
             let r = match e {
                 meaning::MeaningError::UnsupportedTransferCoding => Refusal::plain(
                     http::StatusCode::NOT_IMPLEMENTED,
@@ -343,8 +344,10 @@ impl Gateway {
         for (name, value) in claim_headers {
             req.headers_mut().insert(name, value);
         }
-        if tunnel::is_websocket_upgrade(&req) {
-            let (resp, outcome, reason) = self.upgrade(req, peer, verified, route, outcome).await;
+        if websocket {
+            // Boxed: waiting for an upstream connection's slot (a timer and a semaphore wait)
+            // would otherwise sit in, and be copied with, every request's future.
+            let (resp, outcome, reason) = Box::pin(self.upgrade(req, peer, verified, route, outcome)).await;
             return (resp, Served { metrics: &route.metrics, outcome, reason, sub });
         }
         self.upstream_request(&mut req, peer, verified);
@@ -391,7 +394,6 @@ impl Gateway {
         outcome: Outcome,
     ) -> (Response<ProxyBody>, Outcome, &'static str) {
         let client_upgrade = hyper::upgrade::on(&mut req);
-        let slot = req.extensions_mut().remove::<server::TunnelSlot>();
         self.upstream_request(&mut req, peer, verified);
         tunnel::restore_upgrade_headers(req.headers_mut());
         let (parts, body) = req.into_parts();
@@ -400,8 +402,13 @@ impl Gateway {
         let sent = match sent {
             Ok(Ok((mut resp, upstream_slot))) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                let held = tunnel::Held { client: slot, upstream: upstream_slot };
-                tunnel::spawn_tunnel(client_upgrade, upstream_upgrade, self.tunnel_limits, held, self.metrics.clone());
+                tunnel::spawn_tunnel(
+                    client_upgrade,
+                    upstream_upgrade,
+                    self.tunnel_limits,
+                    upstream_slot,
+                    self.metrics.clone(),
+                );
                 self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
                 route.metrics.count(outcome);
                 return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");

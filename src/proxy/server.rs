@@ -77,11 +77,12 @@ pub struct ConnMetrics {
     pub accept_errors: prometheus::IntCounter,
 }
 
-/// A client connection's place under `max_connections` and in `jwtgate_open_connections`. The
-/// connection holds it and, after a WebSocket upgrade, so does its tunnel (hyper's connection
-/// task ends at the `101`): the place is given back when both are gone, so tunnels cannot
-/// escape the limit.
-pub struct ConnSlot {
+/// A client connection's place under `max_connections` and in `jwtgate_open_connections`,
+/// held by the connection's socket wrapper ([`WatchedStream`]): after a WebSocket upgrade the
+/// socket lives on inside the tunnel (hyper's connection task ends at the `101`), so the place
+/// is given back only when the tunnel closes, and tunnels cannot escape the limit — at no cost
+/// to an ordinary request.
+struct ConnSlot {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     open: Option<prometheus::IntGauge>,
 }
@@ -93,10 +94,6 @@ impl Drop for ConnSlot {
         }
     }
 }
-
-/// The slot as an upgrade request carries it to the proxy (in its extensions).
-#[derive(Clone)]
-pub struct TunnelSlot(pub Arc<ConnSlot>);
 
 /// What a connection task needs to know about its requests: how many are in flight and when
 /// the last one finished (milliseconds since the connection was accepted).
@@ -254,6 +251,8 @@ struct WatchedStream<S> {
     activity: Arc<Activity>,
     /// Decided on the first bytes: `Some(true)` for HTTP/2.
     h2: Option<bool>,
+    /// The connection's place under the cap, for as long as the socket lives.
+    _slot: ConnSlot,
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WatchedStream<S> {
@@ -559,15 +558,15 @@ impl Connection {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let slot = Arc::new(ConnSlot {
+        let slot = ConnSlot {
             _permit: self.permit.take(),
             open: self.metrics.as_ref().map(|m| {
                 m.open.inc();
                 m.open.clone()
             }),
-        });
+        };
         match self.tls.take() {
-            None => self.serve_io(MaybeTls::Plain(stream), handler, peer, &slot).await,
+            None => self.serve_io(MaybeTls::Plain(stream), handler, peer, slot).await,
             Some(tls) => {
                 // The handshake counts against the header-read timeout, like the first head.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
@@ -576,14 +575,19 @@ impl Connection {
                 let handshake = Box::pin(acceptor.accept(stream));
                 match crate::clock::timeout(&*self.clock.1, self.limits.header_read_timeout, handshake).await {
                     Some(Ok(stream)) => {
-                        self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer, &slot).await
+                        self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer, slot).await
                     }
-                    Some(Err(e)) => self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer),
-                    None => self.closed_early(Expiry::Header.label(), "TLS handshake timed out", peer),
+                    Some(Err(e)) => {
+                        drop(slot);
+                        self.closed_early("tls_handshake", &format!("TLS handshake failed: {e}"), peer)
+                    }
+                    None => {
+                        drop(slot);
+                        self.closed_early(Expiry::Header.label(), "TLS handshake timed out", peer)
+                    }
                 }
             }
         }
-        drop(slot);
         drop(self.alive);
     }
 
@@ -598,7 +602,7 @@ impl Connection {
     /// One type of connection for plain and TLS alike: hyper's connection code is then
     /// compiled once per handler, and stays inlined as it was before TLS existed (two
     /// instantiations cost about 1,500 instructions a request in lost inlining).
-    async fn serve_io<F, Fut, B>(&self, stream: MaybeTls, handler: F, peer: SocketAddr, slot: &Arc<ConnSlot>)
+    async fn serve_io<F, Fut, B>(&self, stream: MaybeTls, handler: F, peer: SocketAddr, slot: ConnSlot)
     where
         F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<B>> + Send + 'static,
@@ -615,18 +619,12 @@ impl Connection {
             send_waiting: 0.into(),
             send_progress_ms: 0.into(),
         });
-        let io = TokioIo::new(WatchedStream { inner: stream, activity: activity.clone(), h2: None });
+        let io = TokioIo::new(WatchedStream { inner: stream, activity: activity.clone(), h2: None, _slot: slot });
         let a = activity.clone();
         // `map` instead of an `async` wrapper: each wrapping async block copies the whole
         // request future once more when first polled.
-        let slot = slot.clone();
-        let svc = service_fn(move |mut req: Request<Incoming>| {
+        let svc = service_fn(move |req| {
             let in_flight = InFlight::new(&a);
-            // Only a request that may become a tunnel carries the slot (an extension costs an
-            // allocation, which the usual request does without).
-            if req.headers().contains_key(http::header::UPGRADE) && req.version() == http::Version::HTTP_11 {
-                req.extensions_mut().insert(TunnelSlot(slot.clone()));
-            }
             handler(req, peer).map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Tracked::new(inner, in_flight))))
         });
         let (orders_tx, mut orders) = mpsc::channel(2);

@@ -19,7 +19,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::server::TunnelSlot;
 use crate::metrics::Metrics;
 
 /// True for an HTTP/1.1 request asking to switch to WebSocket (RFC 6455 §4.1): `Upgrade:
@@ -87,15 +86,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Noted<T> {
     }
 }
 
-/// What an open tunnel holds: its client connection's place under `server.max_connections`
-/// and its upstream connection's under `upstream.max_connections`.
-pub struct Held {
-    /// The client connection's slot (absent only for a request that came without one).
-    pub client: Option<TunnelSlot>,
-    /// The upstream connection's slot.
-    pub upstream: super::upstream::UpstreamSlot,
-}
-
 /// Why a tunnel ended.
 enum Ended {
     Closed(std::io::Result<(u64, u64)>),
@@ -104,9 +94,16 @@ enum Ended {
 }
 
 /// Joins the client's upgraded connection with the upstream's once both are ready, within
-/// `limits`, holding both connections' places (`held`) until it closes. Runs on its own task;
+/// `limits`, holding the upstream connection's place under `upstream.max_connections` until it
+/// closes (the client connection's place lives in its socket, which the tunnel owns). Runs on its own task;
 /// counts the tunnel while it is open.
-pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, limits: TunnelLimits, held: Held, metrics: Arc<Metrics>) {
+pub fn spawn_tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    limits: TunnelLimits,
+    upstream_slot: super::upstream::UpstreamSlot,
+    metrics: Arc<Metrics>,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -159,7 +156,7 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, limits: TunnelLimits
             }
         }
         metrics.open_tunnels.dec();
-        drop(held);
+        drop(upstream_slot);
     });
 }
 
