@@ -234,6 +234,10 @@ pub struct ServerSection {
     /// Host names the admin listener answers besides IP literals and `localhost` (DNS
     /// rebinding: a browser tricked into calling it sends the attacker's name).
     pub admin_hosts: Vec<String>,
+    /// Poll the configuration file and every file it names this often and reload when their
+    /// content changes (0 = off): a ConfigMap or Secret update reaches the pod without a
+    /// signal (kubelet swaps a symlink; a distroless image has no `kill`).
+    pub watch_config_seconds: u64,
 }
 
 impl Default for ServerSection {
@@ -263,6 +267,7 @@ impl Default for ServerSection {
             dpop_replay_cache_entries: 1_000_000,
             health_listen: None,
             admin_hosts: Vec::new(),
+            watch_config_seconds: 0,
         }
     }
 }
@@ -704,6 +709,36 @@ pub struct RouteConfig {
 }
 
 impl Config {
+    /// Every file the running gateway reads besides the configuration itself: the listeners'
+    /// certificates and keys, the upstream's CA bundle, the key-manager sync's CA bundle and
+    /// secret files. `watch_config_seconds` watches these too.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for t in self.server_tls.iter().chain(self.decision.iter().filter_map(|d| d.tls.as_ref())) {
+            files.push(t.cert_file.clone());
+            files.push(t.key_file.clone());
+        }
+        if let Some(ca) = self.upstream.tls.as_ref().and_then(|t| t.ca_file.clone()) {
+            files.push(ca);
+        }
+        let sync = match &self.key_manager_sync {
+            KmSyncConfig::On(s) => Some(&**s),
+            KmSyncConfig::Off(Ok(s)) => Some(&**s),
+            _ => None,
+        };
+        if let Some(s) = sync {
+            files.extend(s.ca_file.clone());
+            for secret in [&s.password, &s.mgmt_client_secret] {
+                if let crate::km_sync::settings::SecretSource::File(f) = secret {
+                    files.push(f.clone());
+                }
+            }
+        }
+        files
+    }
+}
+
+impl Config {
     /// Settings that are valid but most likely a mistake: `serve` logs each at start and on
     /// reload, `check-config` prints each (neither refuses the file).
     pub fn warnings(&self) -> Vec<String> {
@@ -917,7 +952,8 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
-    let ranges: [(&str, u64, u64, u64); 10] = [
+    let ranges: [(&str, u64, u64, u64); 11] = [
+        ("watch_config_seconds", s.watch_config_seconds, 0, 86_400),
         ("drain_timeout_seconds", s.drain_timeout_seconds, 0, 3600),
         ("tunnel_idle_timeout_seconds", s.tunnel_idle_timeout_seconds, 1, 86_400),
         ("send_timeout_seconds", s.send_timeout_seconds, 1, 3600),

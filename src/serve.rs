@@ -115,6 +115,60 @@ impl Running {
     }
 }
 
+/// The content of the configuration file and of every file the running configuration names,
+/// as one digest (a missing or unreadable file counts as its own state). Read off the async
+/// runtime: a `worker_threads = 1` gateway must not stall on a slow volume.
+async fn watched_digest(source: PathBuf, named: Vec<PathBuf>) -> Vec<u8> {
+    let digest = tokio::task::spawn_blocking(move || {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for file in std::iter::once(&source).chain(named.iter()) {
+            ctx.update(file.as_os_str().as_encoded_bytes());
+            match std::fs::read(file) {
+                Ok(bytes) => {
+                    ctx.update(b"\x01");
+                    ctx.update(&(bytes.len() as u64).to_be_bytes());
+                    ctx.update(&bytes);
+                }
+                Err(e) => ctx.update(format!("\x00{:?}", e.kind()).as_bytes()),
+            }
+        }
+        ctx.finish().as_ref().to_vec()
+    })
+    .await;
+    digest.unwrap_or_default()
+}
+
+/// `server.watch_config_seconds`: polls the configuration file and every file it names (on the
+/// gateway's clock) and reloads — all or nothing, as SIGHUP does — when their content changes.
+/// A change that is refused is not tried again until the files change once more. With the
+/// setting at 0 it only looks every few seconds whether a reload turned it on.
+async fn watch_config(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>, clock: Arc<dyn Clock>) {
+    let Some(source) = reloader.source.clone() else { return };
+    let named = |r: &Reloader| r.current().config.named_files();
+    let mut seen = watched_digest(source.clone(), named(&reloader)).await;
+    loop {
+        let every = reloader.current().config.server.watch_config_seconds;
+        let wait = Duration::from_secs(if every == 0 { 5 } else { every });
+        tokio::select! {
+            _ = clock.sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        if every == 0 {
+            continue;
+        }
+        let now = watched_digest(source.clone(), named(&reloader)).await;
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        tracing::info!(file = %source.display(), "the configuration or a file it names changed; reloading");
+        if reloader.reload().await.is_ok() {
+            // The new configuration may name other files: watch those from now on.
+            seen = watched_digest(source.clone(), named(&reloader)).await;
+        }
+    }
+}
+
 /// Logs what is legal but weakens the checks, once per load.
 fn warn_about(config: &Config) {
     for w in config.warnings() {
@@ -533,6 +587,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         Arc::new(crate::clock::SystemClock),
     ));
     let mut servers = vec![proxy, admin];
+    servers.push(tokio::spawn(watch_config(reloader.clone(), shutdown_rx.clone(), clock.clone())));
     let mut health_addr = None;
     if let Some((listener, addr)) = health_listener {
         servers.push(tokio::spawn(serve(

@@ -38,6 +38,7 @@ fn the_manifest_keeps_admin_on_loopback_and_admits_only_jwtgates_ports() {
     let toml_text = docs.iter().find_map(|d| d["data"]["jwtgate.toml"].as_str()).unwrap();
     let config = jwtgate::config::Config::parse(toml_text, None).unwrap();
     assert!(config.server.admin_listen.ip().is_loopback(), "/status and /reload stay inside the pod");
+    assert!(config.server.watch_config_seconds > 0, "a ConfigMap update must reach the running sidecar");
     let health = config.server.health_listen.expect("probes need a health listener").port();
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let containers = deployment["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();

@@ -300,6 +300,54 @@ async fn a_reload_that_fails_late_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("key_manager_sync"));
 }
 
+/// Writes `text` as kubelet publishes a ConfigMap: a timestamped folder, `..data` pointing at
+/// it, and `jwtgate.toml` pointing through `..data`; an update swaps `..data` atomically.
+fn kubelet_publish(dir: &Path, generation: u32, text: &str) {
+    let folder = dir.join(format!("..2026_12_06_{generation:02}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("jwtgate.toml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(folder.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("jwtgate.toml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/jwtgate.toml", &link).unwrap();
+    }
+    if generation > 1 {
+        let _ = std::fs::remove_dir_all(dir.join(format!("..2026_12_06_{:02}", generation - 1)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_reaches_the_running_gateway() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let _key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+    let upstream = EchoUpstream::start().await.unwrap();
+    let dir = temp_dir("kubelet");
+    let text = |routes: &str| config_text(&idp.discovery_url(), upstream.addr, "", "watch_config_seconds = 1") + routes;
+    kubelet_publish(&dir, 1, &text(""));
+    let gw =
+        jwtgate::serve::start(Config::load(&dir.join("jwtgate.toml")).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    wait_ready_at(gw.admin_addr).await;
+    let client = http_client();
+    let url = format!("http://{}/reports/q3", gw.proxy_addr);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+    // kubelet swaps the symlink: no signal, no restart.
+    kubelet_publish(&dir, 2, &text(REPORTS_ROUTE));
+    wait_until("the new route is live", || async { client.get(&url).send().await.unwrap().status() == 200 }).await;
+    // A broken update is refused as a whole, once, and the running configuration stays.
+    kubelet_publish(&dir, 3, &(text(REPORTS_ROUTE) + "\n[[routes]]\npath_prefix = \"no-slash\"\n"));
+    let status = || async {
+        client.get(format!("http://{}/status", gw.admin_addr)).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    wait_until("the broken update is refused", || async { status().await["config"]["reloads"]["failed"] == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status().await["config"]["reloads"]["failed"], 1, "not retried while nothing changes");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_changes_are_reported_as_needing_a_restart() {
     let s = Setup::start("reload-listen", "", "").await;
