@@ -177,6 +177,13 @@ impl AdminState {
                 json_response(status, json!({"ready": ready, "issuers": self.issuers_json()}))
             }
             "/metrics" => {
+                for k in &self.reloader.current().keys.issuers {
+                    let left = match k.loaded() {
+                        Some(l) => k.cfg.max_stale.as_secs_f64() - k.age(&l).as_secs_f64(),
+                        None => 0.0,
+                    };
+                    self.metrics.jwks_until_stale.with_label_values(&[k.name()]).set(left);
+                }
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

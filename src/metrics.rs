@@ -29,6 +29,15 @@ pub struct Metrics {
     pub jwks_last_success: GaugeVec,
     /// `jwtgate_upstream_errors_total{kind}`: `connect|timeout|other|saturated|unexpected_101`.
     pub upstream_errors: IntCounterVec,
+    /// `jwtgate_upstream_responses_total{class}`: upstream answers by status class (`1xx`…`5xx`),
+    /// indexed by the status's first digit.
+    pub upstream_responses: [IntCounter; 5],
+    /// `jwtgate_jwks_seconds_until_stale{issuer}`: set at each scrape.
+    pub jwks_until_stale: GaugeVec,
+    /// Whether this process runs the key-manager sync: without it, the `jwtgate_km_sync_*`
+    /// families are not exported (a sidecar whose sync runs in a CronJob would otherwise say
+    /// "not in sync" and "57 years since the last success").
+    km_sync_exported: std::sync::atomic::AtomicBool,
     /// `jwtgate_km_sync_runs_total{result}`: `ok|error|conflict`.
     pub km_sync_runs: IntCounterVec,
     /// `jwtgate_km_sync_writes_total{op}`: `create|update`.
@@ -187,6 +196,18 @@ impl Metrics {
             &["issuer", "result"],
         );
         let upstream_errors = counter("jwtgate_upstream_errors_total", "Failed upstream exchanges.", &["kind"]);
+        let responses = counter("jwtgate_upstream_responses_total", "Upstream responses by status class.", &["class"]);
+        let upstream_responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| responses.with_label_values(&[c]));
+        let jwks_until_stale = must(GaugeVec::new(
+            Opts::new(
+                "jwtgate_jwks_seconds_until_stale",
+                "Seconds until the issuer's key set passes jwks_max_stale_seconds without a refresh (negative: stale).",
+            ),
+            &["issuer"],
+        ));
+        must(registry.register(Box::new(jwks_until_stale.clone())));
+        // CPU, resident memory, open descriptors, start time (process_* families, Linux).
+        must(registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())));
         let km_sync_runs = counter("jwtgate_km_sync_runs_total", "Key-manager sync passes by result.", &["result"]);
         let km_sync_writes = counter("jwtgate_km_sync_writes_total", "Key-manager writes by operation.", &["op"]);
         let duration = must(HistogramVec::new(
@@ -284,6 +305,9 @@ impl Metrics {
             jwks_keys,
             jwks_last_success,
             upstream_errors,
+            upstream_responses,
+            jwks_until_stale,
+            km_sync_exported: false.into(),
             km_sync_runs,
             km_sync_writes,
             km_sync_in_sync,
@@ -326,9 +350,27 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
+        let mut families = self.registry.gather();
+        if !self.km_sync_exported.load(std::sync::atomic::Ordering::Relaxed) {
+            families.retain(|f| !f.name().starts_with("jwtgate_km_sync_"));
+        }
         // Encoding into a Vec cannot fail for the text format.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    /// Says whether this process runs the key-manager sync (its series are exported only then).
+    pub fn export_km_sync(&self, running: bool) {
+        self.km_sync_exported.store(running, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts an upstream response by its status class.
+    pub fn count_upstream_response(&self, status: http::StatusCode) {
+        if let Some(c) = self.upstream_responses.get(usize::from(status.as_u16() / 100).wrapping_sub(1)) {
+            c.inc();
+        }
     }
 }
 

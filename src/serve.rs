@@ -411,6 +411,7 @@ impl Reloader {
                 handle.abort();
                 self.km_status.update(|s| s.state = SyncState::Disabled);
             }
+            self.parts.metrics.export_km_sync(prepared.is_some());
             background.km = prepared.map(|p| start_km(p, self.shutdown.clone(), self.parts.clock.clone()));
         }
         Ok(Reloaded { restart_needed, sha256 })
@@ -629,6 +630,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         let mut b = reloader.background.lock().await;
         b.refreshers =
             generation.keys.issuers.iter().map(|k| (k.clone(), tokio::spawn(k.clone().run_refresher()))).collect();
+        metrics.export_km_sync(km.is_some());
         b.km = km.map(|p| start_km(p, shutdown_rx.clone(), clock.clone()));
     }
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");

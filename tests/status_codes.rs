@@ -216,3 +216,30 @@ async fn issuer_never_loaded_is_503_with_retry_after() {
     }
     assert!(ok, "never recovered after the IdP came back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signals_an_sre_alerts_on_are_exported() {
+    let h = Harness::start().await;
+    let token = h.token("");
+    for status in ["200", "404", "500", "503"] {
+        let r = h.client.get(h.url("/api/x")).bearer_auth(&token).header("x-echo-status", status).send().await.unwrap();
+        assert_eq!(r.status().as_str(), status, "the upstream's answer comes back unchanged");
+    }
+    let m = h.metrics().await;
+    for (class, n) in [("1xx", 0.0), ("2xx", 1.0), ("3xx", 0.0), ("4xx", 1.0), ("5xx", 2.0)] {
+        assert_eq!(metric(&m, &format!("jwtgate_upstream_responses_total{{class=\"{class}\"}}")), n, "{class}: {m}");
+    }
+    // An upstream 500 is still an allowed request as far as jwtgate's decision goes.
+    let allowed = "jwtgate_requests_total{listener=\"proxy\",outcome=\"allowed\",route=\"any\"}";
+    assert_eq!(metric(&m, allowed), 4.0, "{m}");
+    // Keys: how long until they go stale (the default 86400 s, just refreshed).
+    let left = metric(&m, "jwtgate_jwks_seconds_until_stale{issuer=\"asgardeo\"}");
+    assert!(left > 86_000.0 && left <= 86_400.0, "{left}");
+    // The process itself.
+    for family in ["process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"] {
+        assert!(metric(&m, family) > 0.0, "{family}: {m}");
+    }
+    assert!(m.contains("\nprocess_cpu_seconds_total "), "{m}");
+    // A gateway that does not run the key-manager sync exports none of its series.
+    assert!(!m.contains("jwtgate_km_sync_"), "{m}");
+}

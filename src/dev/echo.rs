@@ -1,7 +1,8 @@
 //! An echo upstream on loopback: answers every request with a JSON description of what it
 //! received (method, path, headers, body size, trailers), counts hits and bodies that ended in
 //! an error, and can be slowed down. A request carrying `x-echo-trailer` gets that value back
-//! as a response trailer (declared in `Trailer`, as gRPC servers send their status). It backs
+//! as a response trailer (declared in `Trailer`, as gRPC servers send their status); one carrying
+//! `x-echo-status: NNN` is answered with that status (an API failing, for the tests). It backs
 //! `jwtgate dev` and the tests' "what did the API actually get" checks.
 
 use std::net::SocketAddr;
@@ -139,6 +140,14 @@ async fn echo(
         }
     };
     let mut r = Response::new(body);
+    if let Some(status) = parts
+        .headers
+        .get("x-echo-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| http::StatusCode::from_bytes(v.trim().as_bytes()).ok())
+    {
+        *r.status_mut() = status;
+    }
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r.headers_mut().insert("x-echo", header::HeaderValue::from_static("1"));
     if wanted.is_some() {

@@ -410,6 +410,7 @@ impl Gateway {
                     self.metrics.clone(),
                 );
                 self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
+                self.metrics.count_upstream_response(resp.status());
                 route.metrics.count(outcome);
                 return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");
             }
@@ -441,6 +442,7 @@ impl Gateway {
         match (self.upstream_outcome(sent), client_fault) {
             (Ok(resp), _) => {
                 route.metrics.count(outcome);
+                self.metrics.count_upstream_response(resp.status());
                 (resp.map(Either::Left), outcome, "")
             }
             (Err(_), Some(fault)) => {
