@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -223,4 +224,122 @@ fn the_readme_shows_the_front_proxy_files_that_the_tests_run() {
         let text = std::fs::read_to_string(file).unwrap();
         assert!(readme.contains(&text), "README.md must show {file} as it is (the tests run that file)");
     }
+}
+
+/// Runs `promtool ARGS` in deploy/prometheus; `None` when promtool is missing outside CI.
+fn promtool(args: &[&str]) -> Option<std::process::Output> {
+    match std::process::Command::new("promtool").args(args).current_dir("deploy/prometheus").output() {
+        Ok(out) => Some(out),
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "promtool is required under CI (.ci/run installs prometheus)");
+            eprintln!("promtool is not installed: skipping (apt-get install prometheus)");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    for args in [&["check", "rules", "jwtgate-alerts.yaml"][..], &["test", "rules", "jwtgate-alerts.test.yaml"][..]] {
+        let Some(out) = promtool(args) else { return };
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A port the system just handed out (Prometheus's web listener takes no Unix socket).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_jwtgate_and_every_dashboard_and_alert_expression_evaluates() {
+    if promtool(&["--version"]).is_none() {
+        return;
+    }
+    let h = Harness::start().await;
+    let dir = std::env::temp_dir().join(format!("jwtgate-prom-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [{:?}]\n\
+             scrape_configs:\n  - job_name: jwtgate\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
+            std::fs::canonicalize("deploy/prometheus/jwtgate-alerts.yaml").unwrap(),
+            h.gw.admin_addr
+        ),
+    )
+    .unwrap();
+    let mut prometheus = None;
+    let mut base = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("prometheus");
+        base = format!("http://127.0.0.1:{port}");
+        let ready = format!("{base}/-/ready");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if h.client.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
+                prometheus = Some(child);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if prometheus.is_some() {
+            break;
+        }
+    }
+    let _prometheus = prometheus.expect("prometheus started");
+    // Traffic of every kind while Prometheus scrapes a few times.
+    let token = h.token("");
+    let query = |expr: String| {
+        let url = format!("{base}/api/v1/query");
+        let client = h.client.clone();
+        async move { client.get(url).query(&[("query", expr)]).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    wait_until("Prometheus has scraped jwtgate four times", || async {
+        echoed(h.get_with("/api/x", &token).await).await;
+        let _ = h.get_with("/api/x", "not-a-jwt").await;
+        let _ = h.client.get(h.url("/api/x")).bearer_auth(&token).header("x-echo-status", "500").send().await;
+        query("count_over_time(up{job=\"jwtgate\"}[1m])".into()).await["data"]["result"][0]["value"][1]
+            .as_str()
+            .is_some_and(|n| n.parse::<f64>().unwrap_or(0.0) >= 4.0)
+    })
+    .await;
+    // Every dashboard expression parses and returns data (the sync's come from a process that
+    // runs it: they parse, and are empty here by design).
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string("deploy/grafana/jwtgate.json").unwrap()).unwrap();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let v = query(expr.to_string()).await;
+            assert_eq!(v["status"], "success", "{expr}: {v}");
+            let empty = v["data"]["result"].as_array().is_none_or(|r| r.is_empty());
+            let expect_data = !expr.contains("jwtgate_km_sync_") && !expr.contains("jwtgate_jwks_refetches_total");
+            assert!(!expect_data || !empty, "{expr} returned no data: {v}");
+        }
+    }
+    // Every alert expression parses against the live series, and the rules load.
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/prometheus/jwtgate-alerts.yaml").unwrap()).unwrap();
+    for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
+        let expr = rule["expr"].as_str().unwrap();
+        let v = query(expr.to_string()).await;
+        assert_eq!(v["status"], "success", "{}: {v}", rule["alert"].as_str().unwrap());
+    }
+    let loaded = h.client.get(format!("{base}/api/v1/rules")).send().await.unwrap().json::<Value>().await.unwrap();
+    let n = loaded["data"]["groups"][0]["rules"].as_array().map_or(0, |r| r.len());
+    assert_eq!(n, rules["groups"][0]["rules"].as_sequence().unwrap().len(), "{loaded}");
 }
