@@ -57,12 +57,7 @@ fn host_allowed(host: &str, names: &[String]) -> bool {
 /// The refusal for a request a browser was made to send: another site's page (403), or a
 /// name that resolves here only through DNS rebinding (421).
 fn browser_refusal<B>(req: &Request<B>, names: &[String]) -> Option<Response<Full<Bytes>>> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    let host = crate::proxy::meaning::host(req);
     if !host.is_empty() && !host_allowed(&host_of(host), names) {
         return Some(json_response(
             StatusCode::MISDIRECTED_REQUEST,

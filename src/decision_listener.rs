@@ -222,7 +222,7 @@ impl DecisionService {
                 (r.response(), m)
             }
             Ok(o) => {
-                let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let host = crate::proxy::meaning::host(&req);
                 let htu = || {
                     let base = match (&self.public_base_url, &o.origin) {
                         (Some(b), _) => b.clone(),

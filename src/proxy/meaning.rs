@@ -72,6 +72,16 @@ pub fn check<B>(req: &Request<B>, websocket: bool) -> Result<(), MeaningError> {
     }
 }
 
+/// The host the request names: its `Host` header, or the authority of an HTTP/2 or
+/// absolute-form request (`""` when it names none or the header is not text).
+pub fn host<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
 /// True when `name`, read as CGI-style gateways read it (`_` and `.` as `-`), is `target`.
 /// Header names are lower case already.
 fn folds_to(name: &[u8], target: &[u8]) -> bool {

@@ -371,15 +371,7 @@ impl Gateway {
         let path = req.uri().path();
         match &self.public_base_url {
             Some(base) => format!("{base}{path}"),
-            None => {
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                    .unwrap_or("");
-                format!("{}://{host}{path}", self.scheme)
-            }
+            None => format!("{}://{}{path}", self.scheme, meaning::host(req)),
         }
     }
 
