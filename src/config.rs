@@ -358,6 +358,9 @@ pub struct IssuerSection {
     pub discovery_url: Option<String>,
     /// Shorthand for an Asgardeo organization's discovery URL.
     pub organization: Option<String>,
+    /// PEM bundle of the CAs trusted for this IdP's discovery and JWKS (an IdP behind a
+    /// private CA; default: the public web PKI). Relative to the configuration file.
+    pub ca_file: Option<String>,
     /// The token's `aud` must contain one of these; `[]` means no audience check.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -675,6 +678,8 @@ pub struct IssuerConfig {
     pub dpop_max_age: i64,
     /// Algorithms a DPoP proof may be signed with.
     pub dpop_algorithms: Vec<Alg>,
+    /// Only these CAs are trusted for discovery and JWKS (else the public web PKI).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One configured claim header: the header name and the index of its claim path in
@@ -709,11 +714,11 @@ pub struct RouteConfig {
 }
 
 impl Config {
-    /// Every file the running gateway reads besides the configuration itself: the listeners'
-    /// certificates and keys, the upstream's CA bundle, the key-manager sync's CA bundle and
-    /// secret files. `watch_config_seconds` watches these too.
+    /// Every file the running gateway reads besides the configuration itself: the issuers' CA
+    /// bundles, the listeners' certificates and keys, the upstream's CA bundle, the key-manager
+    /// sync's CA bundle and secret files. `watch_config_seconds` watches these too.
     pub fn named_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
+        let mut files: Vec<PathBuf> = self.issuers.iter().filter_map(|i| i.ca_file.clone()).collect();
         for t in self.server_tls.iter().chain(self.decision.iter().filter_map(|d| d.tls.as_ref())) {
             files.push(t.cert_file.clone());
             files.push(t.key_file.clone());
@@ -980,7 +985,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     });
     let upstream = validate_upstream(&file.upstream, &base, &mut problems);
     let mut claim_paths = Vec::new();
-    let issuers = validate_issuers(&file.issuers, &mut claim_paths, &mut problems);
+    let issuers = validate_issuers(&file.issuers, &base, &mut claim_paths, &mut problems);
     let routes = validate_routes(&file.routes, &mut claim_paths, &mut problems);
 
     // A switched-off `[key_manager_sync]` must not block start-up: its problems are kept,
@@ -1193,6 +1198,7 @@ fn claim_headers(
 
 fn validate_issuers(
     list: &[IssuerSection],
+    base: &Path,
     claim_paths: &mut Vec<Vec<String>>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Vec<IssuerConfig> {
@@ -1240,6 +1246,12 @@ fn validate_issuers(
             }
         };
         let algorithms = algorithm_list(&s.algorithms, &at("algorithms"), problems);
+        let ca_file = s.ca_file.as_ref().map(|f| base.join(f));
+        if let Some(f) = &ca_file {
+            if let Err(e) = crate::fetch::read_ca_bundle(f) {
+                problems.push(problem(at("ca_file"), e));
+            }
+        }
         let dpop_algorithms = match &s.dpop_algorithms {
             Some(list) => algorithm_list(list, &at("dpop_algorithms"), problems),
             None => DEFAULT_DPOP_ALGORITHMS.to_vec(),
@@ -1316,6 +1328,7 @@ fn validate_issuers(
                 claim_headers,
                 dpop_max_age: s.dpop_max_age_seconds as i64,
                 dpop_algorithms,
+                ca_file,
             });
         }
     }

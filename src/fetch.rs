@@ -57,18 +57,55 @@ pub struct Fetched {
 #[derive(Clone)]
 pub struct HttpFetcher {
     client: reqwest::Client,
+    /// Why this fetcher cannot fetch at all (an issuer's `ca_file` that no longer loads): every
+    /// fetch fails with it, so the issuer shows the reason and answers 503, never trusting
+    /// another CA instead.
+    broken: Option<String>,
+}
+
+/// The certificates of a PEM bundle; an unreadable file, a malformed one or one without any
+/// certificate is an error naming the file.
+pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not a PEM bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: contains no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }
 
 impl HttpFetcher {
-    /// Builds the client. Fails only if the TLS backend cannot start.
-    pub fn new() -> Result<HttpFetcher, reqwest::Error> {
+    fn builder() -> reqwest::ClientBuilder {
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(HttpFetcher { client })
+    }
+
+    /// Builds the client. Fails only if the TLS backend cannot start.
+    pub fn new() -> Result<HttpFetcher, reqwest::Error> {
+        Ok(HttpFetcher { client: HttpFetcher::builder().build()?, broken: None })
+    }
+
+    /// This fetcher, or one that trusts only the CAs in `ca_file` (an IdP behind a private CA).
+    pub fn with_ca_file(&self, ca_file: Option<&std::path::Path>) -> HttpFetcher {
+        let Some(path) = ca_file else { return self.clone() };
+        let built = read_ca_bundle(path).and_then(|certs| {
+            let mut b = HttpFetcher::builder().tls_built_in_root_certs(false);
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+            b.build().map_err(|e| format!("{}: {}", path.display(), error_chain(&e)))
+        });
+        match built {
+            Ok(client) => HttpFetcher { client, broken: None },
+            Err(e) => {
+                tracing::error!("issuer ca_file {e}; this issuer's keys cannot be fetched");
+                HttpFetcher { client: self.client.clone(), broken: Some(format!("ca_file {e}")) }
+            }
+        }
     }
 
     /// GETs `url`, expecting JSON, within `timeout` of `clock`'s time and `limit` bytes.
@@ -86,6 +123,9 @@ impl HttpFetcher {
     }
 
     async fn get_inner(&self, url: &Url, limit: usize) -> Result<Fetched, FetchError> {
+        if let Some(why) = &self.broken {
+            return Err(FetchError::Unreachable { url: url.to_string(), reason: why.clone() });
+        }
         let unreachable = |e: reqwest::Error| FetchError::Unreachable { url: url.to_string(), reason: error_chain(&e) };
         let mut resp = self
             .client

@@ -934,3 +934,41 @@ async fn a_websocket_upgrade_reaches_an_https_h2_upstream_over_http1() {
     drop(ws);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_behind_a_private_ca_is_trusted_through_its_ca_file() {
+    let dir = temp_dir("idp-ca");
+    write_pki(&dir, "idp");
+    let tls = server_tls(&dir, "idp", &[b"http/1.1"]);
+    let idp = FakeIssuer::start_with("127.0.0.1:0".parse().unwrap(), "acme", Some(tls)).await.unwrap();
+    let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+    assert!(idp.discovery_url().starts_with("https://127.0.0.1:"));
+    let upstream = EchoUpstream::start().await.unwrap();
+    let start = |extra: &str| {
+        let path = dir.join(format!("jwtgate-{:x}.toml", rand::random::<u32>()));
+        std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, extra, "")).unwrap();
+        async move { jwtgate::serve::start(Config::load(&path).unwrap(), Arc::new(SystemClock)).await.unwrap() }
+    };
+    // With the IdP's CA: keys load over TLS and a token passes.
+    let gw = start("ca_file = \"idp-ca.pem\"").await;
+    wait_ready_at(gw.admin_addr).await;
+    let token = key.token(&idp.claims(now(), "alice", AUD, "orders:read"));
+    let client = http_client();
+    let r = client.get(format!("http://{}/orders/1", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Without it the public web PKI does not know that CA: no keys, 503, and /status says why.
+    let gw = start("").await;
+    let status = || async {
+        client.get(format!("http://{}/status", gw.admin_addr)).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    wait_until("the TLS failure is reported", || async { status().await["issuers"][0]["last_error"].is_string() })
+        .await;
+    let r = client.get(format!("http://{}/orders/1", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    // A CA file that is no bundle is refused at load, naming the key.
+    std::fs::write(dir.join("bad-ca.pem"), "no certificate here\n").unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, config_text(&idp.discovery_url(), upstream.addr, "ca_file = \"bad-ca.pem\"", "")).unwrap();
+    let err = Config::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("issuers[0].ca_file"), "{err}");
+}

@@ -41,6 +41,8 @@ pub struct FakeIssuer {
     pub addr: SocketAddr,
     /// The organization name in its paths.
     pub org: String,
+    /// `http://addr` or `https://addr`.
+    origin: String,
     state: Arc<State>,
     stop: watch::Sender<bool>,
 }
@@ -60,31 +62,44 @@ impl FakeIssuer {
 
     /// Starts on `addr` (must be loopback).
     pub async fn start_on(addr: SocketAddr, org: &str) -> std::io::Result<FakeIssuer> {
+        FakeIssuer::start_with(addr, org, None).await
+    }
+
+    /// Starts on `addr` (must be loopback), over TLS with `tls` when given (an IdP behind a
+    /// private CA).
+    pub async fn start_with(
+        addr: SocketAddr,
+        org: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<FakeIssuer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let origin = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         let state = Arc::new(State::default());
         let (stop, stop_rx) = watch::channel(false);
         let st = state.clone();
         let org_owned = org.to_string();
+        let base = origin.clone();
         tokio::spawn(serve(
             listener,
             move |req, _| {
                 let st = st.clone();
                 let org = org_owned.clone();
-                async move { answer(&st, &org, addr, req).await }
+                let base = base.clone();
+                async move { answer(&st, &org, &base, req).await }
             },
             stop_rx,
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
-            None,
+            tls.map(|c| Arc::new(arc_swap::ArcSwap::new(c))),
             Arc::new(crate::clock::SystemClock),
         ));
-        Ok(FakeIssuer { addr, org: org.to_string(), state, stop })
+        Ok(FakeIssuer { addr, org: org.to_string(), origin, state, stop })
     }
 
     /// The `iss` its tokens carry.
     pub fn issuer(&self) -> String {
-        format!("http://{}/t/{}/oauth2/token", self.addr, self.org)
+        format!("{}/t/{}/oauth2/token", self.origin, self.org)
     }
 
     /// The discovery URL Asgardeo documents (`/oauth2/token/.well-known/...`).
@@ -94,12 +109,12 @@ impl FakeIssuer {
 
     /// The legacy form APIM's docs print (`/oauth2/.well-known/...`); 404 unless enabled.
     pub fn legacy_discovery_url(&self) -> String {
-        format!("http://{}/t/{}/oauth2/.well-known/openid-configuration", self.addr, self.org)
+        format!("{}/t/{}/oauth2/.well-known/openid-configuration", self.origin, self.org)
     }
 
     /// The JWKS URL.
     pub fn jwks_uri(&self) -> String {
-        format!("http://{}/t/{}/oauth2/jwks", self.addr, self.org)
+        format!("{}/t/{}/oauth2/jwks", self.origin, self.org)
     }
 
     /// Publishes `key` in the JWKS.
@@ -194,12 +209,12 @@ impl FakeIssuer {
 
     /// The discovery document it serves (before patches).
     pub fn discovery_document(&self) -> Value {
-        discovery_doc(&self.org, self.addr)
+        discovery_doc(&self.org, &self.origin)
     }
 }
 
-fn discovery_doc(org: &str, addr: SocketAddr) -> Value {
-    let base = format!("http://{addr}/t/{org}");
+fn discovery_doc(org: &str, origin: &str) -> Value {
+    let base = format!("{origin}/t/{org}");
     json!({
         "issuer": format!("{base}/oauth2/token"),
         "authorization_endpoint": format!("{base}/oauth2/authorize"),
@@ -231,7 +246,7 @@ fn reply(status: StatusCode, body: String, cache_control: Option<String>) -> Res
     r
 }
 
-async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> Response<Full<Bytes>> {
+async fn answer<B>(st: &State, org: &str, origin: &str, req: Request<B>) -> Response<Full<Bytes>> {
     st.requests_seen.fetch_add(1, Ordering::SeqCst);
     let delay = *lock(&st.delay);
     if !delay.is_zero() {
@@ -245,7 +260,7 @@ async fn answer<B>(st: &State, org: &str, addr: SocketAddr, req: Request<B>) -> 
     let legacy = format!("/t/{org}/oauth2/.well-known/openid-configuration");
     if path == token_form || (path == legacy && st.legacy_path.load(Ordering::SeqCst)) {
         st.discovery_fetches.fetch_add(1, Ordering::SeqCst);
-        let mut doc = discovery_doc(org, addr);
+        let mut doc = discovery_doc(org, origin);
         if let (Some(Value::Object(extra)), Some(obj)) = (lock(&st.discovery_extra).clone(), doc.as_object_mut()) {
             obj.extend(extra);
         }

@@ -92,6 +92,8 @@ fn hash_bytes(b: &[u8]) -> u64 {
 impl IssuerKeys {
     /// A store with nothing loaded yet, keeping time on `clock`.
     pub fn new(cfg: IssuerConfig, fetcher: HttpFetcher, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> IssuerKeys {
+        // An IdP behind a private CA: only its CAs are trusted for its discovery and JWKS.
+        let fetcher = fetcher.with_ca_file(cfg.ca_file.as_deref());
         let (discovery_tx, _) = watch::channel(None);
         // This issuer's bounded series exist from the start (0, not absent, on a dashboard).
         for r in ["ok", "error"] {
