@@ -216,3 +216,68 @@ fn check_config_refuses_mistakes_that_parse_and_warns_about_likely_ones() {
     assert!(err.contains("routes[1] (admin) never matches: routes[0] (all)"), "{err}");
     assert!(!err.contains("routes[3]"), "different methods do not shadow: {err}");
 }
+
+/// A forward proxy on loopback for plain-HTTP absolute-form requests: records the first request
+/// line of each connection, then pipes the connection to the target it names.
+async fn forward_proxy() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 8192];
+                let n = client.read(&mut head).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&head[..n]).to_string();
+                let line = text.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push(line.clone());
+                let target = line.split(' ').nth(1).and_then(|u| url::Url::parse(u).ok());
+                let Some(target) = target else { return };
+                let Ok(mut up) =
+                    tokio::net::TcpStream::connect((target.host_str().unwrap_or(""), target.port().unwrap_or(80)))
+                        .await
+                else {
+                    return;
+                };
+                let _ = up.write_all(&head[..n]).await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_fetches_honour_the_proxy_variables() {
+    let s = setup().await;
+    let (proxy, seen) = forward_proxy().await;
+    let token = s.key.token(&s.idp.claims(now(), "alice", AUD, ""));
+    let run = |env: Vec<(&'static str, String)>| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+        c.env_remove("JWTGATE_CONFIG")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("ALL_PROXY")
+            .arg("validate")
+            .arg("--config")
+            .arg(&s.config)
+            .arg(&token);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        async move { c.output().await.unwrap().status.code() }
+    };
+    // HTTP_PROXY set: the fetches go through it (the JWKS on the same kept-alive connection).
+    assert_eq!(run(vec![("HTTP_PROXY", format!("http://{proxy}"))]).await, Some(0));
+    let lines = seen.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l.contains("/.well-known/openid-configuration")), "{lines:?}");
+    // NO_PROXY naming the IdP's host: straight there.
+    seen.lock().unwrap().clear();
+    assert_eq!(run(vec![("HTTP_PROXY", format!("http://{proxy}")), ("NO_PROXY", "127.0.0.1".into())]).await, Some(0));
+    assert!(seen.lock().unwrap().is_empty());
+}
