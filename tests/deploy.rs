@@ -207,10 +207,19 @@ async fn the_access_log_has_one_line_per_request_and_never_the_token() {
         assert!(line["duration_ms"].as_f64().is_some(), "{line}");
         assert_eq!(line.get("sub").and_then(Value::as_str), with_subject.then_some("alice"), "{line}");
         assert!(!line.to_string().contains(&token[..40]), "the token is never logged");
-        // A refusal: its outcome and reason.
-        let r = client.get(format!("http://{proxy}/orders/1")).bearer_auth(format!("{token}x")).send().await.unwrap();
+        // A refusal: its outcome and reason; the path without its query, the client, the id.
+        let r = client
+            .get(format!("http://{proxy}/orders/1?secret=1"))
+            .bearer_auth(format!("{token}x"))
+            .header("x-request-id", "trace-me-7")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         let line = next_access(&mut logs).await;
+        assert_eq!(line["path"], "/orders/1", "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+        assert_eq!(line["request_id"], "trace-me-7", "{line}");
         assert_eq!((line["status"].as_u64(), line["outcome"].as_str()), (Some(401), Some("invalid_token")), "{line}");
         assert!(line["reason"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
         assert!(line.get("upstream_status").is_none() || line["upstream_status"].is_null(), "{line}");

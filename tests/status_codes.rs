@@ -243,3 +243,32 @@ async fn the_signals_an_sre_alerts_on_are_exported() {
     // A gateway that does not run the key-manager sync exports none of its series.
     assert!(!m.contains("jwtgate_km_sync_"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_has_an_id_that_the_api_and_the_client_both_see() {
+    let h = Harness::start().await;
+    let token = h.token("");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // None sent: one is made, forwarded and returned.
+    let r = h.client.get(h.url("/api/x")).bearer_auth(&token).header("traceparent", traceparent).send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    let echo = echoed(r).await;
+    assert_eq!(upstream_header(&echo, "x-request-id"), [id.clone()]);
+    assert_eq!(upstream_header(&echo, "traceparent"), [traceparent], "trace context passes through");
+    // A usable one is kept; an unusable one is replaced, never forwarded.
+    let r =
+        h.client.get(h.url("/api/x")).bearer_auth(&token).header("x-request-id", "req-42:a/b=").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-42:a/b=");
+    assert_eq!(upstream_header(&echoed(r).await, "x-request-id"), ["req-42:a/b="]);
+    let r =
+        h.client.get(h.url("/api/x")).bearer_auth(&token).header("x-request-id", "evil\"; drop").send().await.unwrap();
+    let replaced = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(replaced, "evil\"; drop");
+    assert_eq!(upstream_header(&echoed(r).await, "x-request-id"), [replaced]);
+    // Refusals carry one too, and two requests never share one.
+    let a = h.client.get(h.url("/api/x")).send().await.unwrap();
+    let b = h.client.get(h.url("/api/x")).send().await.unwrap();
+    assert_eq!(a.status(), 401);
+    assert_ne!(a.headers()["x-request-id"], b.headers()["x-request-id"]);
+}
