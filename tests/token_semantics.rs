@@ -238,6 +238,9 @@ async fn an_expired_token_is_401_whether_or_not_it_was_cached() {
     let now = jwtgate::clock::Clock::now_unix(h.manual_clock());
     let token_with_exp = |exp: i64| {
         let mut c = h.claims("orders:read");
+        // On the gateway's clock (frozen at start; real time has moved on since): no leeway.
+        c["iat"] = serde_json::json!(now);
+        c["nbf"] = serde_json::json!(now);
         c["exp"] = serde_json::json!(exp);
         c["jti"] = serde_json::json!(format!("{:x}", rand::random::<u64>()));
         h.key.token(&c)
