@@ -174,7 +174,8 @@ async fn the_access_log_has_one_line_per_request_and_never_the_token() {
     let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
     let upstream = EchoUpstream::start().await.unwrap();
     for with_subject in [false, true] {
-        let server = format!("log_format = \"json\"\naccess_log = true\naccess_log_subject = {with_subject}");
+        let server =
+            format!("log_format = \"json\"\naccess_log = true\naccess_log_subject = {with_subject}\nrequest_id = true");
         let (_child, proxy, mut logs) =
             serve_with_json_logs(&config_text(&idp.discovery_url(), upstream.addr, "", &server)).await;
         let client = http_client();

@@ -246,7 +246,14 @@ async fn the_signals_an_sre_alerts_on_are_exported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_has_an_id_that_the_api_and_the_client_both_see() {
+    // Off (the default): a client's id passes like any header, none is made.
     let h = Harness::start().await;
+    let r = h.client.get(h.url("/public/x")).send().await.unwrap();
+    assert!(!r.headers().contains_key("x-request-id"));
+    assert!(upstream_header(&echoed(r).await, "x-request-id").is_empty());
+    let r = h.client.get(h.url("/public/x")).header("x-request-id", "abc").send().await.unwrap();
+    assert_eq!(upstream_header(&echoed(r).await, "x-request-id"), ["abc"]);
+    let h = Harness::start_with("", "request_id = true").await;
     let token = h.token("");
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     // None sent: one is made, forwarded and returned.

@@ -99,6 +99,8 @@ pub struct Gateway {
     access_log: bool,
     /// The access log names the token's `sub`.
     access_log_subject: bool,
+    /// `server.request_id`.
+    request_ids: bool,
     /// `server.public_base_url` without its trailing `/`.
     public_base_url: Option<String>,
     metrics: Arc<Metrics>,
@@ -235,6 +237,7 @@ impl Gateway {
             scheme: if tls { "https" } else { "http" },
             access_log: server.access_log,
             access_log_subject: server.access_log_subject,
+            request_ids: server.request_id,
             public_base_url,
             protected,
             judge,
@@ -269,7 +272,7 @@ impl Gateway {
         let this = live.load_full();
         let started = Instant::now();
         // Forwarded upstream with the request, returned with every answer, logged.
-        let request_id = request_id::ensure(req.headers_mut());
+        let request_id = this.request_ids.then(|| request_id::ensure(req.headers_mut()));
         // Only what the access log needs, and only when it is on.
         let logged = this.access_log.then(|| {
             let length: Option<u64> =
@@ -277,7 +280,9 @@ impl Gateway {
             (req.method().clone(), req.uri().path().to_string(), length)
         });
         let (mut resp, served) = this.handle_inner(req, peer).await;
-        resp.headers_mut().insert(&request_id::X_REQUEST_ID, request_id.clone());
+        if let Some(id) = &request_id {
+            resp.headers_mut().insert(&request_id::X_REQUEST_ID, id.clone());
+        }
         let elapsed = started.elapsed();
         served.metrics.duration.observe(elapsed.as_secs_f64());
         if let Some((method, path, request_bytes)) = logged {
@@ -287,7 +292,7 @@ impl Gateway {
                 method = %method,
                 path = %path,
                 client = %peer.ip(),
-                request_id = request_id.to_str().unwrap_or(""),
+                request_id = request_id.as_ref().and_then(|id| id.to_str().ok()),
                 route = %served.metrics.route,
                 status = resp.status().as_u16(),
                 outcome = served.outcome.label(),
