@@ -61,6 +61,26 @@ fn the_manifest_keeps_admin_on_loopback_and_admits_only_jwtgates_ports() {
         .collect();
     admitted.sort_unstable();
     assert_eq!(admitted, [u64::from(config.server.listen.port()), u64::from(health)]);
+    // The API is not a port of the pod; the config volume is a folder (a subPath mount never
+    // sees a ConfigMap update); voluntary disruptions keep a replica.
+    let api = containers.iter().find(|c| c["name"] == "api").unwrap();
+    assert!(api["ports"].is_null(), "the API listens on 127.0.0.1 only: {api:?}");
+    let mounts = jwtgate["volumeMounts"].as_sequence().unwrap();
+    assert!(mounts.iter().all(|m| m["subPath"].is_null()), "{mounts:?}");
+    assert!(docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    // No placeholder Secret is applied; the CronJob reads its secrets as files and is bounded.
+    assert!(!docs.iter().any(|d| d["kind"] == "Secret"), "the placeholder Secret lives in examples/");
+    let cron = docs.iter().find(|d| d["kind"] == "CronJob").unwrap();
+    let job = &cron["spec"]["jobTemplate"]["spec"];
+    assert!(job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s < 300), "a pass ends before the next one");
+    assert!(job["backoffLimit"].as_u64().is_some());
+    let pod = &job["template"]["spec"];
+    assert!(pod["containers"][0]["envFrom"].is_null(), "secrets as files, not environment variables");
+    assert!(pod["volumes"].as_sequence().unwrap().iter().any(|v| v["secret"]["secretName"] == "jwtgate-secrets"));
+    let Some(jwtgate::config::KmSyncConfig::Off(Err(problems))) = Some(&config.key_manager_sync) else {
+        panic!("the sidecars' sync is off and its secret files live only in the CronJob");
+    };
+    assert!(problems.iter().all(|p| !p.to_string().contains("password_env")), "{problems:?}");
 }
 
 /// The `jwtgate_*` metric families a PromQL expression names (histogram series mapped to their
