@@ -220,6 +220,15 @@ async fn issuer_never_loaded_is_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signals_an_sre_alerts_on_are_exported() {
     let h = Harness::start().await;
+    // Refusal series exist before the first refusal (rate() sees the first one).
+    let m = h.metrics().await;
+    for series in [
+        "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"expired\"} 0",
+        "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"dpop_replayed\"} 0",
+        "jwtgate_token_rejections_total{issuer=\"\",reason=\"missing_token\"} 0",
+    ] {
+        assert!(m.contains(series), "{series}: {m}");
+    }
     let token = h.token("");
     for status in ["200", "404", "500", "503"] {
         let r = h.client.get(h.url("/api/x")).bearer_auth(&token).header("x-echo-status", status).send().await.unwrap();

@@ -59,6 +59,25 @@ pub enum ProofError {
 }
 
 impl ProofError {
+    /// Every refusal of a proof (`ReplayCacheFull` is the server's, counted apart).
+    pub const ALL: [ProofError; 15] = [
+        ProofError::Missing,
+        ProofError::Several,
+        ProofError::Malformed,
+        ProofError::Typ,
+        ProofError::Alg,
+        ProofError::Jwk,
+        ProofError::PrivateKey,
+        ProofError::Signature,
+        ProofError::Iat,
+        ProofError::Jti,
+        ProofError::Htm,
+        ProofError::Htu,
+        ProofError::Ath,
+        ProofError::KeyMismatch,
+        ProofError::Replayed,
+    ];
+
     /// The metric reason label.
     pub fn reason(self) -> &'static str {
         match self {

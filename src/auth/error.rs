@@ -67,6 +67,39 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every variant (`jwtgate_token_rejections_total` creates each reason's series at start,
+    /// so the first refusal of a kind is not lost to `rate()`).
+    pub const ALL: [TokenError; 28] = [
+        TokenError::TooLong,
+        TokenError::Malformed,
+        TokenError::Encrypted,
+        TokenError::BadEncoding,
+        TokenError::BadHeader,
+        TokenError::BadPayload,
+        TokenError::AlgNotAllowed,
+        TokenError::CritUnsupported,
+        TokenError::MissingIssuer,
+        TokenError::UnknownIssuer,
+        TokenError::WrongIssuer,
+        TokenError::UnknownKid,
+        TokenError::NoKeyForAlg,
+        TokenError::BadSignature,
+        TokenError::BadAudience,
+        TokenError::MissingExpiry,
+        TokenError::BadTimeClaim,
+        TokenError::BadClaimType,
+        TokenError::Expired,
+        TokenError::NotYetValid,
+        TokenError::IssuedInFuture,
+        TokenError::UnforwardableSubject,
+        TokenError::WrongTokenType,
+        TokenError::SenderConstrained,
+        TokenError::Opaque,
+        TokenError::UnforwardableClaim,
+        TokenError::NotDpopBound,
+        TokenError::DpopRequired,
+    ];
+
     /// The metric reason label.
     pub fn reason(self) -> &'static str {
         match self {
@@ -165,6 +198,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every metric reason a refusal can be counted under.
+    pub fn all_reasons() -> impl Iterator<Item = &'static str> {
+        let plain = [AuthError::MissingToken, AuthError::InsufficientScope, AuthError::Unavailable]
+            .into_iter()
+            .chain([AuthError::InvalidRequest(""), AuthError::ReplayCacheFull]);
+        plain
+            .chain(TokenError::ALL.into_iter().map(AuthError::InvalidToken))
+            .chain(super::dpop::ProofError::ALL.into_iter().map(AuthError::InvalidDpopProof))
+            .map(AuthError::reason)
+    }
+
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
@@ -210,5 +254,22 @@ impl AuthError {
             AuthError::ReplayCacheFull => super::dpop::ProofError::ReplayCacheFull.reason(),
             other => other.code(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_one_label() {
+        let reasons: Vec<&str> = AuthError::all_reasons().collect();
+        let mut unique = reasons.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), reasons.len(), "{reasons:?}");
+        assert!(
+            reasons.contains(&"expired") && reasons.contains(&"dpop_replayed") && reasons.contains(&"missing_token")
+        );
     }
 }

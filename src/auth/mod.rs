@@ -236,6 +236,13 @@ impl Authenticator {
         max_token_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Authenticator {
+        // Every refusal's series exists from the start, at 0: the first refusal of a kind
+        // is then a step `rate()` sees, not a series that appears already at 1.
+        for issuer in keys.issuers.iter().map(|k| k.name()).chain([""]) {
+            for reason in AuthError::all_reasons() {
+                metrics.rejections.with_label_values(&[issuer, reason]);
+            }
+        }
         let cache = (cache_entries > 0)
             .then(|| Arc::new((cache::TokenCache::new(cache_entries), TokenDigester(rand::random(), rand::random()))));
         Authenticator {
