@@ -57,15 +57,14 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h st
     }
 }
 
+const ORIGINAL_METHOD_MISSING: &str = "the front proxy's X-Original-Method header is missing";
+
 /// The original method, which every header convention must name: nginx's subrequest is a
 /// `GET` whatever the client sent, so falling back to the decision request's own method would
 /// judge a `DELETE` as a `GET`.
-fn required_method(text: Option<&str>, header: &'static str) -> Result<Method, &'static str> {
+fn required_method(text: Option<&str>, missing: &'static str) -> Result<Method, &'static str> {
     match text {
-        None => Err(match header {
-            "x-forwarded-method" => "the front proxy's X-Forwarded-Method header is missing",
-            _ => "the front proxy's X-Original-Method header is missing",
-        }),
+        None => Err(missing),
         Some(m) => Method::from_bytes(m.trim().as_bytes()).map_err(|_| "the original method is not a method"),
     }
 }
@@ -128,7 +127,7 @@ pub fn original_request<B>(req: &Request<B>, front: FrontProxy) -> Result<Origin
         Convention::OriginalUri => {
             let uri = single(h, &X_ORIGINAL_URI)?.ok_or("the front proxy's X-Original-URI header is missing")?;
             Ok(OriginalRequest {
-                method: required_method(single(h, &X_ORIGINAL_METHOD)?, "x-original-method")?,
+                method: required_method(single(h, &X_ORIGINAL_METHOD)?, ORIGINAL_METHOD_MISSING)?,
                 path: origin_form_path(uri)?,
                 origin: None,
             })
@@ -143,7 +142,7 @@ pub fn original_request<B>(req: &Request<B>, front: FrontProxy) -> Result<Origin
             let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
             let raw_path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
             Ok(OriginalRequest {
-                method: required_method(single(h, &X_ORIGINAL_METHOD)?, "x-original-method")?,
+                method: required_method(single(h, &X_ORIGINAL_METHOD)?, ORIGINAL_METHOD_MISSING)?,
                 path: origin_form_path(raw_path)?,
                 origin: Some(parsed.origin().ascii_serialization()),
             })
@@ -155,7 +154,10 @@ pub fn original_request<B>(req: &Request<B>, front: FrontProxy) -> Result<Origin
                 _ => None,
             };
             Ok(OriginalRequest {
-                method: required_method(single(h, &X_FORWARDED_METHOD)?, "x-forwarded-method")?,
+                method: required_method(
+                    single(h, &X_FORWARDED_METHOD)?,
+                    "the front proxy's X-Forwarded-Method header is missing",
+                )?,
                 path: origin_form_path(uri)?,
                 origin,
             })
