@@ -55,7 +55,22 @@ pub struct Judge {
     auth: Arc<Authenticator>,
     /// Every issuer's algorithms, space-separated: the `algs` of a DPoP challenge.
     dpop_algs: String,
+    /// Refusals are logged at debug: the listener's access log already has a line for each.
+    quiet_refusals: bool,
 }
+
+/// A refusal's log line: at info, or at debug where the access log already records each
+/// request with its reason (a flood of bad tokens then costs no second line apiece).
+macro_rules! refusal_line {
+    ($quiet:expr, $($arg:tt)+) => {
+        if $quiet {
+            tracing::debug!($($arg)+)
+        } else {
+            tracing::info!($($arg)+)
+        }
+    };
+}
+pub(crate) use refusal_line;
 
 impl Judge {
     /// A judge over `routes` for the listener named `listener` (`proxy`, `decision`).
@@ -76,7 +91,18 @@ impl Judge {
                 }
             }
         }
-        Judge { routes: RouteTable::new(routes, metrics, listener), auth, dpop_algs: algs.join(" ") }
+        Judge {
+            routes: RouteTable::new(routes, metrics, listener),
+            auth,
+            dpop_algs: algs.join(" "),
+            quiet_refusals: false,
+        }
+    }
+
+    /// This listener writes an access log: refusals are logged at debug.
+    pub fn with_access_log(mut self, access_log: bool) -> Judge {
+        self.quiet_refusals = access_log;
+        self
     }
 
     /// The routes.
@@ -92,7 +118,13 @@ impl Judge {
     /// Counts and logs a refusal that happened before routing (framing, limits).
     pub fn refuse_unrouted(&self, r: Refusal) -> (Refusal, &RouteMetrics) {
         self.routes.unmatched.count(r.outcome);
-        tracing::info!(status = r.status.as_u16(), error = r.code, "request refused: {}", r.description);
+        refusal_line!(
+            self.quiet_refusals,
+            status = r.status.as_u16(),
+            error = r.code,
+            "request refused: {}",
+            r.description
+        );
         (r, &self.routes.unmatched)
     }
 
@@ -157,7 +189,8 @@ impl Judge {
         self.auth.count_rejection(&r);
         let refusal = Refusal::auth(r.error, route, self.dpop_challenge(headers, route));
         route.metrics.count(refusal.outcome);
-        tracing::info!(
+        refusal_line!(
+            self.quiet_refusals,
             route = %route.cfg.name,
             status = refusal.status.as_u16(),
             error = refusal.code,

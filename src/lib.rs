@@ -17,6 +17,7 @@ pub mod dev;
 pub mod fetch;
 pub mod keys;
 pub mod km_sync;
+pub(crate) mod log_limit;
 pub mod metrics;
 pub mod proxy;
 pub mod refusal;

@@ -114,13 +114,29 @@ fn sync_warnings(c: &Config) -> Vec<jwtgate::config::ConfigProblem> {
     }
 }
 
+/// The log writer's worker: dropped (flushing what is queued) when `main` returns.
+static LOG_FLUSH: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = std::sync::Mutex::new(None);
+
+/// Logs go to stderr through a queue a thread of its own drains: a slow or blocked stderr
+/// (a full pipe, a stalled log shipper) never stalls a request. A full queue drops lines
+/// rather than wait; `jwtgate_log_lines_dropped_total` counts them.
 fn init_logging(format: jwtgate::config::LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("jwtgate-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    jwtgate::metrics::count_dropped_log_lines(Box::new(move || dropped.dropped_lines() as u64));
+    if let Ok(mut g) = LOG_FLUSH.lock() {
+        *g = Some(guard);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     if format == jwtgate::config::LogFormat::Json {
         builder.json().init();
@@ -158,7 +174,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli, serve_config)) {
+    let result = runtime.block_on(run(cli, serve_config));
+    // Every queued log line is written before the process ends (and before its last words).
+    drop(LOG_FLUSH.lock().ok().and_then(|mut g| g.take()));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("jwtgate: {e:#}");

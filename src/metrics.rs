@@ -15,6 +15,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `jwtgate_request_duration_seconds{listener,route}`: time to the response headers.
     pub duration: HistogramVec,
+    /// `jwtgate_upstream_duration_seconds{route}`: from sending a request upstream to its
+    /// response headers, so the upstream's share of a slow request is told from jwtgate's.
+    pub upstream_duration: HistogramVec,
     /// `jwtgate_token_rejections_total{issuer,reason}`.
     pub rejections: IntCounterVec,
     /// `jwtgate_token_cache_total{result}`: verified-token cache hits and misses.
@@ -32,6 +35,12 @@ pub struct Metrics {
     /// `jwtgate_upstream_responses_total{class}`: upstream answers by status class (`1xx`…`5xx`),
     /// indexed by the status's first digit.
     pub upstream_responses: [IntCounter; 5],
+    /// `jwtgate_log_lines_dropped_total`: lines the log writer's full queue dropped, brought up
+    /// to date at each scrape.
+    pub log_lines_dropped: IntCounter,
+    /// `jwtgate_tls_certificate_expiry_timestamp_seconds{listener}`: the served certificate's
+    /// `notAfter`, set at start and on each reload.
+    pub tls_expiry: GaugeVec,
     /// `jwtgate_jwks_seconds_until_stale{issuer}`: set at each scrape.
     pub jwks_until_stale: GaugeVec,
     /// Whether this process runs the key-manager sync: without it, the `jwtgate_km_sync_*`
@@ -153,6 +162,8 @@ pub struct RouteMetrics {
     outcomes: Vec<IntCounter>,
     /// The route's latency histogram.
     pub duration: prometheus::Histogram,
+    /// The route's upstream latency (proxy listener only: the decision listener sends nothing).
+    pub upstream_duration: Option<prometheus::Histogram>,
 }
 
 impl RouteMetrics {
@@ -163,7 +174,27 @@ impl RouteMetrics {
             c.inc();
         }
     }
+
+    /// Records the upstream's time to answer a request sent at `asked`.
+    pub fn observe_upstream(&self, asked: std::time::Instant) {
+        if let Some(h) = &self.upstream_duration {
+            h.observe(asked.elapsed().as_secs_f64());
+        }
+    }
 }
+
+/// How many log lines the process's log writer has dropped so far (installed by the binary's
+/// logging setup; absent in tests that embed the gateway).
+static DROPPED_LOG_LINES: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Installs the source of `jwtgate_log_lines_dropped_total` (the first call wins).
+pub fn count_dropped_log_lines(source: Box<dyn Fn() -> u64 + Send + Sync>) {
+    let _ = DROPPED_LOG_LINES.set(source);
+}
+
+/// Buckets for both latency histograms (100 µs to 30 s), the same so they can be subtracted.
+const LATENCY_BUCKETS: [f64; 17] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Metric definitions are static strings registered once in a fresh registry: the only
@@ -206,20 +237,38 @@ impl Metrics {
             &["issuer"],
         ));
         must(registry.register(Box::new(jwks_until_stale.clone())));
+        let tls_expiry = must(GaugeVec::new(
+            Opts::new(
+                "jwtgate_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate a TLS listener serves expires (its notAfter, Unix seconds).",
+            ),
+            &["listener"],
+        ));
+        must(registry.register(Box::new(tls_expiry.clone())));
+        let log_lines_dropped = must(IntCounter::new(
+            "jwtgate_log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full (stderr not keeping up).",
+        ));
+        must(registry.register(Box::new(log_lines_dropped.clone())));
         // CPU, resident memory, open descriptors, start time (process_* families, Linux).
         must(registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())));
         let km_sync_runs = counter("jwtgate_km_sync_runs_total", "Key-manager sync passes by result.", &["result"]);
         let km_sync_writes = counter("jwtgate_km_sync_writes_total", "Key-manager writes by operation.", &["op"]);
         let duration = must(HistogramVec::new(
-            HistogramOpts::new("jwtgate_request_duration_seconds", "Time from request to response headers.").buckets(
-                vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0,
-                ],
-            ),
+            HistogramOpts::new("jwtgate_request_duration_seconds", "Time from request to response headers.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["listener", "route"],
         ));
         must(registry.register(Box::new(duration.clone())));
+        let upstream_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_upstream_duration_seconds",
+                "Time from sending a request upstream to its response headers, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        ));
+        must(registry.register(Box::new(upstream_duration.clone())));
         let jwks_keys = must(IntGaugeVec::new(Opts::new("jwtgate_jwks_keys", "Usable keys per issuer."), &["issuer"]));
         must(registry.register(Box::new(jwks_keys.clone())));
         let jwks_last_success = must(GaugeVec::new(
@@ -298,6 +347,9 @@ impl Metrics {
             registry,
             requests,
             duration,
+            upstream_duration,
+            tls_expiry,
+            log_lines_dropped,
             rejections,
             token_cache,
             jwks_fetches,
@@ -344,11 +396,17 @@ impl Metrics {
                 .map(|o| self.requests.with_label_values(&[listener, route, o.label()]))
                 .collect(),
             duration: self.duration.with_label_values(&[listener, route]),
+            upstream_duration: (listener == "proxy" && !route.is_empty())
+                .then(|| self.upstream_duration.with_label_values(&[route])),
         }
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Some(dropped) = DROPPED_LOG_LINES.get() {
+            let total = dropped();
+            self.log_lines_dropped.inc_by(total.saturating_sub(self.log_lines_dropped.get()));
+        }
         let mut buf = Vec::new();
         let mut families = self.registry.gather();
         if !self.km_sync_exported.load(std::sync::atomic::Ordering::Relaxed) {

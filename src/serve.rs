@@ -231,7 +231,7 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
             d.front_proxy,
         ))
     });
-    let judge = Judge::new(&config.routes, auth, &parts.metrics, "proxy");
+    let judge = Judge::new(&config.routes, auth, &parts.metrics, "proxy").with_access_log(config.server.access_log);
     let gateway = Arc::new(Gateway::new(
         judge,
         config.upstream.clone(),
@@ -352,10 +352,7 @@ impl Reloader {
         let old = self.live.load_full();
         let restart_needed = restart_needed(&self.started, &config);
         // Every file is read before anything is swapped: all of it applies, or none.
-        let load_tls = |t: Option<&crate::config::ListenerTls>| t.map(|t| t.load()).transpose();
-        let proxy_tls = load_tls(config.server_tls.as_ref()).map_err(|e| vec![format!("server.tls: {e}")])?;
-        let decision_tls = load_tls(config.decision.as_ref().and_then(|d| d.tls.as_ref()))
-            .map_err(|e| vec![format!("decision.tls: {e}")])?;
+        let certs = ListenerCerts::read(&config)?;
         let sha256 = config.sha256.clone();
         let new = Arc::new(build(config, Some(&old), &self.parts).map_err(|e| vec![e])?);
         // The sync restarts only when what it runs with changed; a new one is built (its APIM
@@ -384,11 +381,12 @@ impl Reloader {
 
         // Everything that can fail has been done: from here on, all of it applies.
         warn_about(&new.config);
-        if let (Some(switch), Some(c)) = (&self.proxy_tls, proxy_tls) {
-            switch.store(c);
+        certs.publish_expiry(&self.parts.metrics);
+        if let (Some(switch), Some(c)) = (&self.proxy_tls, certs.proxy) {
+            switch.store(c.config);
         }
-        if let (Some(switch), Some(c)) = (&self.decision_tls, decision_tls) {
-            switch.store(c);
+        if let (Some(switch), Some(c)) = (&self.decision_tls, certs.decision) {
+            switch.store(c.config);
         }
         self.proxy.store(new.gateway.clone());
         self.live.store(new.clone());
@@ -461,22 +459,50 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
+/// The listeners' certificates and keys, read from their files: one reading for `start`, a
+/// reload and `check-config`, so all three accept and refuse the same files.
+struct ListenerCerts {
+    proxy: Option<crate::tls::LoadedTls>,
+    decision: Option<crate::tls::LoadedTls>,
+}
+
+impl ListenerCerts {
+    /// Reads both listeners' files; every problem is named with its section.
+    fn read(config: &Config) -> Result<ListenerCerts, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut load = |what: &str, t: Option<&crate::config::ListenerTls>| {
+            t.and_then(|t| t.load().map_err(|e| problems.push(format!("{what}: {e}"))).ok())
+        };
+        let proxy = load("server.tls", config.server_tls.as_ref());
+        let decision = load("decision.tls", config.decision.as_ref().and_then(|d| d.tls.as_ref()));
+        match problems.is_empty() {
+            true => Ok(ListenerCerts { proxy, decision }),
+            false => Err(problems),
+        }
+    }
+
+    /// Sets `jwtgate_tls_certificate_expiry_timestamp_seconds` for each listener serving TLS.
+    fn publish_expiry(&self, metrics: &Metrics) {
+        for (listener, tls) in [("proxy", &self.proxy), ("decision", &self.decision)] {
+            let _ = metrics.tls_expiry.remove_label_values(&[listener]);
+            match tls.as_ref().map(|t| t.not_after) {
+                Some(Some(at)) => metrics.tls_expiry.with_label_values(&[listener]).set(at as f64),
+                Some(None) => tracing::warn!(
+                    listener,
+                    "the certificate's notAfter could not be read; it is served, but its expiry is not exported"
+                ),
+                None => {}
+            }
+        }
+    }
+}
+
 /// Reads every file a gateway started from `config` would read — the listeners' certificates
 /// and keys, the upstream's `ca_file`, the key-manager sync's `ca_file` when the sync runs —
 /// and returns what is wrong with them (`check-config` fails on any; `start` and a reload would
 /// refuse the same file).
 pub fn check_files(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(t) = &config.server_tls {
-        if let Err(e) = t.load() {
-            problems.push(format!("server.tls: {e}"));
-        }
-    }
-    if let Some(t) = config.decision.as_ref().and_then(|d| d.tls.as_ref()) {
-        if let Err(e) = t.load() {
-            problems.push(format!("decision.tls: {e}"));
-        }
-    }
+    let mut problems = ListenerCerts::read(config).err().unwrap_or_default();
     if let Some(t) = &config.upstream.tls {
         if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
             problems.push(format!("upstream.ca_file: {e}"));
@@ -494,13 +520,11 @@ pub fn check_files(config: &Config) -> Vec<String> {
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let fetcher = HttpFetcher::new().map_err(|e| StartError::Client(e.to_string()))?;
-    let load_tls = |what: &str, t: Option<&crate::config::ListenerTls>| -> Result<Option<TlsSwitch>, StartError> {
-        t.map(|t| t.load().map(|c| Arc::new(ArcSwap::new(c))))
-            .transpose()
-            .map_err(|e| StartError::Config(format!("{what}: {e}")))
-    };
-    let proxy_tls = load_tls("server.tls", config.server_tls.as_ref())?;
-    let decision_tls = load_tls("decision.tls", config.decision.as_ref().and_then(|d| d.tls.as_ref()))?;
+    let certs = ListenerCerts::read(&config).map_err(|problems| StartError::Config(problems.join("; ")))?;
+    certs.publish_expiry(&metrics);
+    let switch =
+        |t: Option<crate::tls::LoadedTls>| -> Option<TlsSwitch> { t.map(|t| Arc::new(ArcSwap::new(t.config))) };
+    let (proxy_tls, decision_tls) = (switch(certs.proxy), switch(certs.decision));
     warn_about(&config);
     let parts = Parts { fetcher, metrics: metrics.clone(), clock: clock.clone() };
     let source = config.source.clone();

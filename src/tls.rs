@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+mod expiry;
+
 /// Installs aws-lc-rs as the process-wide rustls provider (idempotent). Everything that
 /// builds a TLS client or server calls this first.
 pub fn install_crypto_provider() {
@@ -39,11 +41,21 @@ pub struct ListenerTls {
     pub key_file: PathBuf,
 }
 
+/// A listener's TLS as read from its files.
+pub struct LoadedTls {
+    /// The server config to accept with.
+    pub config: Arc<rustls::ServerConfig>,
+    /// When the leaf certificate expires (Unix seconds); `None` when its DER has no readable
+    /// `notAfter` (the certificate is served all the same; the expiry metric is absent).
+    pub not_after: Option<i64>,
+}
+
 impl ListenerTls {
     /// Reads both files and builds a server config offering HTTP/2 and HTTP/1.1 by ALPN.
     /// The error names the file and what is wrong with it.
-    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+    pub fn load(&self) -> Result<LoadedTls, String> {
         let chain = read_certs(&self.cert_file)?;
+        let not_after = chain.first().and_then(|leaf| expiry::not_after(leaf));
         let key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|e| {
             format!("{}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}", self.key_file.display())
         })?;
@@ -60,7 +72,7 @@ impl ListenerTls {
                 )
             })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(LoadedTls { config: Arc::new(config), not_after })
     }
 }
 

@@ -246,3 +246,120 @@ async fn out_of_descriptors_the_listener_backs_off_and_logs_once_a_second() {
     assert!(failures >= 1.0, "the listener ran out of descriptors: {failures}");
     assert!(logged >= 1, "and said so");
 }
+
+/// The upstream down under load: each failure is counted and answered, but the log gets one
+/// line a second carrying how many it held back (every failure accounted for); a refused token
+/// is logged once, in the access log, when that log is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_is_logged_once_a_second_and_a_refusal_once() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let upstream = EchoUpstream::start().await.unwrap();
+    let down = upstream.addr;
+    upstream.stop();
+    drop(upstream);
+    let dir = std::env::temp_dir().join(format!("jwtgate-loglimit-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwtgate.toml");
+    for access_log in [true, false] {
+        let server = format!("log_format = \"json\"\naccess_log = {access_log}");
+        std::fs::write(&path, config_text(&idp.discovery_url(), down, "", &server)).unwrap();
+        let (_child, proxy, _admin, log) = spawn_serve_with(&path, None).await;
+        let client = http_client();
+        for _ in 0..30 {
+            let r = client.get(format!("http://{proxy}/public/x")).send().await.unwrap();
+            assert_eq!(r.status(), 502);
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(client.get(format!("http://{proxy}/public/x")).send().await.unwrap().status(), 502);
+        let r = client.get(format!("http://{proxy}/api/x")).bearer_auth("not-a-jwt").send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let lines = |log: &Arc<std::sync::Mutex<Vec<String>>>, what: &str| -> Vec<Value> {
+            let lines = log.lock().unwrap().clone();
+            lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["fields"]["message"].as_str().is_some_and(|m| m.contains(what)))
+                .collect()
+        };
+        wait_until("the refusal is logged", || async {
+            !lines(&log, if access_log { "access" } else { "request refused" }).is_empty()
+        })
+        .await;
+        let failures = lines(&log, "upstream request failed");
+        assert!((2..=3).contains(&failures.len()), "{failures:?}");
+        let accounted: u64 = failures.iter().map(|v| 1 + v["fields"]["held_back"].as_u64().unwrap()).sum();
+        assert_eq!(accounted, 31, "every failure is in a line or in a line's held_back: {failures:?}");
+        assert!(failures.iter().all(|v| v["level"] == "WARN"), "{failures:?}");
+        let refusals = lines(&log, "request refused");
+        if access_log {
+            // The access log has the refusal and its reason: no second line at info.
+            assert!(refusals.is_empty(), "{refusals:?}");
+            let access = lines(&log, "access");
+            let refused: Vec<_> = access.iter().filter(|v| v["fields"]["status"] == 401).collect();
+            assert_eq!(refused.len(), 1, "{access:?}");
+            assert_eq!(refused[0]["fields"]["reason"], "opaque_token", "{refused:?}");
+            assert_eq!(access.iter().filter(|v| v["fields"]["status"] == 502).count(), 31);
+        } else {
+            assert_eq!(refusals.len(), 1, "{refusals:?}");
+            assert_eq!(refusals[0]["level"], "INFO");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A log shipper that stops reading (stderr a full pipe): requests are still served, and the
+/// lines that could not be queued are counted, not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_reader_does_not_stall_requests() {
+    use tokio::io::AsyncBufReadExt;
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    let upstream = EchoUpstream::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("jwtgate-logpipe-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwtgate.toml");
+    let server = "log_format = \"json\"\naccess_log = true";
+    std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", server)).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("JWTGATE_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read up to the "listening" line, then never again: the pipe (64 KiB) fills up.
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (proxy, admin) = loop {
+        let line = stderr.next_line().await.unwrap().expect("serve exited");
+        let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+        let addr = |k: &str| v["fields"][k].as_str().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        if let (Some(p), Some(a)) = (addr("proxy_addr"), addr("admin_addr")) {
+            break (p, a);
+        }
+    };
+    let client = http_client();
+    // About 300 bytes of access log each: 8,000 requests write some 2.4 MB, far more than the
+    // pipe holds (a writer on the request path would block after a couple of hundred lines).
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, served) = (client.clone(), served.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..1000 {
+                let r = client.get(format!("http://{proxy}/public/x")).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t).await.expect("requests kept being served").unwrap();
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 8000);
+    let m = client.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("jwtgate_log_lines_dropped_total"), "{m}");
+    drop(stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

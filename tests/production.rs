@@ -28,15 +28,19 @@ fn temp_dir(tag: &str) -> PathBuf {
 /// A CA and a certificate it signed for `localhost` and 127.0.0.1, written as PEM files
 /// `{name}-ca.pem`, `{name}-cert.pem`, `{name}-key.pem` in `dir`; returns the CA PEM.
 fn write_pki(dir: &Path, name: &str) -> String {
+    write_pki_until(dir, name, (2049, 12, 31))
+}
+
+/// `write_pki` with a leaf certificate valid until the start of `(year, month, day)` UTC.
+fn write_pki_until(dir: &Path, name: &str, (year, month, day): (i32, u8, u8)) -> String {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.not_after = rcgen::date_time_ymd(year, month, day);
+    let leaf = leaf.signed_by(&key, &ca).unwrap();
     std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
     std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
     std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
@@ -49,7 +53,7 @@ fn server_tls(dir: &Path, name: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfi
         cert_file: dir.join(format!("{name}-cert.pem")),
         key_file: dir.join(format!("{name}-key.pem")),
     };
-    let mut c = Arc::unwrap_or_clone(t.load().unwrap());
+    let mut c = Arc::unwrap_or_clone(t.load().unwrap().config);
     c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(c)
 }
@@ -577,8 +581,9 @@ async fn the_proxy_serves_tls_over_http1_and_h2_and_says_https_upstream() {
 async fn a_reload_swaps_the_certificate_for_new_connections() {
     let base = Setup::start("tls-rotate", "", "").await;
     let dir = base.dir.clone();
-    let ca_one = write_pki(&dir, "one");
-    let ca_two = write_pki(&dir, "two");
+    // One certificate expires in the UTCTime era, the other in the GeneralizedTime one.
+    let ca_one = write_pki_until(&dir, "one", (2031, 5, 7));
+    let ca_two = write_pki_until(&dir, "two", (2051, 2, 3));
     let with_cert =
         |name: &str| format!("[server.tls]\ncert_file = \"{name}-cert.pem\"\nkey_file = \"{name}-key.pem\"");
     base.rewrite("", &with_cert("one"), None);
@@ -591,6 +596,12 @@ async fn a_reload_swaps_the_certificate_for_new_connections() {
     };
     assert_eq!(get(ca_one.clone()).await.unwrap(), 200);
     assert!(get(ca_two.clone()).await.is_err());
+    let expiry = || async {
+        let m =
+            http_client().get(format!("http://{}/metrics", gw.admin_addr)).send().await.unwrap().text().await.unwrap();
+        metric(&m, "jwtgate_tls_certificate_expiry_timestamp_seconds{listener=\"proxy\"}")
+    };
+    assert_eq!(expiry().await, 1_935_878_400.0, "2031-05-07T00:00:00Z");
 
     base.rewrite("", &with_cert("two"), None);
     let (status, body) = {
@@ -600,6 +611,7 @@ async fn a_reload_swaps_the_certificate_for_new_connections() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(get(ca_two.clone()).await.unwrap(), 200, "new connections get the new certificate");
     assert!(get(ca_one.clone()).await.is_err(), "the old certificate is gone");
+    assert_eq!(expiry().await, 2_558_995_200.0, "2051-02-03T00:00:00Z");
 
     // A key that does not match its certificate: refused, the running certificate stays.
     std::fs::copy(dir.join("one-key.pem"), dir.join("two-key.pem")).unwrap();

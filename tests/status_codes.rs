@@ -251,6 +251,21 @@ async fn the_signals_an_sre_alerts_on_are_exported() {
     assert!(m.contains("\nprocess_cpu_seconds_total "), "{m}");
     // A gateway that does not run the key-manager sync exports none of its series.
     assert!(!m.contains("jwtgate_km_sync_"), "{m}");
+    // The upstream's share of a request's time, apart from jwtgate's: four answers so far; a
+    // slow one shows in both histograms, and the difference is jwtgate's own time.
+    let upstream = "jwtgate_upstream_duration_seconds_count{route=\"any\"}";
+    assert_eq!(metric(&m, upstream), 4.0, "{m}");
+    assert!(!m.contains("jwtgate_upstream_duration_seconds_count{route=\"\"}"), "nothing unrouted goes upstream");
+    h.upstream.set_delay(Duration::from_millis(300));
+    let r = h.client.get(h.url("/api/x")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    h.upstream.set_delay(Duration::ZERO);
+    let m = h.metrics().await;
+    let upstream_sum = metric(&m, "jwtgate_upstream_duration_seconds_sum{route=\"any\"}");
+    let total_sum = metric(&m, "jwtgate_request_duration_seconds_sum{listener=\"proxy\",route=\"any\"}");
+    assert!(upstream_sum >= 0.3, "{upstream_sum}");
+    assert!(total_sum >= upstream_sum && total_sum - upstream_sum < 0.25, "{total_sum} vs {upstream_sum}");
+    assert_eq!(metric(&m, "jwtgate_upstream_duration_seconds_bucket{route=\"any\",le=\"0.25\"}"), 4.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

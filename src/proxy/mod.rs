@@ -110,6 +110,8 @@ pub struct Gateway {
     /// `server.public_base_url` without its trailing `/`.
     public_base_url: Option<String>,
     metrics: Arc<Metrics>,
+    /// Upstream failures are logged at most once a second (the metrics count each).
+    upstream_warnings: crate::log_limit::EverySecond,
 }
 
 /// The peer address as a header value. IPv4, the common case, is formatted by hand: going
@@ -254,6 +256,7 @@ impl Gateway {
             body_read_timeout,
             tunnel_limits,
             metrics,
+            upstream_warnings: crate::log_limit::EverySecond::new(),
         }
     }
 
@@ -386,9 +389,10 @@ impl Gateway {
             // chunked; without the header hyper would send a GET or HEAD body as empty.
             req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         }
+        let asked = Instant::now();
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
-        let (resp, outcome, reason) = self.answer(sent, client_fault, route, outcome);
+        let (resp, outcome, reason) = self.answer(sent, client_fault, route, outcome, asked);
         (resp, Served { metrics: &route.metrics, outcome, reason, sub })
     }
 
@@ -417,6 +421,7 @@ impl Gateway {
         tunnel::restore_upgrade_headers(req.headers_mut());
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, ClientBody::new(body, self.body_read_timeout).0);
+        let asked = Instant::now();
         let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send_upgrade(req)).await;
         let sent = match sent {
             Ok(Ok((mut resp, upstream_slot))) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -431,6 +436,7 @@ impl Gateway {
                 self.metrics.upgrades.with_label_values(&["tunnelled"]).inc();
                 self.metrics.count_upstream_response(resp.status());
                 route.metrics.count(outcome);
+                route.metrics.observe_upstream(asked);
                 return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");
             }
             Ok(Ok((resp, _))) => {
@@ -446,7 +452,7 @@ impl Gateway {
                 Err(Elapsed)
             }
         };
-        self.answer(sent, None, route, outcome)
+        self.answer(sent, None, route, outcome, asked)
     }
 
     /// The client's answer for an exchange with the upstream: its response, or the refusal for
@@ -457,10 +463,12 @@ impl Gateway {
         client_fault: Option<BodyFailure>,
         route: &crate::routes::Route,
         outcome: Outcome,
+        asked: Instant,
     ) -> (Response<ProxyBody>, Outcome, &'static str) {
         match (self.upstream_outcome(sent), client_fault) {
             (Ok(resp), _) => {
                 route.metrics.count(outcome);
+                route.metrics.observe_upstream(asked);
                 self.metrics.count_upstream_response(resp.status());
                 (resp.map(Either::Left), outcome, "")
             }
@@ -480,7 +488,12 @@ impl Gateway {
                     ),
                 };
                 route.metrics.count(outcome);
-                tracing::info!(route = %route.cfg.name, status = status.as_u16(), "request refused: {desc}; the upstream request was aborted");
+                crate::decision::refusal_line!(
+                    self.access_log,
+                    route = %route.cfg.name,
+                    status = status.as_u16(),
+                    "request refused: {desc}; the upstream request was aborted"
+                );
                 (Refusal::plain(status, code, desc, outcome).response().map(Either::Right), outcome, code)
             }
             (Err(failure), None) => {
@@ -589,35 +602,38 @@ impl Gateway {
 
     /// Maps the exchange's result to the response head or the failure to count and answer.
     fn upstream_outcome(&self, sent: Exchanged) -> Result<Response<UpstreamBody>, Outcome> {
-        match sent {
-            Err(_) => {
-                self.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
-                tracing::warn!(status = 504, timeout_s = self.upstream.timeout.as_secs(), "upstream timed out");
-                Err(Outcome::UpstreamTimeout)
+        let (kind, outcome, status, what) = match sent {
+            Ok(Ok(mut resp)) if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS => {
+                strip_hop_by_hop(resp.headers_mut());
+                return Ok(resp);
             }
+            Err(_) => (
+                "timeout",
+                Outcome::UpstreamTimeout,
+                504,
+                format!("upstream timed out (timeout_seconds = {})", self.upstream.timeout.as_secs()),
+            ),
             Ok(Err(UpstreamError::Saturated)) => {
-                self.metrics.upstream_errors.with_label_values(&["saturated"]).inc();
-                tracing::warn!(status = 503, "{}", UpstreamError::Saturated);
-                Err(Outcome::UpstreamBusy)
+                ("saturated", Outcome::UpstreamBusy, 503, UpstreamError::Saturated.to_string())
             }
             Ok(Err(e)) => {
                 let kind = if matches!(e, UpstreamError::Connect(_)) { "connect" } else { "other" };
-                self.metrics.upstream_errors.with_label_values(&[kind]).inc();
-                tracing::warn!(status = 502, kind, "upstream request failed: {e}");
-                Err(Outcome::UpstreamError)
+                (kind, Outcome::UpstreamError, 502, format!("upstream request failed: {e}"))
             }
-            Ok(Ok(resp)) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-                // Only an upgrade jwtgate asked for may switch protocols (that path never comes
-                // here): a bare 101 would leave the client speaking to nothing it knows.
-                self.metrics.upstream_errors.with_label_values(&["unexpected_101"]).inc();
-                tracing::warn!(status = 502, "the upstream switched protocols for a request that did not ask to");
-                Err(Outcome::UpstreamError)
-            }
-            Ok(Ok(mut resp)) => {
-                strip_hop_by_hop(resp.headers_mut());
-                Ok(resp)
-            }
+            // Only an upgrade jwtgate asked for may switch protocols (that path never comes
+            // here): a bare 101 would leave the client speaking to nothing it knows.
+            Ok(Ok(_)) => (
+                "unexpected_101",
+                Outcome::UpstreamError,
+                502,
+                "the upstream switched protocols for a request that did not ask to".to_string(),
+            ),
+        };
+        self.metrics.upstream_errors.with_label_values(&[kind]).inc();
+        if let Some(held_back) = self.upstream_warnings.admit() {
+            tracing::warn!(status, kind, held_back, "{what}");
         }
+        Err(outcome)
     }
 }
 

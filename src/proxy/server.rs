@@ -442,6 +442,7 @@ pub async fn serve<F, Fut, B>(
     let (force_tx, force_rx) = watch::channel(false);
     let (clock, ticker) = CoarseClock::start(clock);
     let mut accept_failures = AcceptFailures::default();
+    let limit_warnings = crate::log_limit::EverySecond::new();
     loop {
         let permit = match &cap {
             None => None,
@@ -451,10 +452,13 @@ pub async fn serve<F, Fut, B>(
                     if let Some(m) = &metrics {
                         m.limit_waits.inc();
                     }
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        "connection limit reached; new connections wait"
-                    );
+                    if let Some(held_back) = limit_warnings.admit() {
+                        tracing::warn!(
+                            max_connections = limits.max_connections,
+                            held_back,
+                            "connection limit reached; new connections wait"
+                        );
+                    }
                     tokio::select! {
                         p = sem.clone().acquire_owned() => p.ok(),
                         changed = shutdown.changed() => {
@@ -513,8 +517,7 @@ pub async fn serve<F, Fut, B>(
 #[derive(Default)]
 struct AcceptFailures {
     backoff: Duration,
-    last_logged: Option<std::time::Instant>,
-    unlogged: u64,
+    logged: crate::log_limit::EverySecond,
 }
 
 impl AcceptFailures {
@@ -522,11 +525,8 @@ impl AcceptFailures {
         if let Some(m) = metrics {
             m.accept_errors.inc();
         }
-        self.unlogged += 1;
-        if self.last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            tracing::warn!(failures = self.unlogged, "accept failed: {e}; backing off");
-            self.last_logged = Some(std::time::Instant::now());
-            self.unlogged = 0;
+        if let Some(held_back) = self.logged.admit() {
+            tracing::warn!(held_back, "accept failed: {e}; backing off");
         }
         self.backoff = (self.backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         tokio::time::sleep(self.backoff).await;
