@@ -86,6 +86,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Key-manager sync status.
     pub km_sync: Arc<SyncStatus>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -167,6 +169,12 @@ impl AdminState {
         match req.uri().path() {
             "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
             "/readyz" => {
+                if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    return json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"ready": false, "stopping": true, "issuers": self.issuers_json()}),
+                    );
+                }
                 let ready = self.reloader.current().keys.all_usable();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 json_response(status, json!({"ready": ready, "issuers": self.issuers_json()}))

@@ -187,6 +187,10 @@ pub struct ServerSection {
     pub max_header_bytes_set: Option<usize>,
     /// How long SIGTERM/SIGINT waits for in-flight requests before exiting anyway.
     pub drain_timeout_seconds: u64,
+    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while every listener still serves,
+    /// before the drain: the time load balancers and kube-proxy take to stop sending (what a
+    /// `preStop` sleep does, for an image without a shell).
+    pub shutdown_delay_seconds: u64,
     /// From accept to the end of the request head, whatever was sent (and for each later head
     /// once it started): slow or silent clients are closed after it.
     pub header_read_timeout_seconds: u64,
@@ -252,6 +256,7 @@ impl Default for ServerSection {
             max_token_bytes_set: None,
             max_header_bytes_set: None,
             drain_timeout_seconds: 30,
+            shutdown_delay_seconds: 0,
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 60,
             body_read_timeout_seconds: 60,
@@ -962,8 +967,9 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     if s.worker_threads > 256 {
         problems.push(problem("server.worker_threads", "must be at most 256"));
     }
-    let ranges: [(&str, u64, u64, u64); 11] = [
+    let ranges: [(&str, u64, u64, u64); 12] = [
         ("watch_config_seconds", s.watch_config_seconds, 0, 86_400),
+        ("shutdown_delay_seconds", s.shutdown_delay_seconds, 0, 300),
         ("drain_timeout_seconds", s.drain_timeout_seconds, 0, 3600),
         ("tunnel_idle_timeout_seconds", s.tunnel_idle_timeout_seconds, 1, 86_400),
         ("send_timeout_seconds", s.send_timeout_seconds, 1, 3600),

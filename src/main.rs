@@ -243,10 +243,18 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             init_logging(config.server.log_format, &config.server.log_level);
             let running = jwtgate::serve::start(config, Arc::new(SystemClock)).await?;
             serve_until_stopped(&running).await?;
-            tracing::info!("shutting down: draining in-flight requests");
-            running.shutdown().await;
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
+            // A second SIGTERM/SIGINT while waiting (an operator's second Ctrl-C) exits at once.
+            tokio::select! {
+                _ = running.shutdown() => {
+                    tracing::info!("stopped");
+                    Ok(ExitCode::SUCCESS)
+                }
+                r = wait_for_signal() => {
+                    r?;
+                    tracing::warn!("a second stop signal: exiting without waiting for in-flight requests");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Validate { config, issuer, route, method, at, dpop, token } => {
             let path = config_path(&config);

@@ -92,6 +92,8 @@ pub struct Running {
     pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// Set as shutdown begins (`/readyz` then answers 503).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Running {
@@ -105,8 +107,20 @@ impl Running {
         self.reloader.reload().await
     }
 
-    /// Stops accepting, drains in-flight requests (bounded), stops background tasks.
+    /// Fails readiness, keeps serving for `shutdown_delay_seconds` (load balancers still send
+    /// for a while after a pod is marked terminating), then stops accepting, drains in-flight
+    /// requests (bounded) and stops background tasks.
     pub async fn shutdown(self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        let delay = self.reloader.current().config.server.shutdown_delay_seconds;
+        if delay > 0 {
+            tracing::info!(
+                shutdown_delay_seconds = delay,
+                "shutting down: /readyz answers 503; still serving until the delay is over"
+            );
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+        }
+        tracing::info!("shutting down: draining in-flight requests");
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
@@ -597,8 +611,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         proxy_tls,
         clock.clone(),
     ));
-    let admin_state =
-        Arc::new(AdminState { reloader: reloader.clone(), metrics: metrics.clone(), km_sync: km_status.clone() });
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin_state = Arc::new(AdminState {
+        reloader: reloader.clone(),
+        metrics: metrics.clone(),
+        km_sync: km_status.clone(),
+        stopping: stopping.clone(),
+    });
     let admin_limits = ServerLimits { drain: ADMIN_DRAIN, max_connections: 1024, ..limits };
     let state = admin_state.clone();
     let admin = tokio::spawn(serve(
@@ -658,5 +677,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         b.km = km.map(|p| start_km(p, shutdown_rx.clone(), clock.clone()));
     }
     tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
-    Ok(Running { proxy_addr, admin_addr, decision_addr, health_addr, metrics, km_status, reloader, shutdown, servers })
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        decision_addr,
+        health_addr,
+        metrics,
+        km_status,
+        reloader,
+        shutdown,
+        servers,
+        stopping,
+    })
 }

@@ -176,6 +176,50 @@ async fn serve_drains_and_exits_zero_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Kubernetes keeps sending to a terminating pod until its endpoints are gone: after SIGTERM,
+/// `/readyz` fails at once while new connections are still served for `shutdown_delay_seconds`
+/// (a preStop sleep, for an image with no shell); a second signal exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readiness_and_keeps_serving_through_the_shutdown_delay() {
+    let s = setup().await;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let text = text.replacen("[server]\n", "[server]\nlog_format = \"json\"\nshutdown_delay_seconds = 2\n", 1);
+    std::fs::write(&s.config, text).unwrap();
+    let client = http_client();
+    for second_signal in [false, true] {
+        let (mut child, proxy, admin) = spawn_serve(&s.config).await;
+        wait_until("serve is ready", || async {
+            client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        let pid = child.id().unwrap().to_string();
+        let signalled = std::time::Instant::now();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        wait_until("readiness fails", || async {
+            client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 503)
+        })
+        .await;
+        let body: Value = client.get(format!("http://{admin}/readyz")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(body["stopping"], true, "{body}");
+        if second_signal {
+            assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exit").unwrap();
+            assert_eq!(status.code(), Some(1));
+            assert!(signalled.elapsed() < Duration::from_secs(2), "did not wait out the delay");
+            continue;
+        }
+        // A new connection, a second after the signal: served.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let fresh = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
+        let r = fresh.get(format!("http://{proxy}/public/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(signalled.elapsed() < Duration::from_secs(2), "the check ran inside the delay");
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exit in time").unwrap();
+        assert_eq!(status.code(), Some(0));
+        assert!(signalled.elapsed() >= Duration::from_secs(2), "exited before the delay was over");
+    }
+}
+
 #[test]
 fn check_config_refuses_mistakes_that_parse_and_warns_about_likely_ones() {
     let base = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[[issuers]]\nname = \"a\"\norganization = \"acme\"\n";

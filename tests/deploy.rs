@@ -83,6 +83,113 @@ fn the_manifest_keeps_admin_on_loopback_and_admits_only_jwtgates_ports() {
     assert!(problems.iter().all(|p| !p.to_string().contains("password_env")), "{problems:?}");
 }
 
+fn yaml_docs(path: &str) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+}
+
+/// The sidecar manifest's embedded configuration.
+fn manifest_config() -> jwtgate::config::Config {
+    let docs = yaml_docs("deploy/kubernetes/jwtgate-sidecar.yaml");
+    let toml_text = docs.iter().find_map(|d| d["data"]["jwtgate.toml"].as_str()).unwrap().to_string();
+    jwtgate::config::Config::parse(&toml_text, None).unwrap()
+}
+
+#[test]
+fn a_terminating_pod_keeps_serving_until_endpoints_stop_sending_and_drains_in_its_grace_period() {
+    let config = manifest_config();
+    let docs = yaml_docs("deploy/kubernetes/jwtgate-sidecar.yaml");
+    let pod = &docs.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"];
+    let delay = config.server.shutdown_delay_seconds;
+    assert!(delay > 0, "a distroless image has no shell for a preStop sleep: jwtgate waits itself");
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(grace > delay + config.server.drain_timeout_seconds, "{grace} s of grace");
+}
+
+#[test]
+fn the_native_sidecar_form_starts_jwtgate_first_and_uses_the_same_configuration() {
+    let config = manifest_config();
+    let main = yaml_docs("deploy/kubernetes/jwtgate-sidecar.yaml");
+    let config_map = main.iter().find(|d| d["kind"] == "ConfigMap").unwrap()["metadata"]["name"].clone();
+    let docs = yaml_docs("deploy/kubernetes/examples/native-sidecar.yaml");
+    let pod = &docs[0]["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    assert_eq!(sidecar["name"], "jwtgate");
+    assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
+    assert!(pod["containers"].as_sequence().unwrap().iter().all(|c| c["name"] != "jwtgate"));
+    let health = u64::from(config.server.health_listen.unwrap().port());
+    let port_named = |name: &str| {
+        sidecar["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+    };
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(port_named(sidecar[probe]["httpGet"]["port"].as_str().unwrap()), Some(health), "{probe}");
+    }
+    assert_eq!(port_named("http"), Some(u64::from(config.server.listen.port())));
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], config_map);
+    // The API is stopped first: its preStop sleep covers the endpoints' propagation.
+    assert!(pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().is_some());
+}
+
+#[test]
+fn the_prometheus_operator_resources_scrape_the_health_port_and_carry_the_shipped_rules() {
+    let docs = yaml_docs("deploy/kubernetes/monitoring/jwtgate-monitoring.yaml");
+    let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    let alerts: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/prometheus/jwtgate-alerts.yaml").unwrap()).unwrap();
+    assert_eq!(rule["spec"]["groups"], alerts["groups"], "the PrometheusRule is the alert file, unchanged");
+    let monitor = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    let main = yaml_docs("deploy/kubernetes/jwtgate-sidecar.yaml");
+    let service = main.iter().find(|d| d["kind"] == "Service").unwrap();
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "the ServiceMonitor selects the Service");
+    }
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    let port = service["spec"]["ports"].as_sequence().unwrap().iter().find(|p| p["name"] == endpoint["port"]).unwrap();
+    assert_eq!(port["targetPort"], "health", "scraped on the health listener, never the admin one");
+}
+
+#[test]
+fn the_container_image_listens_where_it_can_be_reached() {
+    let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
+    let baked = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("COPY config/").and_then(|rest| rest.strip_suffix(" /etc/jwtgate/jwtgate.toml")))
+        .expect("the Dockerfile bakes a configuration");
+    let path = format!("config/{baked}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .env_remove("JWTGATE_CONFIG")
+        .args(["check-config", "--config", &path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = jwtgate::config::Config::load(std::path::Path::new(&path)).unwrap();
+    assert!(config.server.listen.ip().is_unspecified(), "127.0.0.1 inside a container is unreachable from outside it");
+    assert!(config.server.admin_listen.ip().is_loopback(), "/status and /reload stay inside");
+    let health = config.server.health_listen.expect("probes need a reachable health listener");
+    assert!(health.ip().is_unspecified());
+    let exposed: BTreeSet<u16> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|ports| ports.split_whitespace().map(|p| p.parse().unwrap()))
+        .collect();
+    assert_eq!(exposed, BTreeSet::from([config.server.listen.port(), health.port()]));
+    for label in
+        ["org.opencontainers.image.version", "org.opencontainers.image.revision", "org.opencontainers.image.source"]
+    {
+        assert!(dockerfile.contains(label), "{label}");
+    }
+    assert!(dockerfile.contains("CARGO_PROFILE_RELEASE_STRIP=symbols"), "a stripped binary");
+    assert!(dockerfile.contains("USER nonroot"));
+    let ignored = std::fs::read_to_string(".dockerignore").unwrap();
+    assert!(ignored.lines().any(|l| l == "target/"), "the build context leaves target/ out");
+}
+
 /// The `jwtgate_*` metric families a PromQL expression names (histogram series mapped to their
 /// family).
 fn families(expr: &str) -> BTreeSet<String> {

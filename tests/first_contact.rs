@@ -160,6 +160,7 @@ const NUMERIC_KEYS: &[(&str, &str, u64, u64)] = &[
     ("server", "max_token_bytes", 64, 1_048_576),
     ("server", "max_header_bytes", 1024, 1_056_768),
     ("server", "drain_timeout_seconds", 0, 3600),
+    ("server", "shutdown_delay_seconds", 0, 300),
     ("server", "header_read_timeout_seconds", 1, 3600),
     ("server", "idle_timeout_seconds", 1, 86_400),
     ("server", "body_read_timeout_seconds", 1, 3600),
