@@ -333,7 +333,10 @@ impl Reloader {
     /// file are reported as needing a restart. One reload runs at a time.
     pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let mut background = self.background.lock().await;
-        let result = self.reload_locked(&mut background);
+        let result = match self.read_files().await {
+            Ok((config, certs)) => self.reload_locked(&mut background, config, certs),
+            Err(problems) => Err(problems),
+        };
         let reloads = &self.parts.metrics.config_reloads;
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
@@ -358,15 +361,31 @@ impl Reloader {
         result
     }
 
-    fn reload_locked(&self, background: &mut Background) -> Result<Reloaded, Vec<String>> {
-        let Some(path) = &self.source else {
+    /// The configuration file and the listeners' certificates, read on a blocking thread: a
+    /// `worker_threads = 1` gateway keeps serving while a slow volume answers.
+    async fn read_files(&self) -> Result<(Config, ListenerCerts), Vec<String>> {
+        let Some(path) = self.source.clone() else {
             return Err(vec!["this gateway was not started from a configuration file".into()]);
         };
-        let config = Config::load(path).map_err(|e| e.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        tokio::task::spawn_blocking(move || {
+            let config =
+                Config::load(&path).map_err(|e| e.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+            let certs = ListenerCerts::read(&config)?;
+            Ok((config, certs))
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("reading the configuration failed: {e}")]))
+    }
+
+    fn reload_locked(
+        &self,
+        background: &mut Background,
+        config: Config,
+        certs: ListenerCerts,
+    ) -> Result<Reloaded, Vec<String>> {
         let old = self.live.load_full();
         let restart_needed = restart_needed(&self.started, &config);
         // Every file is read before anything is swapped: all of it applies, or none.
-        let certs = ListenerCerts::read(&config)?;
         let sha256 = config.sha256.clone();
         let new = Arc::new(build(config, Some(&old), &self.parts).map_err(|e| vec![e])?);
         // The sync restarts only when what it runs with changed; a new one is built (its APIM
