@@ -904,6 +904,24 @@ async fn a_grpc_refusal_is_a_trailers_only_response_with_the_http_status() {
         s.client.get(format!("http://{}/orders/1", s.gw.proxy_addr)).header("content-type", "application/grpcx").send();
     let r = r.await.unwrap();
     assert_eq!(r.headers()["content-type"], "application/json");
+    // jwtgate's own answers after the judgement are gRPC-shaped too: the upstream slow (504 →
+    // DEADLINE_EXCEEDED), then down (502 → UNAVAILABLE).
+    let grpc_call = || {
+        s.client
+            .post(format!("http://{}/public/x", s.gw.proxy_addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .send()
+    };
+    s.upstream.set_delay(Duration::from_secs(3));
+    let r = grpc_call().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers().get("grpc-status").cloned()), (504, Some("4".parse().unwrap())));
+    assert_eq!(r.headers()["content-type"], "application/grpc");
+    assert!(r.bytes().await.unwrap().is_empty());
+    s.upstream.stop();
+    let r = grpc_call().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers().get("grpc-status").cloned()), (502, Some("14".parse().unwrap())));
+    assert!(r.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,13 @@ fn refused_request<'a, B>(
 /// The upstream did not answer in time.
 struct Elapsed;
 
+/// How the upstream exchange is answered: when it was sent, and whether jwtgate's own answers
+/// take the gRPC shape.
+struct Answered {
+    asked: Instant,
+    grpc: bool,
+}
+
 /// What an exchange with the upstream gave: its response head, its failure, or nothing in time.
 type Exchanged = Result<Result<Response<UpstreamBody>, UpstreamError>, Elapsed>;
 
@@ -380,6 +387,9 @@ impl Gateway {
             let (resp, outcome, reason) = Box::pin(self.upgrade(req, peer, verified, route, outcome)).await;
             return (resp, Served { metrics: &route.metrics, outcome, reason, sub });
         }
+        // HTTP or gRPC, decided once: jwtgate's own answers from here on (408, 502, 504) take
+        // the shape the client reads.
+        let grpc = crate::refusal::is_grpc(req.headers());
         self.upstream_request(&mut req, peer, verified);
         let (parts, body) = req.into_parts();
         let (body, progress) = ClientBody::new(body, self.body_read_timeout);
@@ -392,7 +402,7 @@ impl Gateway {
         let asked = Instant::now();
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
-        let (resp, outcome, reason) = self.answer(sent, client_fault, route, outcome, asked);
+        let (resp, outcome, reason) = self.answer(sent, client_fault, route, outcome, Answered { asked, grpc });
         (resp, Served { metrics: &route.metrics, outcome, reason, sub })
     }
 
@@ -452,7 +462,7 @@ impl Gateway {
                 Err(Elapsed)
             }
         };
-        self.answer(sent, None, route, outcome, asked)
+        self.answer(sent, None, route, outcome, Answered { asked, grpc: false })
     }
 
     /// The client's answer for an exchange with the upstream: its response, or the refusal for
@@ -463,8 +473,9 @@ impl Gateway {
         client_fault: Option<BodyFailure>,
         route: &crate::routes::Route,
         outcome: Outcome,
-        asked: Instant,
+        Answered { asked, grpc }: Answered,
     ) -> (Response<ProxyBody>, Outcome, &'static str) {
+        let render = |r: Refusal| if grpc { r.grpc_response() } else { r.response() }.map(Either::Right);
         match (self.upstream_outcome(sent), client_fault) {
             (Ok(resp), _) => {
                 route.metrics.count(outcome);
@@ -494,7 +505,7 @@ impl Gateway {
                     status = status.as_u16(),
                     "request refused: {desc}; the upstream request was aborted"
                 );
-                (Refusal::plain(status, code, desc, outcome).response().map(Either::Right), outcome, code)
+                (render(Refusal::plain(status, code, desc, outcome)), outcome, code)
             }
             (Err(failure), None) => {
                 route.metrics.count(failure);
@@ -509,7 +520,7 @@ impl Gateway {
                     ),
                     _ => (http::StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached"),
                 };
-                (Refusal::plain(status, code, desc, failure).response().map(Either::Right), failure, code)
+                (render(Refusal::plain(status, code, desc, failure)), failure, code)
             }
         }
     }
