@@ -175,9 +175,18 @@ impl AdminState {
                         json!({"ready": false, "stopping": true, "issuers": self.issuers_json()}),
                     );
                 }
-                let ready = self.reloader.current().keys.all_usable();
+                let keys = self.reloader.current().keys.clone();
+                // Two issuers that discovered the same `iss` cannot both judge its tokens (`validate`
+                // refuses them too): not ready, so a rollout with that mistake never takes traffic.
+                let conflict = keys.duplicate_issuer();
+                let ready = keys.all_usable() && conflict.is_none();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                json_response(status, json!({"ready": ready, "issuers": self.issuers_json()}))
+                let mut body = json!({"ready": ready, "issuers": self.issuers_json()});
+                if let Some(problem) = conflict {
+                    tracing::error!(problem = %problem, "not ready: two issuers judge the same iss");
+                    body["problem"] = json!(problem);
+                }
+                json_response(status, body)
             }
             "/metrics" => {
                 for k in &self.reloader.current().keys.issuers {

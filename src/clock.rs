@@ -85,11 +85,6 @@ impl FixedClock {
     pub fn new(unix: i64) -> Self {
         FixedClock(AtomicI64::new(unix))
     }
-
-    /// Moves the clock to `unix` seconds.
-    pub fn set(&self, unix: i64) {
-        self.0.store(unix, Ordering::Relaxed);
-    }
 }
 
 impl Clock for FixedClock {

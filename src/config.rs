@@ -872,11 +872,6 @@ impl Config {
             .collect();
         Ok(config)
     }
-
-    /// The folder relative paths in the file are resolved against.
-    pub fn base_dir(&self) -> PathBuf {
-        base_dir_of(self.source.as_deref())
-    }
 }
 
 /// toml's message carries a multi-line source excerpt; keep the first sentence and the line.

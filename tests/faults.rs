@@ -157,12 +157,15 @@ async fn a_client_that_hangs_up_mid_body_aborts_the_upstream_request() {
 
 /// VmRSS of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+    // No reading is a failure, never a 0 that would make the memory bounds below hold vacuously.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status is readable");
+    let rss = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .expect("VmRSS in /proc/<pid>/status");
+    assert!(rss > 0, "a running gateway has resident memory");
+    rss
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -339,3 +339,28 @@ async fn a_slow_refresh_never_overwrites_a_newer_key_set() {
     let second = new_key.token(&h.claims(""));
     echoed(h.get_with("/api/x", &second).await).await;
 }
+
+/// Two `[[issuers]]` that discover the same `iss` cannot both judge its tokens: `serve` stays
+/// unready, naming both (as `validate` refuses them), so a rollout with that mistake never
+/// takes traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_issuers_discovering_the_same_iss_keep_the_gateway_unready() {
+    let idp = FakeIssuer::start("acme").await.unwrap();
+    idp.add_key(SigningKey::generate(Alg::RS256, "k1").unwrap());
+    let upstream = EchoUpstream::start().await.unwrap();
+    let twin = format!(
+        "\n[[issuers]]\nname = \"twin\"\ndiscovery_url = \"{}\"\naudiences = [\"{AUD}\"]\n",
+        idp.discovery_url()
+    );
+    let text = config_text(&idp.discovery_url(), upstream.addr, &twin, "");
+    let gw = start_gateway(&text).await;
+    let client = http_client();
+    wait_until("both issuers have keys", || async { gw.keys().issuers.iter().all(|k| k.is_usable()) }).await;
+    let r = client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], false);
+    let problem = body["problem"].as_str().unwrap();
+    assert!(problem.contains("issuers[0] and issuers[1]") && problem.contains(&idp.issuer()), "{problem}");
+    gw.shutdown().await;
+}

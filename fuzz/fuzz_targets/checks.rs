@@ -20,15 +20,25 @@ pub fn jwt_decode(data: &[u8]) {
 
 /// JWKS parsing: never a panic, never a key for a disallowed algorithm.
 pub fn jwks_parse(data: &[u8]) {
-    let _ = jwtgate::keys::jwks::KeySet::parse(data, &[Alg::RS256, Alg::ES256, Alg::EdDSA]);
-    let _ = jwtgate::keys::jwks::KeySet::parse(data, &[Alg::PS512]);
+    for allowed in [&[Alg::RS256, Alg::ES256, Alg::EdDSA][..], &[Alg::PS512]] {
+        let Ok(parsed) = jwtgate::keys::jwks::KeySet::parse(data, allowed) else { continue };
+        for key in parsed.set.keys() {
+            for alg in key.algs() {
+                assert!(allowed.contains(&alg), "a key for {alg:?} while only {allowed:?} are allowed");
+            }
+        }
+    }
 }
 
-/// OIDC discovery parsing: never a panic.
+/// OIDC discovery parsing: never a panic; what parses names an issuer and an absolute JWKS URL
+/// of a scheme jwtgate fetches.
 pub fn discovery_parse(data: &[u8]) {
     let url = url::Url::parse("https://api.asgardeo.io/t/fuzz/oauth2/token/.well-known/openid-configuration")
         .expect("a constant URL");
-    let _ = jwtgate::keys::discovery::Discovery::parse(&url, data);
+    if let Ok(d) = jwtgate::keys::discovery::Discovery::parse(&url, data) {
+        assert!(!d.issuer.is_empty(), "an empty issuer accepted");
+        assert!(matches!(d.jwks_uri.scheme(), "https" | "http"), "jwks_uri {}", d.jwks_uri);
+    }
 }
 
 /// Route matching's path normalisation: never a panic, never a dot segment let through, and
@@ -50,6 +60,11 @@ pub fn config_parse(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(config) = jwtgate::config::Config::parse(text, None) {
             let _ = config.key_manager_sync.for_one_pass();
+            // What validation accepted is usable as it stands.
+            assert!(!config.issuers.is_empty(), "a configuration without issuers accepted");
+            for route in &config.routes {
+                assert!(route.path_prefix.starts_with('/'), "route prefix {:?}", route.path_prefix);
+            }
         }
     }
 }

@@ -35,14 +35,6 @@ pub enum Scheme {
     Dpop,
 }
 
-/// The bearer token of a request, borrowed from its headers (the `Bearer` scheme only).
-pub fn extract(headers: &HeaderMap) -> Result<&[u8], AuthError> {
-    match credentials(headers)? {
-        (Scheme::Bearer, token) => Ok(token),
-        (Scheme::Dpop, _) => Err(AuthError::MissingToken),
-    }
-}
-
 /// The scheme and token of a request's one `Authorization` header.
 pub fn credentials(headers: &HeaderMap) -> Result<(Scheme, &[u8]), AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();

@@ -438,9 +438,4 @@ impl KeyRegistry {
         }
         None
     }
-
-    /// Spawns every issuer's background refresher.
-    pub fn spawn_refreshers(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.issuers.iter().map(|k| tokio::spawn(k.clone().run_refresher())).collect()
-    }
 }
