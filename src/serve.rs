@@ -152,6 +152,16 @@ async fn watched_digest(source: PathBuf, named: Vec<PathBuf>) -> Vec<u8> {
     digest.unwrap_or_default()
 }
 
+/// True when the file at `source` is, byte for byte, the one the running configuration was
+/// loaded from (read off the runtime).
+async fn file_is_loaded(reloader: &Reloader, source: &std::path::Path) -> bool {
+    let path = source.to_path_buf();
+    let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(path)).await else { return true };
+    let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    let hex: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    hex == reloader.current().config.sha256
+}
+
 /// `server.watch_config_seconds`: polls the configuration file and every file it names (on the
 /// gateway's clock) and reloads — all or nothing, as SIGHUP does — when their content changes.
 /// A change that is refused is not tried again until the files change once more. With the
@@ -160,6 +170,14 @@ async fn watch_config(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<boo
     let Some(source) = reloader.source.clone() else { return };
     let named = |r: &Reloader| r.current().config.named_files();
     let mut seen = watched_digest(source.clone(), named(&reloader)).await;
+    // The file may have changed between its loading and this first look (kubelet swapping the
+    // ConfigMap while the pod starts): then what runs is not what the digest above describes.
+    if reloader.current().config.server.watch_config_seconds > 0 && !file_is_loaded(&reloader, &source).await {
+        tracing::info!(file = %source.display(), "the configuration changed while starting; reloading");
+        if reloader.reload().await.is_ok() {
+            seen = watched_digest(source.clone(), named(&reloader)).await;
+        }
+    }
     loop {
         let every = reloader.current().config.server.watch_config_seconds;
         let wait = Duration::from_secs(if every == 0 { 5 } else { every });

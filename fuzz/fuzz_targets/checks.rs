@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 //! What each fuzz target checks, as plain functions: the cargo-fuzz targets call them on
-//! generated inputs, and `tests/fuzz_corpus.rs` (run by `cargo test`) replays the checked-in
+//! generated inputs, and `tests/it/fuzz_corpus.rs` (run by `cargo test`) replays the checked-in
 //! corpora and regressions through the very same code, so a finding stays fixed.
 
 use jwtgate::auth::alg::Alg;

@@ -1,13 +1,12 @@
 //! The command line as an operator uses it: the real binary, real files, real sockets.
-mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use jwtgate::auth::alg::Alg;
 use serde_json::Value;
-use support::*;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_jwtgate"));

@@ -1,7 +1,6 @@
 //! The upstream keep-alive pool, seen from a raw HTTP/1.1 upstream that counts its
 //! connections: reuse, upstreams that close (politely or not), the idle timeout, and a
 //! response abandoned half-way never leaking into the next request.
-mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +13,7 @@ use jwtgate::serve::{start, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::*;
+use crate::support::*;
 
 /// How the raw upstream treats its connections.
 #[derive(Clone, Copy)]

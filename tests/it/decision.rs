@@ -1,10 +1,9 @@
 //! The decision listener, and the one decision core behind all three front doors: the proxy,
 //! the decision listener and `validate` give the same status and error for the same request.
-mod support;
 
+use crate::support::*;
 use jwtgate::auth::alg::Alg;
 use serde_json::{json, Value};
-use support::*;
 
 const DECISION: &str = "\n[decision]\nlisten = \"127.0.0.1:0\"\n";
 

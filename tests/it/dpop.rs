@@ -1,12 +1,11 @@
 //! Sender-constrained tokens (RFC 9449): a DPoP-bound token works only with a fresh proof
 //! signed by its key, for this method and URI, once; every broken proof is a 401 with a DPoP
 //! challenge; routes can require bound tokens.
-mod support;
 
+use crate::support::dpop::{b64, DpopClient};
+use crate::support::*;
 use jwtgate::auth::alg::Alg;
 use serde_json::{json, Value};
-use support::dpop::{b64, DpopClient};
-use support::*;
 
 const ISSUER: &str = r#"algorithms = ["RS256", "ES256"]
 

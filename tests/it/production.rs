@@ -2,21 +2,19 @@
 //! SIGHUP), TLS on the proxy and decision listeners, TLS and HTTP/2 to the upstream, and gRPC
 //! through jwtgate with a real tonic client and server. Everything over loopback sockets.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use jwtgate::clock::SystemClock;
 use jwtgate::config::Config;
 use serde_json::Value;
-use support::*;
 
 /// A fresh folder for one test's files.
 fn temp_dir(tag: &str) -> PathBuf {

@@ -2,11 +2,10 @@
 //! connections are closed on time and counted; busy ones are not; the connection cap holds.
 //! The listener's timers run on the gateway's clock: these tests move a manual clock across
 //! the timeouts instead of waiting for them.
-mod support;
 
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

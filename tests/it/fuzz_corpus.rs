@@ -3,7 +3,7 @@
 //! keeps every finding fixed without needing cargo-fuzz. Coverage-guided runs are
 //! `fuzz/run.sh SECONDS` (README, "Security model").
 
-#[path = "../fuzz/fuzz_targets/checks.rs"]
+#[path = "../../fuzz/fuzz_targets/checks.rs"]
 mod checks;
 
 use std::path::Path;

@@ -1,13 +1,12 @@
 //! Forged, tampered and malformed tokens: each must be a 401 `invalid_token` that never
 //! reaches the upstream, and valid edge cases (leeway, `aud` arrays) must pass.
-mod support;
 
+use crate::support::*;
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwtgate::auth::alg::Alg;
 use serde_json::{json, Value};
-use support::*;
 
 fn b64(v: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(v)

@@ -1,18 +1,17 @@
 //! The key-manager sync against a fake APIM that validates every body against admin-api.json
 //! and a fake Asgardeo organization.
-mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::apim::{FakeApim, Fault, ADMIN_PASSWORD};
+use crate::support::*;
 use jwtgate::auth::alg::Alg;
 use jwtgate::config::Config;
 use jwtgate::km_sync::desired::fingerprint;
 use jwtgate::km_sync::{run_once, OnceResult, PassOptions};
 use serde_json::{json, Value};
-use support::apim::{FakeApim, Fault, ADMIN_PASSWORD};
-use support::*;
 
 const SECRET: &str = "mgmt-secret-1";
 
@@ -460,7 +459,9 @@ async fn serve_syncs_at_start_and_at_once_when_discovery_changes() {
     let s = status(&client, gw.admin_addr).await;
     let km = &s["key_manager_sync"];
     assert_eq!(km["state"], "in_sync", "{s}");
-    assert_eq!(km["last_result"], "created");
+    // Created once; a second pass (the first key refresh may trigger one) finds it unchanged.
+    assert!(km["last_result"] == "created" || km["last_result"] == "unchanged", "{s}");
+    assert_eq!((k.apim.posts(), k.apim.puts()), (1, 0), "{s}");
     assert!(km["key_manager_id"].as_str().is_some_and(|i| !i.is_empty()), "{s}");
     assert!(km["next_run"].as_str().is_some() && km["last_run"].as_str().is_some(), "{s}");
     // The IdP moves its token endpoint: the refresher sees it and the sync follows at once.

@@ -1,12 +1,11 @@
 //! The deployment files stay true: the sidecar's embedded configuration passes `check-config`,
 //! and every metric the Grafana dashboard queries is one jwtgate exports.
-mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 #[test]
 fn the_kubernetes_configmap_passes_check_config() {

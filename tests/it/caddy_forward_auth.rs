@@ -4,15 +4,14 @@
 //! this is where a client would try to name the path that is judged. Needs caddy (`.ci/run`
 //! installs it); without it the test says so and passes on a developer's machine, and fails
 //! under CI.
-mod support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
-const CADDYFILE: &str = include_str!("../deploy/caddy/Caddyfile");
+const CADDYFILE: &str = include_str!("../../deploy/caddy/Caddyfile");
 
 struct Caddy {
     child: Child,

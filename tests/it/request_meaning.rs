@@ -1,9 +1,8 @@
 //! One request, one meaning: requests a backend could read differently from jwtgate are refused
 //! or cleaned, over raw sockets, with an echo upstream that shows exactly what arrived.
-mod support;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: gw\r\n{extra}Connection: close\r\n\r\n")

@@ -2,10 +2,10 @@
 //! single-byte change to a valid token is refused; the same claims signed by another key (even
 //! under the right `kid`) are refused; and the decision depends on no header but
 //! `Authorization` (for routing: method and path).
-mod support;
 
 use std::sync::Arc;
 
+use crate::support::*;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use jwtgate::auth::alg::Alg;
 use jwtgate::auth::Authenticator;
@@ -16,7 +16,6 @@ use jwtgate::fetch::HttpFetcher;
 use jwtgate::keys::KeyRegistry;
 use jwtgate::metrics::Metrics;
 use proptest::prelude::*;
-use support::*;
 
 struct World {
     rt: tokio::runtime::Runtime,

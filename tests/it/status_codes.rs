@@ -1,10 +1,9 @@
 //! Every row of the contract's "What a request gets" table, through real sockets.
-mod support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_token_with_scope_is_forwarded_with_claim_headers() {

@@ -1,15 +1,14 @@
 //! WebSockets through jwtgate with a real client and server (tokio-tungstenite): an allowed
 //! upgrade is tunnelled both ways; a token without the scope gets 403 and no tunnel; the
 //! tunnel's lifetime is bounded and everything is counted.
-mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use jwtgate::auth::alg::Alg;
-use support::*;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;

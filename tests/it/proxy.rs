@@ -1,10 +1,9 @@
 //! What the upstream receives and what the client gets back: header hygiene, forwarding
 //! headers, streaming bodies, HTTP/2 cleartext, header limits.
-mod support;
 
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {

@@ -2,15 +2,14 @@
 //! request with `auth_request`, configured with `deploy/nginx/auth_request.conf` exactly as the
 //! README shows it. Needs nginx (Debian's `nginx-light`; `.ci/run` installs it). Without nginx
 //! the test says so and passes on a developer's machine, and fails under CI.
-mod support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
-const CONF: &str = include_str!("../deploy/nginx/auth_request.conf");
+const CONF: &str = include_str!("../../deploy/nginx/auth_request.conf");
 
 struct Nginx {
     child: Child,
@@ -151,7 +150,7 @@ async fn nginx_auth_request_with_the_readme_config() {
     assert!(!names.iter().any(|n| n.contains("jwt")), "{names:?}");
 
     // DPoP through the recipe: the proof's htu is the URL the client addressed; a replay fails.
-    let dpop = support::dpop::DpopClient::new(&h);
+    let dpop = crate::support::dpop::DpopClient::new(&h);
     let proof = dpop.proof("GET", "http://localhost/api/x");
     let send = |proof: &str| {
         c.get(url("/api/x?page=2")).header("authorization", format!("DPoP {}", dpop.token)).header("dpop", proof).send()

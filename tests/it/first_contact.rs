@@ -1,14 +1,13 @@
 //! The configs new users actually write, through the real binary: a switched-off sync section,
 //! and each numeric key set alone to the smallest and largest value it accepts.
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use jwtgate::auth::alg::Alg;
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn bin() -> Command {

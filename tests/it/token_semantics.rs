@@ -1,9 +1,8 @@
 //! What a token means: only access tokens open an API, bound tokens stay bound, and the
 //! refusals say why — through the proxy and through `validate`.
-mod support;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 async fn refusal(h: &Harness, token: &str) -> (u16, String, String) {
     let r = h.get_with("/api/x", token).await;

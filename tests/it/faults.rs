@@ -3,14 +3,13 @@
 //! up mid-body; ten thousand idle client connections. Nothing is accepted that should not be,
 //! nothing hangs, and what was held is freed. (IdP slow or down, upstream refusing or hanging,
 //! slowloris: `keys.rs`, `status_codes.rs`, `connection_lifetimes.rs`.)
-mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -268,10 +267,13 @@ async fn a_failing_upstream_is_logged_once_a_second_and_a_refusal_once() {
         std::fs::write(&path, config_text(&idp.discovery_url(), down, "", &server)).unwrap();
         let (_child, proxy, _admin, log) = spawn_serve_with(&path, None).await;
         let client = http_client();
+        let burst = std::time::Instant::now();
         for _ in 0..30 {
             let r = client.get(format!("http://{proxy}/public/x")).send().await.unwrap();
             assert_eq!(r.status(), 502);
         }
+        // One line per second the burst spanned (a loaded machine may stretch it), and one more.
+        let most_lines = burst.elapsed().as_secs() as usize + 2;
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(client.get(format!("http://{proxy}/public/x")).send().await.unwrap().status(), 502);
         let r = client.get(format!("http://{proxy}/api/x")).bearer_auth("not-a-jwt").send().await.unwrap();
@@ -284,12 +286,16 @@ async fn a_failing_upstream_is_logged_once_a_second_and_a_refusal_once() {
                 .filter(|v| v["fields"]["message"].as_str().is_some_and(|m| m.contains(what)))
                 .collect()
         };
+        // The refusal came last: once its line is in, every line before it is too.
         wait_until("the refusal is logged", || async {
-            !lines(&log, if access_log { "access" } else { "request refused" }).is_empty()
+            match access_log {
+                true => lines(&log, "access").iter().any(|v| v["fields"]["status"] == 401),
+                false => !lines(&log, "request refused").is_empty(),
+            }
         })
         .await;
         let failures = lines(&log, "upstream request failed");
-        assert!((2..=3).contains(&failures.len()), "{failures:?}");
+        assert!((2..=most_lines).contains(&failures.len()), "{} lines: {failures:?}", failures.len());
         let accounted: u64 = failures.iter().map(|v| 1 + v["fields"]["held_back"].as_u64().unwrap()).sum();
         assert_eq!(accounted, 31, "every failure is in a line or in a line's held_back: {failures:?}");
         assert!(failures.iter().all(|v| v["level"] == "WARN"), "{failures:?}");

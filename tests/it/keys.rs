@@ -1,14 +1,13 @@
 //! Key handling against a live fake Asgardeo: every algorithm, rotation with a single-flight
 //! refetch, rate limiting of forged kids, outages, staleness, and discovery quirks.
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use jwtgate::auth::alg::Alg;
 use jwtgate::clock::Clock;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_algorithm_verifies() {

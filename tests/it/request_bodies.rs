@@ -1,14 +1,13 @@
 //! Nothing silently lost: slow uploads are not cut by the upstream timeout, bodies that stop or
 //! break are the client's error (and never reach the upstream whole), GET bodies and trailers
 //! pass both ways, and transfer codings jwtgate cannot forward are refused.
-mod support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,5 +1,4 @@
 //! The README's run command: `jwtgate dev` prints curl lines that give 200 and 403.
-mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -37,7 +36,7 @@ async fn dev_prints_working_curl_lines() {
     };
     tokio::time::timeout(Duration::from_secs(30), read).await.expect("dev printed its curl lines");
     assert_eq!(tokens.len(), 2);
-    let client = support::http_client();
+    let client = crate::support::http_client();
     let mut statuses = Vec::new();
     for (t, u) in tokens.iter().zip(&urls) {
         let mut status = 0;

@@ -1,0 +1,29 @@
+//! The integration tests, one binary: the support kit (fake IdP, fake APIM, echo upstream,
+//! minter, harness) is compiled once, and every test runs in one process. Each module is one
+//! subject; `cargo test --test it <module>::` runs one of them.
+
+mod support;
+
+mod caddy_forward_auth;
+mod cli;
+mod connection_lifetimes;
+mod decision;
+mod deploy;
+mod dev_command;
+mod dpop;
+mod faults;
+mod first_contact;
+mod fuzz_corpus;
+mod hostile_tokens;
+mod keys;
+mod km_sync;
+mod nginx_auth_request;
+mod production;
+mod properties;
+mod proxy;
+mod request_bodies;
+mod request_meaning;
+mod status_codes;
+mod token_semantics;
+mod upstream_pool;
+mod websocket;
