@@ -156,7 +156,7 @@ fn benches(c: &mut Criterion) {
             h.insert("dpop", HeaderValue::from_str(&proof).unwrap());
             h
         };
-        let need = jwtgate::auth::Requirement { scopes: &scopes, sender_constrained: false };
+        let need = jwtgate::auth::Requirement::scopes(&scopes);
         let first = request(0);
         let req = jwtgate::auth::AuthRequest { headers: &first, method: "GET", htu: &htu };
         assert!(ready(s.cached.authorize_request(&req, &need)).is_ok(), "a DPoP request passes");

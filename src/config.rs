@@ -469,6 +469,30 @@ pub struct RouteSection {
     /// Only sender-constrained (DPoP-bound) tokens, presented with a proof.
     #[serde(default)]
     pub sender_constrained: bool,
+    /// Overrides the issuer's `audiences` on this route.
+    pub audiences: Option<Vec<String>>,
+    /// Rules on claims other than scope; every one must hold (403 `insufficient_claims`).
+    #[serde(default)]
+    pub require_claims: Vec<ClaimRuleSection>,
+    /// RFC 9470 step-up: the token's `acr` must be one of these.
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// RFC 9470 step-up: the user authenticated at most this long ago (`auth_time`).
+    pub max_age_seconds: Option<u64>,
+}
+
+/// One `require_claims` entry, as written: a claim path and exactly one test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleSection {
+    /// A dotted path into the payload (`realm.roles`).
+    pub claim: String,
+    /// The claim (a string, or an array of strings) holds at least one of these.
+    pub any_of: Option<Vec<String>>,
+    /// The claim (a string, or an array of strings) holds every one of these.
+    pub all_of: Option<Vec<String>>,
+    /// The claim equals this string, number or boolean.
+    pub equals: Option<toml::Value>,
 }
 
 fn default_auth() -> String {
@@ -566,6 +590,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Every claim path a `claim_headers` entry names, each once; entries refer to it by index.
     pub claim_paths: Vec<Vec<String>>,
+    /// Every claim path a route's `require_claims` or step-up reads, each once: a verified
+    /// token keeps these values, so rules on a cached token parse nothing.
+    pub rule_paths: Vec<Vec<String>>,
     /// `[key_manager_sync]`, validated.
     pub key_manager_sync: KmSyncConfig,
     /// `[decision]`, validated.
@@ -721,6 +748,47 @@ pub struct RouteConfig {
     pub claim_headers: Vec<ClaimHeader>,
     /// Plain bearer tokens are refused with a DPoP challenge.
     pub sender_constrained: bool,
+    /// The audiences a token must name here, instead of its issuer's (`None`: the issuer's).
+    pub audiences: Option<Vec<String>>,
+    /// Rules on claims (indices into `Config::rule_paths`).
+    pub require_claims: Vec<ClaimRule>,
+    /// RFC 9470 step-up requirements.
+    pub step_up: Option<StepUp>,
+}
+
+/// A validated `require_claims` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRule {
+    /// The path as written (for messages).
+    pub claim: String,
+    /// Index into `Config::rule_paths`.
+    pub path: usize,
+    /// What the value must satisfy.
+    pub test: ClaimTest,
+}
+
+/// What a claim's value must satisfy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimTest {
+    /// A string in the list, or an array holding one of them.
+    AnyOf(Vec<String>),
+    /// An array holding every one of them (or a string, when the list has one entry).
+    AllOf(Vec<String>),
+    /// Exactly this JSON scalar (string, number or boolean).
+    Equals(serde_json::Value),
+}
+
+/// A route's RFC 9470 requirements (indices into `Config::rule_paths` for `acr`, `auth_time`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepUp {
+    /// Accepted `acr` values (empty: any).
+    pub acr_values: Vec<String>,
+    /// The longest time since `auth_time`.
+    pub max_age_seconds: Option<u64>,
+    /// Where `acr` is in the verdict's rule values.
+    pub acr_path: usize,
+    /// Where `auth_time` is.
+    pub auth_time_path: usize,
 }
 
 impl Config {
@@ -992,7 +1060,8 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     let upstream = validate_upstream(&file.upstream, &base, &mut problems);
     let mut claim_paths = Vec::new();
     let issuers = validate_issuers(&file.issuers, &base, &mut claim_paths, &mut problems);
-    let routes = validate_routes(&file.routes, &mut claim_paths, &mut problems);
+    let mut rule_paths = Vec::new();
+    let routes = validate_routes(&file.routes, &mut claim_paths, &mut rule_paths, &mut problems);
 
     // A switched-off `[key_manager_sync]` must not block start-up: its problems are kept,
     // not reported (beyond key names and types, which serde checked).
@@ -1016,6 +1085,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             issuers,
             routes,
             claim_paths,
+            rule_paths,
             key_manager_sync,
             decision,
             server_tls,
@@ -1379,9 +1449,111 @@ pub fn asgardeo_discovery_url(org: &str) -> String {
     format!("{ASGARDEO_ORIGIN}/t/{org}/oauth2/token/.well-known/openid-configuration")
 }
 
+/// The index of `path` in `paths`, added when new.
+fn path_index(paths: &mut Vec<Vec<String>>, path: Vec<String>) -> usize {
+    match paths.iter().position(|p| *p == path) {
+        Some(i) => i,
+        None => {
+            paths.push(path);
+            paths.len() - 1
+        }
+    }
+}
+
+type Policy = (Option<Vec<String>>, Vec<ClaimRule>, Option<StepUp>);
+
+/// A route's audiences, claim rules and step-up, validated; contradictions are problems.
+fn route_policy(
+    r: &RouteSection,
+    at: &dyn Fn(&str) -> String,
+    anonymous: bool,
+    rule_paths: &mut Vec<Vec<String>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Policy {
+    if anonymous {
+        for (key, set) in [
+            ("audiences", r.audiences.is_some()),
+            ("require_claims", !r.require_claims.is_empty()),
+            ("acr_values", !r.acr_values.is_empty()),
+            ("max_age_seconds", r.max_age_seconds.is_some()),
+        ] {
+            if set {
+                problems.push(problem(at(key), "an anonymous route checks no token"));
+            }
+        }
+        return (None, Vec::new(), None);
+    }
+    if let Some(a) = &r.audiences {
+        if a.is_empty() || a.iter().any(|x| x.is_empty()) {
+            problems.push(problem(
+                at("audiences"),
+                "must name at least one non-empty audience (omit the key to use the issuer's)",
+            ));
+        }
+    }
+    let mut rules = Vec::new();
+    for (j, rule) in r.require_claims.iter().enumerate() {
+        let here = at(&format!("require_claims[{j}]"));
+        let segments: Vec<String> = rule.claim.split('.').map(str::to_string).collect();
+        if segments.iter().any(String::is_empty) {
+            problems.push(problem(format!("{here}.claim"), "must be a claim name or a dotted path (realm.roles)"));
+            continue;
+        }
+        let list_ok = |l: &Vec<String>| !l.is_empty() && l.iter().all(|v| !v.is_empty());
+        let test = match (&rule.any_of, &rule.all_of, &rule.equals) {
+            (Some(l), None, None) if list_ok(l) => ClaimTest::AnyOf(l.clone()),
+            (None, Some(l), None) if list_ok(l) => ClaimTest::AllOf(l.clone()),
+            (None, None, Some(v)) => match v {
+                toml::Value::String(s) => ClaimTest::Equals(serde_json::Value::String(s.clone())),
+                toml::Value::Integer(n) => ClaimTest::Equals(serde_json::Value::from(*n)),
+                toml::Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                    Some(n) => ClaimTest::Equals(serde_json::Value::Number(n)),
+                    None => {
+                        problems.push(problem(format!("{here}.equals"), "must be a finite number"));
+                        continue;
+                    }
+                },
+                toml::Value::Boolean(b) => ClaimTest::Equals(serde_json::Value::Bool(*b)),
+                _ => {
+                    problems.push(problem(format!("{here}.equals"), "must be a string, a number or a boolean"));
+                    continue;
+                }
+            },
+            (None, None, None) => {
+                problems.push(problem(here, "needs one test: any_of, all_of or equals"));
+                continue;
+            }
+            (Some(_), None, None) | (None, Some(_), None) => {
+                problems.push(problem(here, "any_of and all_of must list at least one non-empty value"));
+                continue;
+            }
+            _ => {
+                problems.push(problem(here, "takes exactly one of any_of, all_of and equals"));
+                continue;
+            }
+        };
+        let path = path_index(rule_paths, segments);
+        rules.push(ClaimRule { claim: rule.claim.clone(), path, test });
+    }
+    if r.acr_values.iter().any(|v| v.is_empty() || v.contains(['"', '\\'])) {
+        problems.push(problem(at("acr_values"), "each value must be non-empty, without quotes or backslashes"));
+    }
+    if r.max_age_seconds == Some(0) {
+        problems.push(problem(at("max_age_seconds"), "must be at least 1"));
+    }
+    let step_up = (!r.acr_values.is_empty() || r.max_age_seconds.is_some()).then(|| StepUp {
+        acr_values: r.acr_values.clone(),
+        max_age_seconds: r.max_age_seconds,
+        acr_path: path_index(rule_paths, vec!["acr".into()]),
+        auth_time_path: path_index(rule_paths, vec!["auth_time".into()]),
+    });
+    (r.audiences.clone(), rules, step_up)
+}
+
 fn validate_routes(
     list: &[RouteSection],
     claim_paths: &mut Vec<Vec<String>>,
+    rule_paths: &mut Vec<Vec<String>>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Vec<RouteConfig> {
     let mut out = Vec::new();
@@ -1444,6 +1616,7 @@ fn validate_routes(
         if anonymous && !claim_headers.is_empty() {
             problems.push(problem(at("claim_headers"), "an anonymous route has no token to take claims from"));
         }
+        let policy = route_policy(r, &at, anonymous, rule_paths, problems);
         out.push(RouteConfig {
             name: r.name.clone().unwrap_or_else(|| prefix.clone()),
             path_prefix: prefix,
@@ -1453,6 +1626,9 @@ fn validate_routes(
             method_override: r.method_override,
             claim_headers,
             sender_constrained: r.sender_constrained,
+            audiences: policy.0,
+            require_claims: policy.1,
+            step_up: policy.2,
         });
     }
     out

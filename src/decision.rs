@@ -174,7 +174,7 @@ impl Judge {
             return Ok(Allowed { route, verified: None, claim_headers: Vec::new() });
         }
         let req = AuthRequest { headers: o.headers, method: o.method.as_str(), htu: o.htu };
-        let need = Requirement { scopes: &route.cfg.scopes, sender_constrained: route.cfg.sender_constrained };
+        let need = Requirement::of(&route.cfg);
         let verified = match self.auth.authorize_request(&req, &need).await {
             Ok(v) => v,
             Err(r) => return Err(self.refuse(r, route, o.headers)),

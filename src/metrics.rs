@@ -111,11 +111,15 @@ pub enum Outcome {
     UpstreamTimeout,
     /// 503: every upstream connection (`upstream.max_connections`) in use.
     UpstreamBusy,
+    /// 403: a claim rule (`require_claims`) fails.
+    InsufficientClaims,
+    /// 401: the route's step-up (`acr_values`, `max_age_seconds`) is not met.
+    InsufficientUserAuthentication,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 15] = [
+    pub const ALL: [Outcome; 17] = [
         Outcome::Allowed,
         Outcome::Anonymous,
         Outcome::MissingToken,
@@ -131,6 +135,8 @@ impl Outcome {
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
         Outcome::UpstreamBusy,
+        Outcome::InsufficientClaims,
+        Outcome::InsufficientUserAuthentication,
     ];
 
     /// The label value.
@@ -151,6 +157,8 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamBusy => "upstream_busy",
+            Outcome::InsufficientClaims => "insufficient_claims",
+            Outcome::InsufficientUserAuthentication => "insufficient_user_authentication",
         }
     }
 }

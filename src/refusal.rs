@@ -42,6 +42,22 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     })
 }
 
+/// The parameters of an RFC 9470 challenge: the error, and what the route asks for
+/// (`acr_values` space-separated, `max_age` in seconds).
+fn step_up_params(route: &Route) -> String {
+    let err = AuthError::InsufficientUserAuthentication;
+    let mut v = format!("error=\"{}\", error_description=\"{}\"", err.code(), err.description());
+    if let Some(s) = &route.cfg.step_up {
+        if !s.acr_values.is_empty() {
+            v.push_str(&format!(", acr_values=\"{}\"", s.acr_values.join(" ")));
+        }
+        if let Some(age) = s.max_age_seconds {
+            v.push_str(&format!(", max_age={age}"));
+        }
+    }
+    v
+}
+
 /// A refusal, ready to be answered and counted.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -74,6 +90,8 @@ impl Refusal {
             AuthError::InvalidRequest(_) => Outcome::InvalidRequest,
             AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => Outcome::InvalidToken,
             AuthError::InsufficientScope => Outcome::InsufficientScope,
+            AuthError::InsufficientClaims => Outcome::InsufficientClaims,
+            AuthError::InsufficientUserAuthentication => Outcome::InsufficientUserAuthentication,
             AuthError::Unavailable | AuthError::ReplayCacheFull => Outcome::Unavailable,
         };
         let challenge = match (err, dpop_algs) {
@@ -82,6 +100,13 @@ impl Refusal {
             (AuthError::MissingToken, None) => Some(HeaderValue::from_static("Bearer realm=\"jwtgate\"")),
             (AuthError::InvalidRequest(_), None) => Some(HeaderValue::from_static("Bearer error=\"invalid_request\"")),
             (AuthError::InsufficientScope, None) => Some(route.scope_challenge.clone()),
+            (AuthError::InsufficientUserAuthentication, None) => {
+                let v = format!("Bearer {}", step_up_params(route));
+                Some(
+                    HeaderValue::from_str(&v)
+                        .unwrap_or(HeaderValue::from_static("Bearer error=\"insufficient_user_authentication\"")),
+                )
+            }
             (other, None) => {
                 let v = format!("Bearer error=\"{}\", error_description=\"{}\"", other.code(), other.description());
                 Some(HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\"")))
@@ -89,6 +114,9 @@ impl Refusal {
             (other, Some(algs)) => {
                 let v = match other {
                     AuthError::MissingToken => format!("DPoP algs=\"{algs}\""),
+                    AuthError::InsufficientUserAuthentication => {
+                        format!("DPoP {}, algs=\"{algs}\"", step_up_params(route))
+                    }
                     AuthError::InsufficientScope => format!(
                         "DPoP error=\"insufficient_scope\", scope=\"{}\", algs=\"{algs}\"",
                         route.cfg.scopes.join(" ")

@@ -241,7 +241,8 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         config.server.max_token_bytes(),
         parts.metrics.clone(),
     )
-    .with_claim_paths(config.claim_paths.clone());
+    .with_claim_paths(config.claim_paths.clone())
+    .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some()));
     // The proofs seen are kept across reloads (a proof used just before one must not pass just
     // after); a new size takes a restart.
     if let Some(p) = previous {

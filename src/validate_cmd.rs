@@ -104,7 +104,8 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
     };
     let auth = Arc::new(
         Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics.clone())
-            .with_claim_paths(config.claim_paths.clone()),
+            .with_claim_paths(config.claim_paths.clone())
+            .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some())),
     );
     if req.dpop.is_some() && req.route.is_none() {
         return usage_error(
@@ -114,7 +115,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
     let header = format!("Bearer {}", req.token.trim());
     let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
     let verified = match bearer::parse(header.as_bytes()) {
-        Ok(token) => auth.verify(token, only_issuer).await,
+        Ok(token) => auth.verify(token, only_issuer, None).await,
         Err(e) => Err(Rejected::from(e)),
     };
     let unavailable_detail = || {
@@ -139,6 +140,17 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         out
     };
 
+    // Judged against a route, the token's audiences are the route's when it names its own.
+    let route_verified = |route: &crate::config::RouteConfig| {
+        let audiences = route.audiences.clone();
+        let (auth, header) = (auth.clone(), header.clone());
+        async move {
+            match bearer::parse(header.as_bytes()) {
+                Ok(token) => auth.verify(token, only_issuer, audiences.as_deref()).await,
+                Err(e) => Err(Rejected::from(e)),
+            }
+        }
+    };
     // The request, judged by the same code as the proxy's (`decision`).
     if let Some(target) = &req.route {
         // An absolute URL names the URI a DPoP proof's `htu` must match; a path is addressed
@@ -188,7 +200,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                 None,
                 None,
             ),
-            Ok(allowed) => match (&verified, allowed.verified) {
+            Ok(allowed) => match (&route_verified(&allowed.route.cfg).await, allowed.verified) {
                 (Err(r), _) => {
                     let e = Rejected { error: r.error, issuer: r.issuer };
                     refused_verdict(e.error, e.issuer.and_then(name), unavailable_detail)
@@ -202,7 +214,13 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                 ),
                 (Ok(_), None) => unreachable_anonymous(),
             },
-            Err((refusal, _)) => match (refusal.auth_error, &verified) {
+            Err((refusal, _)) => match (refusal.auth_error, &{
+                let form = crate::routes::match_form(path).unwrap_or_default();
+                match judge.routes().find(&form, &method) {
+                    Some(r) if r.cfg.audiences.is_some() => route_verified(&r.cfg).await,
+                    _ => verified,
+                }
+            }) {
                 (Some(AuthError::InsufficientScope), Ok(v)) => {
                     let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
                     let scopes = route.map(|r| r.cfg.scopes.clone()).unwrap_or_default();
@@ -220,10 +238,60 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                         v.claims_json(),
                     )
                 }
-                (Some(error), _) => explained(
+                (Some(AuthError::InsufficientClaims), Ok(v)) => {
+                    let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
+                    let rules = route.map(|r| r.cfg.require_claims.as_slice()).unwrap_or_default();
+                    let mut out = verdict(
+                        403,
+                        Some("insufficient_claims"),
+                        format!(
+                            "the token fails a claim rule of route {:?}",
+                            route.map_or("", |r| r.cfg.name.as_str())
+                        ),
+                        name(v.issuer()),
+                        v.claims_json(),
+                    );
+                    if let Some((rule, actual)) = crate::auth::policy::first_failed_rule(&v.verdict, rules) {
+                        let (test, expected) = match &rule.test {
+                            crate::config::ClaimTest::AnyOf(l) => ("any_of", json!(l)),
+                            crate::config::ClaimTest::AllOf(l) => ("all_of", json!(l)),
+                            crate::config::ClaimTest::Equals(e) => ("equals", e.clone()),
+                        };
+                        out.json["detail"] = json!(format!(
+                            "the token's {} claim fails {test} (expected {expected}, actual {actual})",
+                            rule.claim
+                        ));
+                        out.json["explain"] =
+                            json!({"claim": rule.claim, "test": test, "expected": expected, "actual": actual});
+                    }
+                    out
+                }
+                (Some(AuthError::InsufficientUserAuthentication), Ok(v)) => {
+                    let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
+                    let step_up = route.and_then(|r| r.cfg.step_up.as_ref());
+                    let claims = v.claims_json().unwrap_or_default();
+                    let mut out = verdict(
+                        401,
+                        Some("insufficient_user_authentication"),
+                        format!(
+                            "route {:?} requires a stronger or more recent sign-in",
+                            route.map_or("", |r| r.cfg.name.as_str())
+                        ),
+                        name(v.issuer()),
+                        Some(claims.clone()),
+                    );
+                    if let Some(s) = step_up {
+                        out.json["explain"] = json!({
+                            "expected": {"acr_values": s.acr_values, "max_age_seconds": s.max_age_seconds},
+                            "actual": {"acr": claims["acr"], "auth_time": claims["auth_time"], "now": now},
+                        });
+                    }
+                    out
+                }
+                (Some(error), judged) => explained(
                     refused_verdict(
                         error,
-                        verified.as_ref().err().and_then(|r| r.issuer).and_then(name),
+                        judged.as_ref().err().and_then(|r| r.issuer).and_then(name),
                         unavailable_detail,
                     ),
                     error,

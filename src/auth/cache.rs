@@ -95,6 +95,8 @@ mod tests {
             sub_header: None,
             binding: None,
             claim_values: Box::new([]),
+            rule_values: Box::new([]),
+            aud: Box::new([]),
         })
     }
 

@@ -188,6 +188,11 @@ pub enum AuthError {
     InvalidToken(TokenError),
     /// The token is valid but lacks a required scope.
     InsufficientScope,
+    /// The token is valid but a claim rule of the route (`require_claims`) fails.
+    InsufficientClaims,
+    /// The authentication event behind the token is not strong or recent enough for the route
+    /// (`acr_values`, `max_age_seconds`; RFC 9470).
+    InsufficientUserAuthentication,
     /// The issuer has no usable key set: the IdP's outage, not the client's fault.
     Unavailable,
     /// The DPoP replay cache is full of unexpired proofs: the proof cannot be remembered, so
@@ -200,9 +205,15 @@ pub enum AuthError {
 impl AuthError {
     /// Every metric reason a refusal can be counted under.
     pub fn all_reasons() -> impl Iterator<Item = &'static str> {
-        let plain = [AuthError::MissingToken, AuthError::InsufficientScope, AuthError::Unavailable]
-            .into_iter()
-            .chain([AuthError::InvalidRequest(""), AuthError::ReplayCacheFull]);
+        let plain = [
+            AuthError::MissingToken,
+            AuthError::InsufficientScope,
+            AuthError::InsufficientClaims,
+            AuthError::InsufficientUserAuthentication,
+            AuthError::Unavailable,
+        ]
+        .into_iter()
+        .chain([AuthError::InvalidRequest(""), AuthError::ReplayCacheFull]);
         plain
             .chain(TokenError::ALL.into_iter().map(AuthError::InvalidToken))
             .chain(super::dpop::ProofError::ALL.into_iter().map(AuthError::InvalidDpopProof))
@@ -212,11 +223,12 @@ impl AuthError {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken(_) | AuthError::InvalidDpopProof(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::InvalidDpopProof(_)
+            | AuthError::InsufficientUserAuthentication => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            AuthError::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthError::InsufficientScope | AuthError::InsufficientClaims => StatusCode::FORBIDDEN,
             AuthError::Unavailable | AuthError::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -228,6 +240,8 @@ impl AuthError {
             AuthError::InvalidRequest(_) => "invalid_request",
             AuthError::InvalidToken(_) => "invalid_token",
             AuthError::InsufficientScope => "insufficient_scope",
+            AuthError::InsufficientClaims => "insufficient_claims",
+            AuthError::InsufficientUserAuthentication => "insufficient_user_authentication",
             AuthError::Unavailable | AuthError::ReplayCacheFull => "temporarily_unavailable",
             AuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
         }
@@ -240,6 +254,10 @@ impl AuthError {
             AuthError::InvalidRequest(why) => why,
             AuthError::InvalidToken(t) => t.description(),
             AuthError::InsufficientScope => "the token lacks a scope this route requires",
+            AuthError::InsufficientClaims => "the token's claims do not meet this route's rules",
+            AuthError::InsufficientUserAuthentication => {
+                "a stronger or more recent authentication is required for this route"
+            }
             AuthError::Unavailable => "the token issuer's signing keys are unavailable; retry later",
             AuthError::ReplayCacheFull => super::dpop::ProofError::ReplayCacheFull.description(),
             AuthError::InvalidDpopProof(p) => p.description(),

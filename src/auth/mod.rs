@@ -11,6 +11,7 @@ pub mod cache;
 pub mod dpop;
 pub mod error;
 pub mod jwt;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -49,6 +50,12 @@ pub struct Verdict {
     /// The value of every configured claim path (`Config::claim_paths`, same order), ready to
     /// be a header; empty when no `claim_headers` are configured.
     pub claim_values: Box<[ClaimValue]>,
+    /// The value of every route-rule claim path (`Config::rule_paths`, same order; `Null` when
+    /// absent): `require_claims` and step-up read these, cached or not.
+    pub rule_values: Box<[serde_json::Value]>,
+    /// `aud`, kept only when some route overrides the audiences (a cached verdict is then
+    /// checked against the route's on every request).
+    pub aud: Box<[Box<str>]>,
 }
 
 /// A claim as a header value.
@@ -146,6 +153,15 @@ fn time_claims(exp: f64, nbf: Option<f64>, iat: Option<f64>, leeway: i64, now: i
     Ok(())
 }
 
+/// `aud` holds one of `audiences` (an empty list checks nothing).
+fn check_audience<S: AsRef<str>>(aud: &[S], audiences: &[String]) -> Result<(), TokenError> {
+    if audiences.is_empty() || aud.iter().any(|a| audiences.iter().any(|x| x == a.as_ref())) {
+        Ok(())
+    } else {
+        Err(TokenError::BadAudience)
+    }
+}
+
 /// The payload segment of a token as a header value (it is base64url: always valid).
 fn payload_header(token: &[u8]) -> Option<HeaderValue> {
     let start = memchr::memchr(b'.', token)? + 1;
@@ -194,6 +210,30 @@ pub struct Requirement<'a> {
     pub scopes: &'a [String],
     /// Only DPoP-bound tokens with a proof.
     pub sender_constrained: bool,
+    /// The audiences a token must name instead of its issuer's.
+    pub audiences: Option<&'a [String]>,
+    /// Rules on claims, every one to hold.
+    pub claims: &'a [crate::config::ClaimRule],
+    /// RFC 9470 step-up.
+    pub step_up: Option<&'a crate::config::StepUp>,
+}
+
+impl Requirement<'_> {
+    /// Scopes only (no audience override, no claim rules, no step-up).
+    pub fn scopes(scopes: &[String]) -> Requirement<'_> {
+        Requirement { scopes, sender_constrained: false, audiences: None, claims: &[], step_up: None }
+    }
+
+    /// What `route` requires.
+    pub fn of(route: &crate::config::RouteConfig) -> Requirement<'_> {
+        Requirement {
+            scopes: &route.scopes,
+            sender_constrained: route.sender_constrained,
+            audiences: route.audiences.as_deref(),
+            claims: &route.require_claims,
+            step_up: route.step_up.as_ref(),
+        }
+    }
 }
 
 /// A refusal, with the issuer when it was known (for metrics and `validate`).
@@ -221,6 +261,9 @@ pub struct Authenticator {
     cache_entries: u64,
     max_token_bytes: usize,
     claim_paths: Vec<Vec<String>>,
+    rule_paths: Vec<Vec<String>>,
+    /// Some route overrides the audiences: verdicts keep `aud`, checked on every request.
+    route_audiences: bool,
     replay: Arc<dpop::ReplayCache>,
     metrics: Arc<Metrics>,
     cache_hit: prometheus::IntCounter,
@@ -254,6 +297,8 @@ impl Authenticator {
             cache_entries,
             max_token_bytes,
             claim_paths: Vec::new(),
+            rule_paths: Vec::new(),
+            route_audiences: false,
             replay: Arc::default(),
             metrics,
         }
@@ -263,6 +308,14 @@ impl Authenticator {
     /// `claim_headers` of issuers and routes.
     pub fn with_claim_paths(mut self, paths: Vec<Vec<String>>) -> Authenticator {
         self.claim_paths = paths;
+        self
+    }
+
+    /// Keeps these claim paths (`Config::rule_paths`) of every verified token for the routes'
+    /// claim rules and step-up, and `aud` when `route_audiences` (some route overrides it).
+    pub fn with_route_rules(mut self, rule_paths: Vec<Vec<String>>, route_audiences: bool) -> Authenticator {
+        self.rule_paths = rule_paths;
+        self.route_audiences = route_audiences;
         self
     }
 
@@ -281,7 +334,12 @@ impl Authenticator {
     pub fn keep_token_cache_of(mut self, old: &Authenticator) -> Authenticator {
         let same_keys = self.keys.issuers.len() == old.keys.issuers.len()
             && self.keys.issuers.iter().zip(&old.keys.issuers).all(|(a, b)| Arc::ptr_eq(a, b));
-        if same_keys && self.cache_entries == old.cache_entries && self.claim_paths == old.claim_paths {
+        if same_keys
+            && self.cache_entries == old.cache_entries
+            && self.claim_paths == old.claim_paths
+            && self.rule_paths == old.rule_paths
+            && self.route_audiences == old.route_audiences
+        {
             self.cache.clone_from(&old.cache);
         }
         self
@@ -301,7 +359,7 @@ impl Authenticator {
     /// presents a DPoP-bound token needs [`Authenticator::authorize_request`]).
     pub async fn authorize(&self, headers: &HeaderMap, scopes: &[String]) -> Result<Verified, Rejected> {
         let req = AuthRequest { headers, method: "", htu: &|| String::new() };
-        self.authorize_request(&req, &Requirement { scopes, sender_constrained: false }).await
+        self.authorize_request(&req, &Requirement::scopes(scopes)).await
     }
 
     /// Verifies the request's credentials (`Bearer`, or `DPoP` with its proof) against the
@@ -311,7 +369,7 @@ impl Authenticator {
         if scheme == bearer::Scheme::Bearer && need.sender_constrained {
             return Err(AuthError::InvalidToken(TokenError::DpopRequired).into());
         }
-        let verified = self.verify(token, None).await?;
+        let verified = self.verify(token, None, need.audiences).await?;
         let issuer = Some(verified.issuer());
         let refuse = |error| Err(Rejected { error, issuer });
         match (scheme, &verified.verdict.binding) {
@@ -375,6 +433,18 @@ impl Authenticator {
         if !verified.has_scopes(scopes) {
             return Err(Rejected { error: AuthError::InsufficientScope, issuer: Some(verified.issuer()) });
         }
+        // Authorisation before step-up: a token that may never pass is not sent to sign in again.
+        if !need.claims.is_empty() && policy::first_failed_rule(&verified.verdict, need.claims).is_some() {
+            return Err(Rejected { error: AuthError::InsufficientClaims, issuer: Some(verified.issuer()) });
+        }
+        if let Some(step_up) = need.step_up {
+            if policy::step_up_shortfall(&verified.verdict, step_up, self.clock.now_unix()).is_some() {
+                return Err(Rejected {
+                    error: AuthError::InsufficientUserAuthentication,
+                    issuer: Some(verified.issuer()),
+                });
+            }
+        }
         Ok(verified)
     }
 
@@ -386,7 +456,14 @@ impl Authenticator {
 
     /// Verifies a token (signature, issuer, audience, time claims) but not scopes. With
     /// `only_issuer`, tokens of any other issuer are refused.
-    pub async fn verify(&self, token: &[u8], only_issuer: Option<usize>) -> Result<Verified, Rejected> {
+    ///
+    /// `audiences` replaces the issuer's (a route's `audiences`).
+    pub async fn verify(
+        &self,
+        token: &[u8],
+        only_issuer: Option<usize>,
+        audiences: Option<&[String]>,
+    ) -> Result<Verified, Rejected> {
         let invalid = |t: TokenError, issuer: Option<usize>| Rejected { error: AuthError::InvalidToken(t), issuer };
         if token.len() > self.max_token_bytes {
             return Err(invalid(TokenError::TooLong, None));
@@ -404,7 +481,16 @@ impl Authenticator {
                         // The cache skips decoding and the signature, never the order: the
                         // claims that can have changed since (time) come before the key set's
                         // freshness, as on the uncached path.
-                        self.ordered_checks(v.issuer, only_issuer, || self.check_time(&v), || k.is_usable())?;
+                        let claims = || {
+                            self.check_time(&v)?;
+                            // Without route audiences every verdict was checked against its
+                            // issuer's when it was made; with them, against this route's now.
+                            match self.route_audiences {
+                                true => check_audience(&v.aud, audiences.unwrap_or(&k.cfg.audiences)),
+                                false => Ok(()),
+                            }
+                        };
+                        self.ordered_checks(v.issuer, only_issuer, claims, || k.is_usable())?;
                         let payload_header =
                             payload_header(token).ok_or(invalid(TokenError::Malformed, Some(v.issuer)))?;
                         return Ok(Verified { verdict: v, payload_header });
@@ -417,7 +503,7 @@ impl Authenticator {
         // Boxed: the uncached path (which may wait for a JWKS refetch) is the large part of this
         // future; keeping it out of line keeps the future every request moves around small.
         // The time claims were checked on the way (before the signature, see `keyless_checks`).
-        let (verdict, payload_header) = Box::pin(self.verify_uncached(token, key, only_issuer)).await?;
+        let (verdict, payload_header) = Box::pin(self.verify_uncached(token, key, only_issuer, audiences)).await?;
         if let Some((cache, _)) = self.cache.as_deref() {
             cache.insert(verdict.clone());
         }
@@ -426,9 +512,9 @@ impl Authenticator {
 
     /// The configured claim paths of a verified payload (parsed as JSON only when some are
     /// configured, and only on a cache miss).
-    fn claim_values(&self, payload_b64: &str) -> Box<[ClaimValue]> {
-        if self.claim_paths.is_empty() {
-            return Box::new([]);
+    fn claim_values(&self, payload_b64: &str) -> (Box<[ClaimValue]>, Box<[serde_json::Value]>) {
+        if self.claim_paths.is_empty() && self.rule_paths.is_empty() {
+            return (Box::new([]), Box::new([]));
         }
         use base64::Engine;
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -436,7 +522,9 @@ impl Authenticator {
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .unwrap_or(serde_json::Value::Null);
-        self.claim_paths.iter().map(|p| ClaimValue::of(&payload, p)).collect()
+        let headers = self.claim_paths.iter().map(|p| ClaimValue::of(&payload, p)).collect();
+        let rules = self.rule_paths.iter().map(|p| policy::value_at(&payload, p).clone()).collect();
+        (headers, rules)
     }
 
     /// The one order of the checks after the issuer is known, for cached and uncached tokens
@@ -471,7 +559,12 @@ impl Authenticator {
     /// allow-list, `exp` present, the time claims, the audience, a forwardable `sub`. They come
     /// before key availability: a token that is wrong whatever the keys are is the client's
     /// fault (401), never an IdP outage (503).
-    fn keyless_checks(&self, d: &jwt::Decoded<'_>, cfg: &crate::config::IssuerConfig) -> Result<Alg, TokenError> {
+    fn keyless_checks(
+        &self,
+        d: &jwt::Decoded<'_>,
+        cfg: &crate::config::IssuerConfig,
+        audiences: Option<&[String]>,
+    ) -> Result<Alg, TokenError> {
         let alg = d.alg.filter(|a| cfg.algorithms.contains(a)).ok_or(TokenError::AlgNotAllowed)?;
         // Access tokens only (RFC 9068 §4): an ID token shares the client id as `aud` and is
         // handed to browsers; it must never open an API, whatever `access_token_typ` says.
@@ -480,9 +573,7 @@ impl Authenticator {
         }
         let exp = d.claims.exp.ok_or(TokenError::MissingExpiry)?;
         time_claims(exp, d.claims.nbf, d.claims.iat, cfg.leeway, self.clock.now_unix())?;
-        if !cfg.audiences.is_empty() && !d.claims.aud.iter().any(|a| cfg.audiences.contains(a)) {
-            return Err(TokenError::BadAudience);
-        }
+        check_audience(&d.claims.aud, audiences.unwrap_or(&cfg.audiences))?;
         if d.claims.sub.as_deref().is_some_and(|s| HeaderValue::from_bytes(s.as_bytes()).is_err()) {
             return Err(TokenError::UnforwardableSubject);
         }
@@ -494,6 +585,7 @@ impl Authenticator {
         token: &str,
         key: u128,
         only_issuer: Option<usize>,
+        audiences: Option<&[String]>,
     ) -> Result<(Arc<Verdict>, HeaderValue), Rejected> {
         let invalid = |t: TokenError, issuer: Option<usize>| Rejected { error: AuthError::InvalidToken(t), issuer };
         let d = jwt::decode(token).map_err(|t| invalid(t, None))?;
@@ -513,7 +605,7 @@ impl Authenticator {
                 let mut first_refusal = None;
                 let mut any_passes = false;
                 for k in &unloaded {
-                    match self.keyless_checks(&d, &k.cfg) {
+                    match self.keyless_checks(&d, &k.cfg, audiences) {
                         Ok(_) => any_passes = true,
                         Err(t) => {
                             first_refusal.get_or_insert(t);
@@ -540,7 +632,7 @@ impl Authenticator {
         self.ordered_checks(
             idx,
             only_issuer,
-            || self.keyless_checks(&d, &issuer.cfg).map(|a| alg = Some(a)),
+            || self.keyless_checks(&d, &issuer.cfg, audiences).map(|a| alg = Some(a)),
             || issuer.is_fresh(&loaded),
         )?;
         let alg = alg.ok_or(invalid(TokenError::AlgNotAllowed, Some(idx)))?;
@@ -583,6 +675,7 @@ impl Authenticator {
         // The payload segment is unpadded base64url: always a valid header value.
         let payload_header =
             HeaderValue::from_str(d.payload_b64).map_err(|_| invalid(TokenError::BadEncoding, Some(idx)))?;
+        let (claim_values, rule_values) = self.claim_values(d.payload_b64);
         let verdict = Verdict {
             key,
             issuer: idx,
@@ -593,7 +686,12 @@ impl Authenticator {
             scopes: d.claims.scopes.into_boxed_slice(),
             sub_header,
             binding: d.claims.binding,
-            claim_values: self.claim_values(d.payload_b64),
+            claim_values,
+            rule_values,
+            aud: match self.route_audiences {
+                true => d.claims.aud.iter().map(|a| a.as_str().into()).collect(),
+                false => Box::new([]),
+            },
         };
         Ok((Arc::new(verdict), payload_header))
     }

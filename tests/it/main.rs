@@ -23,6 +23,7 @@ mod properties;
 mod proxy;
 mod request_bodies;
 mod request_meaning;
+mod route_policy;
 mod status_codes;
 mod token_semantics;
 mod upstream_pool;

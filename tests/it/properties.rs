@@ -52,7 +52,7 @@ fn world() -> World {
 
 fn verify(w: &World, token: &[u8]) -> bool {
     // Refetches are rate-limited (10 s): a mutated kid costs at most one fetch for the run.
-    w.rt.block_on(w.auth.verify(token, None)).is_ok()
+    w.rt.block_on(w.auth.verify(token, None, None)).is_ok()
 }
 
 fn status(w: &World, method: &Method, path: &str, headers: &HeaderMap) -> (u16, &'static str) {
