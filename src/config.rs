@@ -414,6 +414,8 @@ pub struct IssuerSection {
     /// path reaching into objects (`"org.id"`).
     #[serde(default)]
     pub claim_headers: std::collections::BTreeMap<String, String>,
+    /// Tokens revoked before they expire (`jti:`, `sub:`, `client_id:` lines).
+    pub deny_list_file: Option<String>,
 }
 
 fn default_dpop_max_age() -> u64 {
@@ -717,6 +719,21 @@ pub struct IssuerConfig {
     pub dpop_algorithms: Vec<Alg>,
     /// Only these CAs are trusted for discovery and JWKS (else the public web PKI).
     pub ca_file: Option<PathBuf>,
+    /// Tokens revoked before they expire.
+    pub deny_list: Option<DenyListConfig>,
+}
+
+/// An issuer's deny list: the file, and where the claims it names are kept in a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyListConfig {
+    /// The file (resolved against the configuration's folder).
+    pub file: PathBuf,
+    /// Index of `jti` in `Config::rule_paths`.
+    pub jti: usize,
+    /// Index of `sub`.
+    pub sub: usize,
+    /// Index of `client_id`.
+    pub client_id: usize,
 }
 
 /// One configured claim header: the header name and the index of its claim path in
@@ -1059,8 +1076,8 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     });
     let upstream = validate_upstream(&file.upstream, &base, &mut problems);
     let mut claim_paths = Vec::new();
-    let issuers = validate_issuers(&file.issuers, &base, &mut claim_paths, &mut problems);
     let mut rule_paths = Vec::new();
+    let issuers = validate_issuers(&file.issuers, &base, &mut claim_paths, &mut rule_paths, &mut problems);
     let routes = validate_routes(&file.routes, &mut claim_paths, &mut rule_paths, &mut problems);
 
     // A switched-off `[key_manager_sync]` must not block start-up: its problems are kept,
@@ -1276,6 +1293,7 @@ fn validate_issuers(
     list: &[IssuerSection],
     base: &Path,
     claim_paths: &mut Vec<Vec<String>>,
+    rule_paths: &mut Vec<Vec<String>>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Vec<IssuerConfig> {
     if list.is_empty() {
@@ -1405,6 +1423,12 @@ fn validate_issuers(
                 dpop_max_age: s.dpop_max_age_seconds as i64,
                 dpop_algorithms,
                 ca_file,
+                deny_list: s.deny_list_file.as_ref().map(|f| DenyListConfig {
+                    file: base.join(f),
+                    jti: path_index(rule_paths, vec!["jti".into()]),
+                    sub: path_index(rule_paths, vec!["sub".into()]),
+                    client_id: path_index(rule_paths, vec!["client_id".into()]),
+                }),
             });
         }
     }

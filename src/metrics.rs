@@ -35,6 +35,11 @@ pub struct Metrics {
     /// `jwtgate_upstream_responses_total{class}`: upstream answers by status class (`1xx`…`5xx`),
     /// indexed by the status's first digit.
     pub upstream_responses: [IntCounter; 5],
+    /// `jwtgate_deny_list_entries{issuer}`: identifiers in the deny list in force.
+    pub deny_list_entries: IntGaugeVec,
+    /// `jwtgate_deny_list_reloads_total{issuer,result}`: changed deny list files read (`ok`,
+    /// `error`: refused, the list in force stays).
+    pub deny_list_reloads: IntCounterVec,
     /// `jwtgate_log_lines_dropped_total`: lines the log writer's full queue dropped, brought up
     /// to date at each scrape.
     pub log_lines_dropped: IntCounter,
@@ -253,6 +258,16 @@ impl Metrics {
             &["listener"],
         ));
         must(registry.register(Box::new(tls_expiry.clone())));
+        let deny_list_entries = must(IntGaugeVec::new(
+            Opts::new("jwtgate_deny_list_entries", "Identifiers (jti, sub, client_id) in the issuer's deny list."),
+            &["issuer"],
+        ));
+        must(registry.register(Box::new(deny_list_entries.clone())));
+        let deny_list_reloads = counter(
+            "jwtgate_deny_list_reloads_total",
+            "Changed deny list files read, by result (error: refused, the list in force stays).",
+            &["issuer", "result"],
+        );
         let log_lines_dropped = must(IntCounter::new(
             "jwtgate_log_lines_dropped_total",
             "Log lines dropped because the log writer's queue was full (stderr not keeping up).",
@@ -358,6 +373,8 @@ impl Metrics {
             upstream_duration,
             tls_expiry,
             log_lines_dropped,
+            deny_list_entries,
+            deny_list_reloads,
             rejections,
             token_cache,
             jwks_fetches,

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminScope, AdminState, ADMIN_DRAIN};
+use crate::auth::revocation::DenyList;
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -69,6 +70,21 @@ pub struct Generation {
     pub keys: Arc<KeyRegistry>,
     /// When this configuration was loaded.
     pub loaded_at: SystemTime,
+    /// Each issuer's deny list as read for this generation (`None`: it has none), put in
+    /// force when the generation is.
+    deny_lists: Vec<Option<Arc<DenyList>>>,
+}
+
+impl Generation {
+    /// Puts this generation's deny lists in force (at start, and when a reload publishes it).
+    fn publish_deny_lists(&self, metrics: &Metrics) {
+        for (k, list) in self.keys.issuers.iter().zip(&self.deny_lists) {
+            if let Some(list) = list {
+                k.revoked.store(list.clone());
+                metrics.deny_list_entries.with_label_values(&[k.name()]).set(list.len() as i64);
+            }
+        }
+    }
 }
 
 /// The current generation, swapped whole on reload.
@@ -273,7 +289,82 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         config.server_tls.is_some(),
         parts.metrics.clone(),
     ));
-    Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now() })
+    let deny_lists = read_deny_lists(&config)?;
+    Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now(), deny_lists })
+}
+
+/// Every issuer's deny list, read whole (a malformed line refuses the configuration).
+fn read_deny_lists(config: &Config) -> Result<Vec<Option<Arc<DenyList>>>, String> {
+    config
+        .issuers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match &c.deny_list {
+            None => Ok(None),
+            Some(d) => DenyList::read(&d.file)
+                .map(|l| Some(Arc::new(l)))
+                .map_err(|e| format!("issuers[{i}].deny_list_file: {e}")),
+        })
+        .collect()
+}
+
+/// How often the deny lists are looked at: a revoked token is refused within a second.
+const DENY_LIST_POLL: Duration = Duration::from_millis(500);
+
+/// Re-reads an issuer's deny list when its file changes: a good file is in force at once; a
+/// malformed one is refused (logged once per change, counted), and the list in force stays.
+async fn watch_deny_lists(
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) {
+    let mut seen: std::collections::HashMap<PathBuf, Vec<u8>> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            _ = clock.sleep(DENY_LIST_POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let keys = reloader.current().keys.clone();
+        for k in &keys.issuers {
+            let Some(d) = &k.cfg.deny_list else { continue };
+            let path = d.file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref().to_vec();
+                Ok::<_, String>((digest, path))
+            })
+            .await;
+            let (digest, path) = match read {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => (format!("unreadable: {e}").into_bytes(), d.file.clone()),
+                Err(_) => continue,
+            };
+            if seen.get(&path) == Some(&digest) {
+                continue;
+            }
+            seen.insert(path.clone(), digest);
+            // First sight included: the file may have changed since start or the last reload
+            // read it (an unchanged list is not put in force again).
+            let file = path.clone();
+            let parsed = tokio::task::spawn_blocking(move || DenyList::read(&file)).await;
+            let issuer = k.name();
+            match parsed {
+                Ok(Ok(list)) if list == **k.revoked.load() => {}
+                Ok(Ok(list)) => {
+                    metrics.deny_list_entries.with_label_values(&[issuer]).set(list.len() as i64);
+                    metrics.deny_list_reloads.with_label_values(&[issuer, "ok"]).inc();
+                    tracing::info!(issuer, entries = list.len(), file = %path.display(), "deny list reloaded");
+                    k.revoked.store(Arc::new(list));
+                }
+                Ok(Err(e)) => {
+                    metrics.deny_list_reloads.with_label_values(&[issuer, "error"]).inc();
+                    tracing::error!(issuer, problem = %e, "deny list refused; the list in force stays");
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// The running key-manager sync: the settings and key store it runs with, and its task.
@@ -442,6 +533,7 @@ impl Reloader {
         }
         self.proxy.store(new.gateway.clone());
         self.live.store(new.clone());
+        new.publish_deny_lists(&self.parts.metrics);
 
         // Refreshers: kept for the key stores carried over, started for new ones, stopped for
         // the ones gone.
@@ -555,6 +647,9 @@ impl ListenerCerts {
 /// refuse the same file).
 pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = ListenerCerts::read(config).err().unwrap_or_default();
+    if let Err(e) = read_deny_lists(config) {
+        problems.push(e);
+    }
     if let Some(t) = &config.upstream.tls {
         if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
             problems.push(format!("upstream.ca_file: {e}"));
@@ -581,6 +676,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let parts = Parts { fetcher, metrics: metrics.clone(), clock: clock.clone() };
     let source = config.source.clone();
     let generation = Arc::new(build(config, None, &parts).map_err(StartError::Config)?);
+    generation.publish_deny_lists(&metrics);
     let config = generation.config.clone();
     let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
     // Everything that can fail is done before a listener binds or a task starts.
@@ -670,6 +766,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     ));
     let mut servers = vec![proxy, admin];
     servers.push(tokio::spawn(watch_config(reloader.clone(), shutdown_rx.clone(), clock.clone())));
+    servers.push(tokio::spawn(watch_deny_lists(reloader.clone(), shutdown_rx.clone(), clock.clone(), metrics.clone())));
     let mut health_addr = None;
     if let Some((listener, addr)) = health_listener {
         servers.push(tokio::spawn(serve(

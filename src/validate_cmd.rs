@@ -90,6 +90,15 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
     };
     // Keys load on real time; `--at` moves only the wall clock the claims are judged at.
     let keys = Arc::new(KeyRegistry::new(&config.issuers, fetcher, metrics.clone(), Arc::new(SystemClock)));
+    // Revoked tokens are judged as `serve` judges them.
+    for k in &keys.issuers {
+        if let Some(d) = &k.cfg.deny_list {
+            match crate::auth::revocation::DenyList::read(&d.file) {
+                Ok(list) => k.revoked.store(Arc::new(list)),
+                Err(e) => return usage_error(format!("configuration error: deny_list_file: {e}")),
+            }
+        }
+    }
     let (results, duplicate) = match only_issuer {
         Some(i) => (vec![keys.issuers[i].refresh().await], None),
         None => keys.load_all_once().await,

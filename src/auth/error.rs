@@ -64,12 +64,14 @@ pub enum TokenError {
     NotDpopBound,
     /// A plain bearer token on a route that requires sender-constrained tokens.
     DpopRequired,
+    /// Its `jti`, `sub` or `client_id` is in the issuer's deny list.
+    Revoked,
 }
 
 impl TokenError {
     /// Every variant (`jwtgate_token_rejections_total` creates each reason's series at start,
     /// so the first refusal of a kind is not lost to `rate()`).
-    pub const ALL: [TokenError; 28] = [
+    pub const ALL: [TokenError; 29] = [
         TokenError::TooLong,
         TokenError::Malformed,
         TokenError::Encrypted,
@@ -98,6 +100,7 @@ impl TokenError {
         TokenError::UnforwardableClaim,
         TokenError::NotDpopBound,
         TokenError::DpopRequired,
+        TokenError::Revoked,
     ];
 
     /// The metric reason label.
@@ -131,6 +134,7 @@ impl TokenError {
             TokenError::UnforwardableClaim => "bad_claim_header",
             TokenError::NotDpopBound => "not_dpop_bound",
             TokenError::DpopRequired => "dpop_required",
+            TokenError::Revoked => "revoked",
         }
     }
 
@@ -167,6 +171,7 @@ impl TokenError {
             }
             TokenError::NotDpopBound => "the token is not bound to a DPoP key: present it with the Bearer scheme",
             TokenError::DpopRequired => "this route requires a DPoP-bound token presented with the DPoP scheme",
+            TokenError::Revoked => "the token has been revoked",
             TokenError::UnforwardableClaim => {
                 "a claim configured as a header holds characters that cannot be forwarded in a header"
             }

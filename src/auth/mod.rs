@@ -12,6 +12,7 @@ pub mod dpop;
 pub mod error;
 pub mod jwt;
 pub mod policy;
+pub mod revocation;
 
 use std::sync::Arc;
 
@@ -151,6 +152,18 @@ fn time_claims(exp: f64, nbf: Option<f64>, iat: Option<f64>, leeway: i64, now: i
         return Err(TokenError::IssuedInFuture);
     }
     Ok(())
+}
+
+/// Refuses a token its issuer's deny list names (a revoked token is the client's problem:
+/// checked with the claims, before the keys' freshness).
+fn not_revoked(issuer: &crate::keys::IssuerKeys, values: &[serde_json::Value]) -> Result<(), TokenError> {
+    let Some(d) = &issuer.cfg.deny_list else { return Ok(()) };
+    let null = serde_json::Value::Null;
+    let at = |i: usize| values.get(i).unwrap_or(&null);
+    match issuer.revoked.load().denies(at(d.jti), at(d.sub), at(d.client_id)) {
+        true => Err(TokenError::Revoked),
+        false => Ok(()),
+    }
 }
 
 /// `aud` holds one of `audiences` (an empty list checks nothing).
@@ -483,6 +496,7 @@ impl Authenticator {
                         // freshness, as on the uncached path.
                         let claims = || {
                             self.check_time(&v)?;
+                            not_revoked(k, &v.rule_values)?;
                             // Without route audiences every verdict was checked against its
                             // issuer's when it was made; with them, against this route's now.
                             match self.route_audiences {
@@ -629,10 +643,14 @@ impl Authenticator {
         };
         let issuer = &self.keys.issuers[idx];
         let mut alg = None;
+        let (claim_values, rule_values) = self.claim_values(d.payload_b64);
         self.ordered_checks(
             idx,
             only_issuer,
-            || self.keyless_checks(&d, &issuer.cfg, audiences).map(|a| alg = Some(a)),
+            || {
+                alg = Some(self.keyless_checks(&d, &issuer.cfg, audiences)?);
+                not_revoked(issuer, &rule_values)
+            },
             || issuer.is_fresh(&loaded),
         )?;
         let alg = alg.ok_or(invalid(TokenError::AlgNotAllowed, Some(idx)))?;
@@ -675,7 +693,6 @@ impl Authenticator {
         // The payload segment is unpadded base64url: always a valid header value.
         let payload_header =
             HeaderValue::from_str(d.payload_b64).map_err(|_| invalid(TokenError::BadEncoding, Some(idx)))?;
-        let (claim_values, rule_values) = self.claim_values(d.payload_b64);
         let verdict = Verdict {
             key,
             issuer: idx,

@@ -62,6 +62,8 @@ pub struct Loaded {
 pub struct IssuerKeys {
     /// Its configuration.
     pub cfg: IssuerConfig,
+    /// Its deny list (`deny_list_file`), swapped when the file changes or on reload.
+    pub revoked: arc_swap::ArcSwap<crate::auth::revocation::DenyList>,
     state: ArcSwapOption<Loaded>,
     discovery_url: Mutex<Url>,
     refetch_gate: tokio::sync::Mutex<Option<Duration>>,
@@ -103,6 +105,7 @@ impl IssuerKeys {
             metrics.jwks_refetches.with_label_values(&[cfg.name.as_str(), r]);
         }
         IssuerKeys {
+            revoked: arc_swap::ArcSwap::default(),
             discovery_url: Mutex::new(cfg.discovery_url.clone()),
             cfg,
             state: ArcSwapOption::empty(),

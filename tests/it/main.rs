@@ -23,6 +23,7 @@ mod properties;
 mod proxy;
 mod request_bodies;
 mod request_meaning;
+mod revocation;
 mod route_policy;
 mod status_codes;
 mod token_semantics;
