@@ -7,8 +7,11 @@
 //!   same signature with the same pre-parsed key.
 //! - `dpop`: a cached DPoP-bound token with a fresh ES256 proof each time (made outside the
 //!   timing) against the cached bearer decision: what sender-constraining costs per request.
-//! - before those, the DPoP replay cache's memory at its default size (`replay_memory`).
+//! - before those, the DPoP replay cache's memory at its default size (`replay_memory`) and a
+//!   route rate limiter's at 100,000 keys (`rate_limit_memory`).
 
+#[path = "decision/rate_limit_memory.rs"]
+mod rate_limit_memory;
 #[path = "decision/replay_memory.rs"]
 mod replay_memory;
 
@@ -205,6 +208,8 @@ fn benches(c: &mut Criterion) {
 criterion_group!(decision, benches);
 
 fn main() {
+    // The smaller first: memory the other frees stays with the allocator and would be reused.
+    rate_limit_memory::report();
     replay_memory::report();
     decision();
     Criterion::default().configure_from_args().final_summary();

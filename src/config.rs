@@ -481,6 +481,50 @@ pub struct RouteSection {
     pub acr_values: Vec<String>,
     /// RFC 9470 step-up: the user authenticated at most this long ago (`auth_time`).
     pub max_age_seconds: Option<u64>,
+    /// A token bucket per caller.
+    pub rate_limit: Option<RateLimitSection>,
+}
+
+/// `[routes.rate_limit]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Who a bucket belongs to.
+    pub key: RateLimitKey,
+    /// The sustained rate.
+    pub requests_per_second: f64,
+    /// The bucket size: requests allowed at once (default: the rate, rounded up, at least 1).
+    pub burst: Option<u32>,
+    /// Buckets kept at most (default 100,000).
+    pub max_keys: Option<usize>,
+}
+
+/// Who a rate-limit bucket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// The token's `sub`.
+    Sub,
+    /// The token's `client_id` (`azp` when it has none).
+    ClientId,
+    /// The client's address (the proxy's peer; at the decision listener, the last
+    /// `X-Forwarded-For` entry its front proxy added).
+    Ip,
+    /// The token itself.
+    Token,
+}
+
+/// A route's validated rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Who a bucket belongs to.
+    pub key: RateLimitKey,
+    /// The sustained rate.
+    pub requests_per_second: f64,
+    /// The bucket size.
+    pub burst: u32,
+    /// Buckets kept at most.
+    pub max_keys: usize,
 }
 
 /// One `require_claims` entry, as written: a claim path and exactly one test.
@@ -771,6 +815,10 @@ pub struct RouteConfig {
     pub require_claims: Vec<ClaimRule>,
     /// RFC 9470 step-up requirements.
     pub step_up: Option<StepUp>,
+    /// A token bucket per caller.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Where `client_id` and `azp` are in a verdict's rule values (a `client_id` rate limit).
+    pub client_id_paths: Option<(usize, usize)>,
 }
 
 /// A validated `require_claims` entry.
@@ -1641,6 +1689,27 @@ fn validate_routes(
             problems.push(problem(at("claim_headers"), "an anonymous route has no token to take claims from"));
         }
         let policy = route_policy(r, &at, anonymous, rule_paths, problems);
+        let rate_limit = r.rate_limit.as_ref().and_then(|l| {
+            let here = |k: &str| at(&format!("rate_limit.{k}"));
+            if anonymous && l.key != RateLimitKey::Ip {
+                problems.push(problem(here("key"), "an anonymous route has no token: only \"ip\" can key its limit"));
+            }
+            if !(l.requests_per_second > 0.0 && l.requests_per_second <= 1_000_000.0) {
+                problems.push(problem(here("requests_per_second"), "must be above 0 and at most 1000000"));
+                return None;
+            }
+            let burst = l.burst.unwrap_or_else(|| l.requests_per_second.ceil().max(1.0) as u32);
+            if !(1..=1_000_000).contains(&burst) {
+                problems.push(problem(here("burst"), "must be 1..1000000"));
+            }
+            let max_keys = l.max_keys.unwrap_or(100_000);
+            if !(1..=10_000_000).contains(&max_keys) {
+                problems.push(problem(here("max_keys"), "must be 1..10000000"));
+            }
+            Some(RateLimitConfig { key: l.key, requests_per_second: l.requests_per_second, burst, max_keys })
+        });
+        let client_id_paths = (rate_limit.as_ref().map(|l| l.key) == Some(RateLimitKey::ClientId))
+            .then(|| (path_index(rule_paths, vec!["client_id".into()]), path_index(rule_paths, vec!["azp".into()])));
         out.push(RouteConfig {
             name: r.name.clone().unwrap_or_else(|| prefix.clone()),
             path_prefix: prefix,
@@ -1653,6 +1722,8 @@ fn validate_routes(
             audiences: policy.0,
             require_claims: policy.1,
             step_up: policy.2,
+            rate_limit,
+            client_id_paths,
         });
     }
     out

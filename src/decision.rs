@@ -26,6 +26,8 @@ pub struct Original<'a> {
     pub headers: &'a HeaderMap,
     /// The URI the client addressed, for a DPoP proof's `htu` (computed only then).
     pub htu: &'a (dyn Fn() -> String + Sync),
+    /// The client's address, for an `ip`-keyed rate limit (`None`: not limited by address).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// A request allowed on its route.
@@ -92,7 +94,7 @@ impl Judge {
             }
         }
         Judge {
-            routes: RouteTable::new(routes, metrics, listener),
+            routes: RouteTable::new(routes, metrics, listener, auth.clock()),
             auth,
             dpop_algs: algs.join(" "),
             quiet_refusals: false,
@@ -171,6 +173,9 @@ impl Judge {
         };
         drop(form);
         if route.cfg.anonymous {
+            if let Some(limiter) = &route.limiter {
+                self.rate_limit(limiter, route, o, None)?;
+            }
             return Ok(Allowed { route, verified: None, claim_headers: Vec::new() });
         }
         let req = AuthRequest { headers: o.headers, method: o.method.as_str(), htu: o.htu };
@@ -179,10 +184,67 @@ impl Judge {
             Ok(v) => v,
             Err(r) => return Err(self.refuse(r, route, o.headers)),
         };
+        if let Some(limiter) = &route.limiter {
+            self.rate_limit(limiter, route, o, Some(&verified))?;
+        }
         match self.claim_headers(&verified, route) {
             Ok(claim_headers) => Ok(Allowed { route, verified: Some(verified), claim_headers }),
             Err(r) => Err(self.refuse(r, route, o.headers)),
         }
+    }
+
+    /// Counts the request against its caller's bucket; over the limit, a 429 with `Retry-After`
+    /// and the IETF `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers).
+    fn rate_limit<'r>(
+        &self,
+        limiter: &crate::rate_limit::RateLimiter,
+        route: &'r Route,
+        o: &Original<'_>,
+        verified: Option<&crate::auth::Verified>,
+    ) -> Result<(), (Refusal, &'r RouteMetrics)> {
+        use crate::config::RateLimitKey;
+        let Some(cfg) = &route.cfg.rate_limit else { return Ok(()) };
+        let ip;
+        let key: &[u8] = match (cfg.key, verified) {
+            (RateLimitKey::Ip, _) => match o.client {
+                Some(addr) => {
+                    ip = addr.to_string();
+                    ip.as_bytes()
+                }
+                None => return Ok(()),
+            },
+            (RateLimitKey::Sub, Some(v)) => v.sub_header().map_or(&[][..], |h| h.as_bytes()),
+            (RateLimitKey::ClientId, Some(v)) => {
+                let (client_id, azp) = route.cfg.client_id_paths.unwrap_or_default();
+                let values = &v.verdict.rule_values;
+                let at = |i: usize| values.get(i).and_then(|x| x.as_str());
+                at(client_id).or_else(|| at(azp)).unwrap_or("").as_bytes()
+            }
+            (RateLimitKey::Token, Some(_)) => {
+                o.headers.get(http::header::AUTHORIZATION).map_or(&[][..], |h| h.as_bytes())
+            }
+            (_, None) => return Ok(()),
+        };
+        let crate::rate_limit::Verdict::Limited { retry_after } = limiter.check(key) else { return Ok(()) };
+        let mut r = Refusal::plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this caller on this route; retry later",
+            Outcome::RateLimited,
+        );
+        // Digits, quotes and separators only: always valid header values.
+        let value = |v: String| http::HeaderValue::from_str(&v).unwrap_or(http::HeaderValue::from_static("1"));
+        r.rate_limit_headers = Some(Box::new([
+            (http::header::RETRY_AFTER, value(retry_after.to_string())),
+            (
+                http::HeaderName::from_static("ratelimit-policy"),
+                value(format!("\"route\";q={};w={}", limiter.burst(), limiter.window_seconds())),
+            ),
+            (http::HeaderName::from_static("ratelimit"), value(format!("\"route\";r=0;t={retry_after}"))),
+        ]));
+        route.metrics.count(r.outcome);
+        refusal_line!(self.quiet_refusals, route = %route.cfg.name, status = 429, error = r.code, "request refused: {}", r.description);
+        Err((r, &route.metrics))
     }
 
     fn refuse<'r>(&self, r: Rejected, route: &'r Route, headers: &HeaderMap) -> (Refusal, &'r RouteMetrics) {

@@ -36,6 +36,13 @@ static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The client's address as the front proxy saw it: the last `X-Forwarded-For` entry (the one
+/// the front proxy itself added; earlier ones are whatever the client sent).
+fn forwarded_client(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+}
+
 /// The original request a subrequest asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalRequest {
@@ -201,7 +208,7 @@ impl DecisionService {
     }
 
     /// Answers one subrequest.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
         let (resp, metrics) = match original_request(&req, self.front_proxy) {
@@ -233,7 +240,8 @@ impl DecisionService {
                     };
                     format!("{base}{}", o.path)
                 };
-                let original = Original { method: &o.method, path: &o.path, headers: req.headers(), htu: &htu };
+                let client = Some(forwarded_client(req.headers()).unwrap_or(peer.ip()));
+                let original = Original { method: &o.method, path: &o.path, headers: req.headers(), htu: &htu, client };
                 match self.judge.judge(&original).await {
                     Ok(allowed) => {
                         allowed.route.metrics.count(allowed.outcome());

@@ -20,6 +20,7 @@ pub mod km_sync;
 pub(crate) mod log_limit;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod refusal;
 pub mod routes;
 pub mod serve;

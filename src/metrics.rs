@@ -120,11 +120,13 @@ pub enum Outcome {
     InsufficientClaims,
     /// 401: the route's step-up (`acr_values`, `max_age_seconds`) is not met.
     InsufficientUserAuthentication,
+    /// 429: over the route's rate limit.
+    RateLimited,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 18] = [
         Outcome::Allowed,
         Outcome::Anonymous,
         Outcome::MissingToken,
@@ -142,6 +144,7 @@ impl Outcome {
         Outcome::UpstreamBusy,
         Outcome::InsufficientClaims,
         Outcome::InsufficientUserAuthentication,
+        Outcome::RateLimited,
     ];
 
     /// The label value.
@@ -164,6 +167,7 @@ impl Outcome {
             Outcome::UpstreamBusy => "upstream_busy",
             Outcome::InsufficientClaims => "insufficient_claims",
             Outcome::InsufficientUserAuthentication => "insufficient_user_authentication",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }

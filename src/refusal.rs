@@ -73,12 +73,15 @@ pub struct Refusal {
     pub outcome: Outcome,
     /// The authentication failure behind it, when it is one (`validate` explains it).
     pub auth_error: Option<AuthError>,
+    /// A 429's `Retry-After`, `RateLimit-Policy` and `RateLimit` (boxed: refusals travel in
+    /// every request's future, and this one is rare).
+    pub rate_limit_headers: Option<Box<[(http::HeaderName, HeaderValue); 3]>>,
 }
 
 impl Refusal {
     /// A refusal without a challenge (400, 404, 405, 408, 431, 501, 502, 504).
     pub fn plain(status: StatusCode, code: &'static str, description: &'static str, outcome: Outcome) -> Refusal {
-        Refusal { status, code, description, challenge: None, outcome, auth_error: None }
+        Refusal { status, code, description, challenge: None, outcome, auth_error: None, rate_limit_headers: None }
     }
 
     /// The refusal for an authentication failure on `route`. With `dpop_algs` (the request used
@@ -137,6 +140,7 @@ impl Refusal {
             challenge,
             outcome,
             auth_error: Some(err),
+            rate_limit_headers: None,
         }
     }
 
@@ -181,6 +185,9 @@ impl Refusal {
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        for (name, value) in self.rate_limit_headers.iter().flat_map(|b| b.iter()) {
+            h.insert(name, value.clone());
         }
         resp
     }

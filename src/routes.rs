@@ -21,6 +21,8 @@ pub struct Route {
     pub scope_challenge: HeaderValue,
     /// Metric handles.
     pub metrics: RouteMetrics,
+    /// The route's rate limiter (`[routes.rate_limit]`).
+    pub limiter: Option<crate::rate_limit::RateLimiter>,
 }
 
 /// The ordered routes plus the handles used when nothing matches.
@@ -127,7 +129,12 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 impl RouteTable {
     /// Compiles the configured routes; their metrics carry `listener` (`proxy`, `decision`).
-    pub fn new(routes: &[RouteConfig], metrics: &Metrics, listener: &str) -> RouteTable {
+    pub fn new(
+        routes: &[RouteConfig],
+        metrics: &Metrics,
+        listener: &str,
+        clock: &std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> RouteTable {
         RouteTable {
             routes: routes
                 .iter()
@@ -138,6 +145,7 @@ impl RouteTable {
                         scope_challenge: HeaderValue::from_str(&challenge)
                             .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
                         metrics: metrics.route(listener, &r.name),
+                        limiter: r.rate_limit.as_ref().map(|l| crate::rate_limit::RateLimiter::new(l, clock.clone())),
                         cfg: r.clone(),
                     }
                 })

@@ -200,7 +200,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
             headers.insert(http::header::AUTHORIZATION, v);
         }
         let htu = || format!("{origin}{path}");
-        let original = Original { method: &method, path, headers: &headers, htu: &htu };
+        let original = Original { method: &method, path, headers: &headers, htu: &htu, client: None };
         return match judge.judge(&original).await {
             Ok(allowed) if allowed.verified.is_none() => verdict(
                 200,

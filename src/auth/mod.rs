@@ -363,6 +363,11 @@ impl Authenticator {
         &self.replay
     }
 
+    /// The clock tokens are judged on (route rate limits run on it too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The key stores.
     pub fn keys(&self) -> &Arc<KeyRegistry> {
         &self.keys

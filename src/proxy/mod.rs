@@ -369,7 +369,13 @@ impl Gateway {
             return (resp, served);
         }
         let htu = || self.request_uri(&req);
-        let original = Original { method: req.method(), path: req.uri().path(), headers: req.headers(), htu: &htu };
+        let original = Original {
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+            htu: &htu,
+            client: Some(peer.ip()),
+        };
         let allowed = match self.judge.judge(&original).await {
             Ok(a) => a,
             Err(refusal) => return refused_request(&req, refusal),

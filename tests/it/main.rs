@@ -21,6 +21,7 @@ mod nginx_auth_request;
 mod production;
 mod properties;
 mod proxy;
+mod rate_limits;
 mod request_bodies;
 mod request_meaning;
 mod revocation;

@@ -57,7 +57,7 @@ fn verify(w: &World, token: &[u8]) -> bool {
 
 fn status(w: &World, method: &Method, path: &str, headers: &HeaderMap) -> (u16, &'static str) {
     let htu = || format!("http://gw{path}");
-    let o = Original { method, path, headers, htu: &htu };
+    let o = Original { method, path, headers, htu: &htu, client: None };
     match w.rt.block_on(w.judge.judge(&o)) {
         Ok(_) => (200, ""),
         Err((r, _)) => (r.status.as_u16(), r.code),
