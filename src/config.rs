@@ -483,6 +483,45 @@ pub struct RouteSection {
     pub max_age_seconds: Option<u64>,
     /// A token bucket per caller.
     pub rate_limit: Option<RateLimitSection>,
+    /// CORS: preflights answered here, allowed origins on every answer.
+    pub cors: Option<CorsSection>,
+}
+
+/// `[routes.cors]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Origins (`https://app.example`) allowed to call the route, or `["*"]`.
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for (default: the route's, or the usual ones).
+    pub allowed_methods: Option<Vec<String>>,
+    /// Request headers a preflight may ask for (default: authorization, content-type, dpop).
+    pub allowed_headers: Option<Vec<String>>,
+    /// Response headers a page may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight's answer.
+    pub max_age_seconds: Option<u64>,
+    /// Cookies and credentials allowed (never with `*`).
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+/// A route's validated CORS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Origins, as written (compared case-insensitively), or `*`.
+    pub allowed_origins: Vec<String>,
+    /// Methods, upper case.
+    pub allowed_methods: Vec<String>,
+    /// Request headers, lower case.
+    pub allowed_headers: Vec<String>,
+    /// Exposed response headers, lower case.
+    pub expose_headers: Vec<String>,
+    /// Preflight cache lifetime.
+    pub max_age_seconds: Option<u64>,
+    /// Credentials allowed.
+    pub allow_credentials: bool,
 }
 
 /// `[routes.rate_limit]`, as written.
@@ -819,6 +858,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Where `client_id` and `azp` are in a verdict's rule values (a `client_id` rate limit).
     pub client_id_paths: Option<(usize, usize)>,
+    /// CORS.
+    pub cors: Option<CorsConfig>,
 }
 
 /// A validated `require_claims` entry.
@@ -1622,6 +1663,74 @@ fn route_policy(
     (r.audiences.clone(), rules, step_up)
 }
 
+/// A route's CORS section, validated: origins are `*` or `scheme://host[:port]`, methods and
+/// header names are HTTP tokens, and `*` never goes with credentials.
+fn cors_config(
+    c: &CorsSection,
+    route_methods: Option<&[String]>,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<ConfigProblem>,
+) -> CorsConfig {
+    let here = |k: &str| at(&format!("cors.{k}"));
+    if c.allowed_origins.is_empty() {
+        problems.push(problem(here("allowed_origins"), "must list at least one origin (or \"*\")"));
+    }
+    for o in &c.allowed_origins {
+        let ok = o == "*"
+            || url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && !o.ends_with('/')
+                    && u.query().is_none()
+                    && u.username().is_empty()
+            });
+        if !ok {
+            problems.push(problem(
+                here("allowed_origins"),
+                format!("{o:?} is not an origin: \"*\" or scheme://host[:port], no path"),
+            ));
+        }
+    }
+    if c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
+        problems.push(problem(
+            here("allow_credentials"),
+            "\"*\" with credentials is refused by browsers: list the origins instead",
+        ));
+    }
+    let token =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let mut list = |key: &str, values: Vec<String>| {
+        if values.iter().any(|v| !token(v)) {
+            problems.push(problem(here(key), "every entry must be an HTTP token (a method or header name)"));
+        }
+        values
+    };
+    let usual = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec();
+    let allowed_methods = list(
+        "allowed_methods",
+        c.allowed_methods.clone().or_else(|| route_methods.map(<[String]>::to_vec)).unwrap_or(usual),
+    )
+    .into_iter()
+    .map(|m| m.to_ascii_uppercase())
+    .collect();
+    let default_headers = ["authorization", "content-type", "dpop"].map(String::from).to_vec();
+    let allowed_headers = list("allowed_headers", c.allowed_headers.clone().unwrap_or(default_headers))
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let expose_headers =
+        list("expose_headers", c.expose_headers.clone()).into_iter().map(|h| h.to_ascii_lowercase()).collect();
+    CorsConfig {
+        allowed_origins: c.allowed_origins.clone(),
+        allowed_methods,
+        allowed_headers,
+        expose_headers,
+        max_age_seconds: c.max_age_seconds,
+        allow_credentials: c.allow_credentials,
+    }
+}
+
 fn validate_routes(
     list: &[RouteSection],
     claim_paths: &mut Vec<Vec<String>>,
@@ -1708,6 +1817,7 @@ fn validate_routes(
             }
             Some(RateLimitConfig { key: l.key, requests_per_second: l.requests_per_second, burst, max_keys })
         });
+        let cors = r.cors.as_ref().map(|c| cors_config(c, r.methods.as_deref(), &at, problems));
         let client_id_paths = (rate_limit.as_ref().map(|l| l.key) == Some(RateLimitKey::ClientId))
             .then(|| (path_index(rule_paths, vec!["client_id".into()]), path_index(rule_paths, vec!["azp".into()])));
         out.push(RouteConfig {
@@ -1724,6 +1834,7 @@ fn validate_routes(
             step_up: policy.2,
             rate_limit,
             client_id_paths,
+            cors,
         });
     }
     out

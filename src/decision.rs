@@ -38,12 +38,18 @@ pub struct Allowed<'r> {
     pub verified: Option<Verified>,
     /// The configured claim headers for this token on this route.
     pub claim_headers: Vec<(HeaderName, HeaderValue)>,
+    /// CORS headers for the answer (an allowed origin on a route with `[routes.cors]`).
+    pub cors: Option<Box<crate::cors::CorsHeaders>>,
+    /// A CORS preflight: answered by jwtgate (204 from the proxy), never forwarded.
+    pub preflight: bool,
 }
 
 impl Allowed<'_> {
-    /// `allowed` or `anonymous`.
+    /// `allowed`, `anonymous` or `preflight`.
     pub fn outcome(&self) -> Outcome {
-        if self.verified.is_some() {
+        if self.preflight {
+            Outcome::Preflight
+        } else if self.verified.is_some() {
             Outcome::Allowed
         } else {
             Outcome::Anonymous
@@ -153,6 +159,20 @@ impl Judge {
                 )))
             }
         };
+        // A CORS preflight is about the method it names, on a route with [routes.cors]: answered
+        // from there, without a token. Any other OPTIONS is judged like any request.
+        if let Some(asked) = crate::cors::preflight_method(o.method, o.headers) {
+            if let Some((route, cors)) = self.routes.find(&form, &asked).and_then(|r| r.cors.as_ref().map(|c| (r, c))) {
+                let headers = cors.preflight(o.headers);
+                return Ok(Allowed {
+                    route,
+                    verified: None,
+                    claim_headers: Vec::new(),
+                    cors: Some(Box::new(headers)),
+                    preflight: true,
+                });
+            }
+        }
         let Some(route) = self.routes.find(&form, o.method) else {
             let r = if o.method == Method::CONNECT {
                 Refusal::plain(
@@ -172,11 +192,35 @@ impl Judge {
             return Err(self.refuse_unrouted(r));
         };
         drop(form);
+        let judged = self.judge_on(route, o).await;
+        match &route.cors {
+            None => judged,
+            // Every answer on the route, refusals included, tells an allowed origin it may read it.
+            Some(cors) => match (judged, cors.response(o.headers)) {
+                (Ok(mut a), headers) => {
+                    a.cors = headers;
+                    Ok(a)
+                }
+                (Err((mut r, m)), Some(headers)) => {
+                    r.extra_headers.get_or_insert_with(Default::default).extend(*headers);
+                    Err((r, m))
+                }
+                (Err(refused), None) => Err(refused),
+            },
+        }
+    }
+
+    /// The route's checks, in order: the token, scopes, claim rules, step-up, the rate limit.
+    async fn judge_on<'r>(
+        &self,
+        route: &'r Route,
+        o: &Original<'_>,
+    ) -> Result<Allowed<'r>, (Refusal, &'r RouteMetrics)> {
         if route.cfg.anonymous {
             if let Some(limiter) = &route.limiter {
                 self.rate_limit(limiter, route, o, None)?;
             }
-            return Ok(Allowed { route, verified: None, claim_headers: Vec::new() });
+            return Ok(Allowed { route, verified: None, claim_headers: Vec::new(), cors: None, preflight: false });
         }
         let req = AuthRequest { headers: o.headers, method: o.method.as_str(), htu: o.htu };
         let need = Requirement::of(&route.cfg);
@@ -188,7 +232,9 @@ impl Judge {
             self.rate_limit(limiter, route, o, Some(&verified))?;
         }
         match self.claim_headers(&verified, route) {
-            Ok(claim_headers) => Ok(Allowed { route, verified: Some(verified), claim_headers }),
+            Ok(claim_headers) => {
+                Ok(Allowed { route, verified: Some(verified), claim_headers, cors: None, preflight: false })
+            }
             Err(r) => Err(self.refuse(r, route, o.headers)),
         }
     }
@@ -234,7 +280,7 @@ impl Judge {
         );
         // Digits, quotes and separators only: always valid header values.
         let value = |v: String| http::HeaderValue::from_str(&v).unwrap_or(http::HeaderValue::from_static("1"));
-        r.rate_limit_headers = Some(Box::new([
+        r.extra_headers = Some(Box::new(vec![
             (http::header::RETRY_AFTER, value(retry_after.to_string())),
             (
                 http::HeaderName::from_static("ratelimit-policy"),

@@ -262,6 +262,11 @@ fn allowed_response(a: Allowed<'_>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A route's CORS headers (a preflight's grant included): the front proxy may copy them to
+    // its answer (Traefik's authResponseHeaders, Caddy's copy_headers).
+    if let Some(cors) = &a.cors {
+        crate::cors::apply(cors, h);
+    }
     if let Some(v) = a.verified {
         h.insert(&X_JWT_PAYLOAD, v.payload_header);
         if let Some(sub) = v.verdict.sub_header.clone() {

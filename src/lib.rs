@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod decision;
 pub mod decision_listener;
 pub mod dev;

@@ -122,11 +122,13 @@ pub enum Outcome {
     InsufficientUserAuthentication,
     /// 429: over the route's rate limit.
     RateLimited,
+    /// A CORS preflight answered by jwtgate.
+    Preflight,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 19] = [
         Outcome::Allowed,
         Outcome::Anonymous,
         Outcome::MissingToken,
@@ -145,6 +147,7 @@ impl Outcome {
         Outcome::InsufficientClaims,
         Outcome::InsufficientUserAuthentication,
         Outcome::RateLimited,
+        Outcome::Preflight,
     ];
 
     /// The label value.
@@ -168,6 +171,7 @@ impl Outcome {
             Outcome::InsufficientClaims => "insufficient_claims",
             Outcome::InsufficientUserAuthentication => "insufficient_user_authentication",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Preflight => "preflight",
         }
     }
 }

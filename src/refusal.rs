@@ -73,15 +73,16 @@ pub struct Refusal {
     pub outcome: Outcome,
     /// The authentication failure behind it, when it is one (`validate` explains it).
     pub auth_error: Option<AuthError>,
-    /// A 429's `Retry-After`, `RateLimit-Policy` and `RateLimit` (boxed: refusals travel in
-    /// every request's future, and this one is rare).
-    pub rate_limit_headers: Option<Box<[(http::HeaderName, HeaderValue); 3]>>,
+    /// More headers: a 429's `Retry-After` and `RateLimit` fields; CORS headers on a route with
+    /// `[routes.cors]`, so a page can read why it was refused (boxed: refusals travel in every
+    /// request's future, and these are rare).
+    pub extra_headers: Option<Box<crate::cors::CorsHeaders>>,
 }
 
 impl Refusal {
     /// A refusal without a challenge (400, 404, 405, 408, 431, 501, 502, 504).
     pub fn plain(status: StatusCode, code: &'static str, description: &'static str, outcome: Outcome) -> Refusal {
-        Refusal { status, code, description, challenge: None, outcome, auth_error: None, rate_limit_headers: None }
+        Refusal { status, code, description, challenge: None, outcome, auth_error: None, extra_headers: None }
     }
 
     /// The refusal for an authentication failure on `route`. With `dpop_algs` (the request used
@@ -140,7 +141,7 @@ impl Refusal {
             challenge,
             outcome,
             auth_error: Some(err),
-            rate_limit_headers: None,
+            extra_headers: None,
         }
     }
 
@@ -186,8 +187,8 @@ impl Refusal {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        for (name, value) in self.rate_limit_headers.iter().flat_map(|b| b.iter()) {
-            h.insert(name, value.clone());
+        if let Some(extra) = &self.extra_headers {
+            crate::cors::apply(extra, h);
         }
         resp
     }

@@ -23,6 +23,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// The route's rate limiter (`[routes.rate_limit]`).
     pub limiter: Option<crate::rate_limit::RateLimiter>,
+    /// The route's CORS policy (`[routes.cors]`).
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// The ordered routes plus the handles used when nothing matches.
@@ -146,6 +148,7 @@ impl RouteTable {
                             .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
                         metrics: metrics.route(listener, &r.name),
                         limiter: r.rate_limit.as_ref().map(|l| crate::rate_limit::RateLimiter::new(l, clock.clone())),
+                        cors: r.cors.as_ref().map(crate::cors::Cors::new),
                         cfg: r.clone(),
                     }
                 })

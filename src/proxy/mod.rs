@@ -79,6 +79,17 @@ fn refused_request<'a, B>(
     (r.grpc_response().map(Either::Right), Served { metrics, outcome: r.outcome, reason, sub: None })
 }
 
+/// The answer to a CORS preflight on a route with `[routes.cors]`: 204 and its headers.
+#[cold]
+fn preflight_answer(cors: Option<Box<crate::cors::CorsHeaders>>) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+    *resp.status_mut() = http::StatusCode::NO_CONTENT;
+    if let Some(cors) = cors {
+        crate::cors::apply(&cors, resp.headers_mut());
+    }
+    resp
+}
+
 /// The upstream did not answer in time.
 struct Elapsed;
 
@@ -380,7 +391,14 @@ impl Gateway {
             Ok(a) => a,
             Err(refusal) => return refused_request(&req, refusal),
         };
-        let Allowed { route, verified, claim_headers } = allowed;
+        let Allowed { route, verified, claim_headers, cors, preflight } = allowed;
+        if preflight {
+            route.metrics.count(Outcome::Preflight);
+            return (
+                preflight_answer(cors),
+                Served { metrics: &route.metrics, outcome: Outcome::Preflight, reason: "", sub: None },
+            );
+        }
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
         let sub = if self.access_log_subject { verified.as_ref().and_then(|v| v.sub_header().cloned()) } else { None };
         scan.scrub(req.headers_mut(), &self.protected, route.cfg.method_override);
@@ -408,7 +426,10 @@ impl Gateway {
         let asked = Instant::now();
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
-        let (resp, outcome, reason) = self.answer(sent, client_fault, route, outcome, Answered { asked, grpc });
+        let (mut resp, outcome, reason) = self.answer(sent, client_fault, route, outcome, Answered { asked, grpc });
+        if let Some(cors) = &cors {
+            crate::cors::apply(cors, resp.headers_mut());
+        }
         (resp, Served { metrics: &route.metrics, outcome, reason, sub })
     }
 

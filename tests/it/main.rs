@@ -7,6 +7,7 @@ mod support;
 mod caddy_forward_auth;
 mod cli;
 mod connection_lifetimes;
+mod cors;
 mod decision;
 mod deploy;
 mod dev_command;
