@@ -5,12 +5,12 @@
 //! token skip the signature check; the time claims and scopes are still checked on every request,
 //! and a cached verdict is used only while the issuer's key set is the one it was checked with.
 
-pub mod alg;
+pub use jwtgate_jose::alg;
 pub mod bearer;
 pub mod cache;
-pub mod dpop;
+pub use jwtgate_jose::dpop;
 pub mod error;
-pub mod jwt;
+pub use jwtgate_jose::jwt;
 pub mod policy;
 pub mod revocation;
 

@@ -5,7 +5,7 @@
 
 pub mod echo;
 pub mod issuer;
-pub mod mint;
+pub use jwtgate_jose::mint;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! loads an `Arc`.
 
 pub mod discovery;
-pub mod jwks;
+pub use jwtgate_jose::jwks;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

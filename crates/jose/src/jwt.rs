@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::alg::Alg;
-use super::error::TokenError;
+use crate::alg::Alg;
+use crate::error::TokenError;
 
 /// A decoded, not yet verified token borrowing from the original string.
 #[derive(Debug)]

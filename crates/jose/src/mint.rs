@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::auth::alg::Alg;
+use crate::alg::Alg;
 
 /// Key material able to sign one algorithm family.
 enum Material {

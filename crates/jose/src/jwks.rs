@@ -9,7 +9,7 @@ use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use serde_json::Value;
 
-use crate::auth::alg::{Alg, KeyKind};
+use crate::alg::{Alg, KeyKind};
 
 /// At most this many keys are read from one JWKS; the rest are skipped.
 pub const MAX_KEYS: usize = 64;
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn bad_keys_are_skipped_not_fatal() {
-        let ed = crate::dev::mint::SigningKey::generate(Alg::EdDSA, "ed").expect("key");
+        let ed = crate::mint::SigningKey::generate(Alg::EdDSA, "ed").expect("key");
         let doc = serde_json::json!({"keys": [
             {"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "tiny"},
             {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn jwk_alg_pins_the_key() {
-        let rsa = crate::dev::mint::SigningKey::generate(Alg::RS256, "r").expect("key");
+        let rsa = crate::mint::SigningKey::generate(Alg::RS256, "r").expect("key");
         let mut jwk = rsa.jwk();
         jwk["alg"] = "PS256".into();
         let doc = serde_json::json!({ "keys": [jwk] });

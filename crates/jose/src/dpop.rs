@@ -17,8 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
-use super::alg::Alg;
-use crate::keys::jwks::{KeySet, SigCheck};
+use crate::alg::Alg;
+use crate::jwks::{KeySet, SigCheck};
 
 /// Why a DPoP proof is refused (401 `invalid_dpop_proof`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
