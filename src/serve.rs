@@ -311,8 +311,9 @@ fn read_deny_lists(config: &Config) -> Result<Vec<Option<Arc<DenyList>>>, String
 /// How often the deny lists are looked at: a revoked token is refused within a second.
 const DENY_LIST_POLL: Duration = Duration::from_millis(500);
 
-/// Re-reads an issuer's deny list when its file changes: a good file is in force at once; a
-/// malformed one is refused (logged once per change, counted), and the list in force stays.
+/// Re-reads an issuer's deny list when its file changes (its inode, size or times: the content
+/// is read only then): a good file is in force at once; a malformed one is refused (logged once
+/// per change, counted), and the list in force stays.
 async fn watch_deny_lists(
     reloader: Arc<Reloader>,
     mut shutdown: watch::Receiver<bool>,
@@ -329,10 +330,16 @@ async fn watch_deny_lists(
         for k in &keys.issuers {
             let Some(d) = &k.cfg.deny_list else { continue };
             let path = d.file.clone();
+            // The file's identity and times, not its content: a list of millions of lines is
+            // read again only when it changed (kubelet's symlink swap changes the inode).
             let read = tokio::task::spawn_blocking(move || {
-                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref().to_vec();
-                Ok::<_, String>((digest, path))
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let stamp = [m.dev(), m.ino(), m.len(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime_nsec() as u64]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect::<Vec<u8>>();
+                Ok::<_, String>((stamp, path))
             })
             .await;
             let (digest, path) = match read {
