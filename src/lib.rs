@@ -25,5 +25,6 @@ pub mod rate_limit;
 pub mod refusal;
 pub mod routes;
 pub mod serve;
+pub mod sync;
 pub mod tls;
 pub mod validate_cmd;

@@ -131,9 +131,7 @@ fn init_logging(format: jwtgate::config::LogFormat, level: &str) {
         .finish(std::io::stderr());
     let dropped = writer.error_counter();
     jwtgate::metrics::count_dropped_log_lines(Box::new(move || dropped.dropped_lines() as u64));
-    if let Ok(mut g) = LOG_FLUSH.lock() {
-        *g = Some(guard);
-    }
+    *jwtgate::sync::lock(&LOG_FLUSH) = Some(guard);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -176,7 +174,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(run(cli, serve_config));
     // Every queued log line is written before the process ends (and before its last words).
-    drop(LOG_FLUSH.lock().ok().and_then(|mut g| g.take()));
+    drop(jwtgate::sync::lock(&LOG_FLUSH).take());
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -71,7 +71,7 @@ impl RateLimiter {
         let hash = h.finish();
         let now = u64::try_from(self.clock.monotonic().as_nanos()).unwrap_or(u64::MAX);
         // A poisoned shard is only a counter map: its state is still usable.
-        let mut shard = self.shards[(hash as usize) % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = crate::sync::lock(&self.shards[(hash as usize) % SHARDS]);
         let tat = shard.get(&hash).copied().unwrap_or(now).max(now);
         if tat - now > self.tolerance {
             let wait = tat - now - self.tolerance;
@@ -83,7 +83,7 @@ impl RateLimiter {
 
     /// How many keys are tracked now.
     pub fn keys(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+        self.shards.iter().map(|s| crate::sync::lock(s).len()).sum()
     }
 }
 

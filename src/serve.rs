@@ -441,7 +441,7 @@ impl Reloader {
 
     /// The reload history.
     pub fn history(&self) -> ReloadHistory {
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.history).clone()
     }
 
     /// Reads the file again. A valid one (TLS files included) replaces routes, issuers,
@@ -455,7 +455,7 @@ impl Reloader {
             Err(problems) => Err(problems),
         };
         let reloads = &self.parts.metrics.config_reloads;
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = crate::sync::lock(&self.history);
         match &result {
             Ok(r) => {
                 reloads.with_label_values(&["ok"]).inc();

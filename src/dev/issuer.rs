@@ -47,12 +47,7 @@ pub struct FakeIssuer {
     stop: watch::Sender<bool>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+use crate::sync::lock;
 
 impl FakeIssuer {
     /// Starts on an ephemeral loopback port.

@@ -159,15 +159,12 @@ impl IssuerKeys {
 
     /// The last refresh error, if the last refresh failed.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|g| g.clone())
+        crate::sync::lock(&self.last_error).clone()
     }
 
     /// The discovery URL in use (after the Asgardeo `/token/` fallback, if it was needed).
     pub fn discovery_url(&self) -> Url {
-        match self.discovery_url.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::sync::lock(&self.discovery_url).clone()
     }
 
     /// Receives every changed discovery document (the key-manager sync listens).
@@ -176,9 +173,7 @@ impl IssuerKeys {
     }
 
     fn set_error(&self, e: Option<String>) {
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = e;
-        }
+        *crate::sync::lock(&self.last_error) = e;
     }
 
     /// Fetches the discovery document, falling back from Asgardeo's legacy path to the
@@ -198,9 +193,7 @@ impl IssuerKeys {
                     using = %alt,
                     "discovery: the legacy Asgardeo path answered 404; the /oauth2/token/ form worked and is used from now on"
                 );
-                if let Ok(mut g) = self.discovery_url.lock() {
-                    *g = alt.clone();
-                }
+                *crate::sync::lock(&self.discovery_url) = alt.clone();
                 (alt, f)
             }
             (Err(e), _) => return Err(e.into()),

@@ -204,7 +204,7 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
                 return OnceResult { output, exit_code: code };
             }
             Err(e) if e.is_transient() && clock.monotonic() + backoff < deadline => {
-                eprintln!("km-sync: {e}; retrying in {} s", backoff.as_secs());
+                tracing::warn!(retry_in_s = backoff.as_secs(), "km-sync: {e}; retrying");
                 clock.sleep(jittered(backoff, backoff / 5)).await;
                 backoff = (backoff * 2).min(max_backoff);
             }

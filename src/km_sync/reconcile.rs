@@ -288,7 +288,7 @@ impl Syncer {
     }
 
     fn detect_flapping(&self, corrected: Vec<String>) {
-        let Ok(mut history) = self.history.lock() else { return };
+        let mut history = crate::sync::lock(&self.history);
         history.push_back(corrected);
         while history.len() > FLAP_WINDOW {
             history.pop_front();

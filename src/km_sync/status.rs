@@ -58,17 +58,11 @@ impl SyncStatus {
 
     /// A copy of the current report.
     pub fn snapshot(&self) -> SyncReport {
-        match self.0.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::sync::lock(&self.0).clone()
     }
 
     /// Applies `f` to the report.
     pub fn update(&self, f: impl FnOnce(&mut SyncReport)) {
-        match self.0.lock() {
-            Ok(mut g) => f(&mut g),
-            Err(p) => f(&mut p.into_inner()),
-        }
+        f(&mut crate::sync::lock(&self.0))
     }
 }

@@ -60,6 +60,15 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::Exchange(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The body of a request to the upstream: the client's, streamed, or none for a replay.
 pub type UpstreamRequestBody = Either<ClientBody, Empty<Bytes>>;
 
@@ -238,7 +247,7 @@ impl UpstreamPool {
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleConn>> {
         // The critical sections below cannot panic, so a poisoned lock still holds a valid list.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.idle)
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
@@ -320,7 +329,7 @@ impl UpstreamPool {
 
     /// Drops the shared HTTP/2 connection if it is still `tx`'s.
     fn forget_h2(&self, tx: &http2::SendRequest<H2Body>) {
-        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h2 = crate::sync::lock(&self.h2);
         if h2.as_ref().is_some_and(|cur| cur.is_closed() || std::ptr::eq(cur, tx)) || tx.is_closed() {
             *h2 = None;
         }
@@ -329,7 +338,7 @@ impl UpstreamPool {
     /// The shared HTTP/2 connection's sender, connecting when there is none (or it closed).
     async fn h2_sender(&self) -> Result<http2::SendRequest<H2Body>, UpstreamError> {
         let current = || {
-            let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            let h2 = crate::sync::lock(&self.h2);
             h2.as_ref().filter(|tx| !tx.is_closed()).cloned()
         };
         if let Some(tx) = current() {
@@ -355,7 +364,7 @@ impl UpstreamPool {
             }
             drop(slot);
         });
-        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+        *crate::sync::lock(&self.h2) = Some(tx.clone());
         Ok(tx)
     }
 
