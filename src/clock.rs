@@ -158,6 +158,18 @@ impl Clock for ManualClock {
 mod tests {
     use super::*;
 
+    #[test]
+    fn backoff_doubles_to_its_cap_with_at_most_a_fifth_more_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        for base in [1, 2, 4, 5, 5] {
+            let d = b.next_delay();
+            let base = Duration::from_secs(base);
+            assert!(d >= base && d <= base + base / 5, "{d:?} for {base:?}");
+        }
+        b.reset();
+        assert_eq!(b.peek(), Duration::from_secs(1));
+    }
+
     #[tokio::test]
     async fn a_manual_sleep_ends_when_the_clock_is_advanced_past_it() {
         let clock = ManualClock::new(1_000);
@@ -187,5 +199,46 @@ mod tests {
         assert!(t.as_mut().poll(&mut cx).is_pending());
         clock.advance(Duration::from_secs(1));
         assert_eq!(t.as_mut().poll(&mut cx), std::task::Poll::Ready(None));
+    }
+}
+
+/// `base` and up to `jitter` more, at random: replicas retrying the same IdP or APIM, or
+/// running the same schedule, do not do it in step.
+pub fn jittered(base: Duration, jitter: Duration) -> Duration {
+    use rand::Rng;
+    let extra = if jitter.is_zero() { 0 } else { rand::rng().random_range(0..=jitter.as_millis() as u64) };
+    base + Duration::from_millis(extra)
+}
+
+/// Retry delays: `first`, doubling up to `cap`, each with up to a fifth more at random. The one
+/// backoff of key refreshes, the key-manager sync and `km-sync --once`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    cap: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first` (never above `cap`).
+    pub fn new(first: Duration, cap: Duration) -> Backoff {
+        Backoff { first, cap, next: first.min(cap) }
+    }
+
+    /// The un-jittered delay the next failure waits (for a deadline check).
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// The delay to wait after a failure (jittered); the one after it doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        jittered(base, base / 5)
+    }
+
+    /// After a success: the next failure waits `first` again.
+    pub fn reset(&mut self) {
+        self.next = self.first.min(self.cap);
     }
 }

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use rand::Rng;
 use tokio::sync::watch;
 use url::Url;
 
@@ -342,10 +341,12 @@ impl IssuerKeys {
     }
 
     /// Runs forever: refresh, then sleep until the next refresh is due; on failure retry with
-    /// exponential backoff (1 s doubling, capped at a minute or the refresh interval) plus jitter,
+    /// exponential backoff (1 s doubling, capped at 32 s or the refresh interval) plus jitter,
     /// keeping the last good set.
     pub async fn run_refresher(self: Arc<Self>) {
         let mut failures: u32 = 0;
+        let mut backoff =
+            crate::clock::Backoff::new(Duration::from_secs(1), self.cfg.refresh.min(Duration::from_secs(32)));
         loop {
             let delay = match self.refresh().await {
                 Ok(next) => {
@@ -353,14 +354,12 @@ impl IssuerKeys {
                         tracing::info!(issuer = %self.cfg.name, "key refresh recovered after {failures} failure(s)");
                     }
                     failures = 0;
+                    backoff.reset();
                     next
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let cap = self.cfg.refresh.min(Duration::from_secs(60));
-                    let base = Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(cap);
-                    let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 5);
-                    let delay = base + Duration::from_millis(jitter);
+                    let delay = backoff.next_delay();
                     let state = match self.loaded() {
                         Some(l) if self.is_fresh(&l) => "serving the last good key set",
                         Some(_) => "the last key set is too old to use",

@@ -14,7 +14,6 @@ pub mod status;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -28,10 +27,7 @@ use reconcile::{timestamp, Outcome, Syncer};
 use settings::Settings;
 use status::{SyncState, SyncStatus};
 
-fn jittered(base: Duration, jitter: Duration) -> Duration {
-    let extra = if jitter.is_zero() { 0 } else { rand::rng().random_range(0..=jitter.as_millis() as u64) };
-    base + Duration::from_millis(extra)
-}
+use crate::clock::{jittered, Backoff};
 
 /// The background sync: waits for the refresher's first discovery document, then passes at
 /// start, every interval and on every discovery change, retrying transient failures with
@@ -54,7 +50,8 @@ pub async fn run_task(
             continue;
         };
         let url = keys.discovery_url();
-        let mut backoff = Duration::from_secs(1);
+        let cap = settings.max_backoff.max(Duration::from_secs(1));
+        let mut backoff = Backoff::new(Duration::from_secs(1), cap);
         loop {
             match syncer.pass(&doc, &url, PassOptions::default()).await {
                 Ok(outcome) => {
@@ -64,7 +61,7 @@ pub async fn run_task(
                     break;
                 }
                 Err(e) if e.is_transient() => {
-                    let wait = jittered(backoff, backoff / 5).min(settings.max_backoff.max(Duration::from_secs(1)));
+                    let wait = backoff.next_delay().min(cap);
                     tracing::warn!(retry_in_ms = wait.as_millis() as u64, "key-manager sync failed, retrying: {e}");
                     syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
                     tokio::select! {
@@ -72,7 +69,6 @@ pub async fn run_task(
                         r = discovery.changed() => if r.is_err() { return } else { break },
                         _ = shutdown.changed() => return,
                     }
-                    backoff = (backoff * 2).min(settings.max_backoff);
                 }
                 Err(e) => {
                     tracing::error!(
@@ -187,7 +183,7 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
         Err(e) => return fail(e, 2),
     };
     let deadline = clock.monotonic() + budget;
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
     loop {
         match syncer.pass(&doc, &url, opts).await {
             Ok(outcome) => {
@@ -203,10 +199,9 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
                 }
                 return OnceResult { output, exit_code: code };
             }
-            Err(e) if e.is_transient() && clock.monotonic() + backoff < deadline => {
-                tracing::warn!(retry_in_s = backoff.as_secs(), "km-sync: {e}; retrying");
-                clock.sleep(jittered(backoff, backoff / 5)).await;
-                backoff = (backoff * 2).min(max_backoff);
+            Err(e) if e.is_transient() && clock.monotonic() + backoff.peek() < deadline => {
+                tracing::warn!(retry_in_s = backoff.peek().as_secs(), "km-sync: {e}; retrying");
+                clock.sleep(backoff.next_delay()).await;
             }
             Err(e) => {
                 let last = match &e {
