@@ -1803,8 +1803,8 @@ fn validate_routes(
             if anonymous && l.key != RateLimitKey::Ip {
                 problems.push(problem(here("key"), "an anonymous route has no token: only \"ip\" can key its limit"));
             }
-            if !(l.requests_per_second > 0.0 && l.requests_per_second <= 1_000_000.0) {
-                problems.push(problem(here("requests_per_second"), "must be above 0 and at most 1000000"));
+            if !(l.requests_per_second >= 0.001 && l.requests_per_second <= 1_000_000.0) {
+                problems.push(problem(here("requests_per_second"), "must be 0.001..1000000 (above 0)"));
                 return None;
             }
             let burst = l.burst.unwrap_or_else(|| l.requests_per_second.ceil().max(1.0) as u32);

@@ -77,7 +77,7 @@ impl RateLimiter {
             let wait = tat - now - self.tolerance;
             return Verdict::Limited { retry_after: wait.div_ceil(1_000_000_000).max(1) };
         }
-        shard.put(hash, tat + self.interval);
+        shard.put(hash, tat.saturating_add(self.interval));
         Verdict::Allowed
     }
 

@@ -106,6 +106,11 @@ fn check_config_refuses_limits_that_cannot_work() {
             "only \"ip\"",
         ),
         (
+            "[routes.rate_limit]\nkey = \"sub\"\nrequests_per_second = 1e-300",
+            "routes[0].rate_limit.requests_per_second",
+            "0.001..",
+        ),
+        (
             "[routes.rate_limit]\nkey = \"sub\"\nrequests_per_second = 0",
             "routes[0].rate_limit.requests_per_second",
             "above 0",
