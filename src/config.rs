@@ -402,8 +402,8 @@ pub struct IssuerSection {
     pub max_response_bytes: usize,
     /// `at+jwt` (default): only tokens whose `typ` is `at+jwt` / `application/at+jwt` (RFC
     /// 9068); `any` for IdPs that do not set it (an ID token, with `nonce`, is refused anyway).
-    #[serde(default = "default_access_token_typ")]
-    pub access_token_typ: String,
+    #[serde(default)]
+    pub access_token_typ: AccessTokenTyp,
     /// How old a DPoP proof may be (plus the leeway).
     #[serde(default = "default_dpop_max_age")]
     pub dpop_max_age_seconds: u64,
@@ -422,9 +422,6 @@ fn default_dpop_max_age() -> u64 {
     60
 }
 
-fn default_access_token_typ() -> String {
-    "at+jwt".into()
-}
 
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".into()]
@@ -458,8 +455,8 @@ pub struct RouteSection {
     #[serde(default)]
     pub scopes: Vec<String>,
     /// `required` (default) or `anonymous`.
-    #[serde(default = "default_auth")]
-    pub auth: String,
+    #[serde(default)]
+    pub auth: RouteAuth,
     /// Forward `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override` (default
     /// false: they are removed, because a framework that honours them would run a request
     /// jwtgate judged as one method as another).
@@ -580,8 +577,27 @@ pub struct ClaimRuleSection {
     pub equals: Option<toml::Value>,
 }
 
-fn default_auth() -> String {
-    "required".into()
+/// Whether a route checks tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAuth {
+    /// A valid token, meeting the route's rules.
+    #[default]
+    Required,
+    /// Passed through with no token check.
+    Anonymous,
+}
+
+/// `access_token_typ`: what a token's `typ` header must say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AccessTokenTyp {
+    /// `at+jwt` (RFC 9068).
+    #[default]
+    #[serde(rename = "at+jwt")]
+    AtJwt,
+    /// Any `typ` (ID tokens still never pass).
+    #[serde(rename = "any")]
+    Any,
 }
 
 /// `[key_manager_sync]`, as written; see `km_sync::settings` for its validated form.
@@ -1485,14 +1501,7 @@ fn validate_issuers(
         if s.max_response_bytes < 1024 || s.max_response_bytes > 16 * 1024 * 1024 {
             problems.push(problem(at("max_response_bytes"), "must be between 1024 and 16777216"));
         }
-        let require_access_token_typ = match s.access_token_typ.as_str() {
-            "at+jwt" => true,
-            "any" => false,
-            _ => {
-                problems.push(problem(at("access_token_typ"), "must be \"at+jwt\" or \"any\""));
-                true
-            }
-        };
+        let require_access_token_typ = s.access_token_typ == AccessTokenTyp::AtJwt;
         let claim_headers = claim_headers(&s.claim_headers, &format!("issuers[{i}]"), claim_paths, problems);
         if let Some(discovery_url) = discovery {
             out.push(IssuerConfig {
@@ -1753,14 +1762,7 @@ fn validate_routes(
         while prefix.len() > 1 && prefix.ends_with('/') {
             prefix.pop();
         }
-        let anonymous = match r.auth.as_str() {
-            "required" => false,
-            "anonymous" => true,
-            _ => {
-                problems.push(problem(at("auth"), "must be \"required\" or \"anonymous\""));
-                false
-            }
-        };
+        let anonymous = r.auth == RouteAuth::Anonymous;
         if anonymous && !r.scopes.is_empty() {
             problems.push(problem(at("scopes"), "an anonymous route cannot require scopes"));
         }
