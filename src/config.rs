@@ -422,7 +422,6 @@ fn default_dpop_max_age() -> u64 {
     60
 }
 
-
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".into()]
 }
