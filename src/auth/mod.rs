@@ -75,13 +75,7 @@ impl ClaimValue {
     /// The value at `path` (object members, one segment each) of the payload.
     pub fn of(payload: &serde_json::Value, path: &[String]) -> ClaimValue {
         use serde_json::Value;
-        let mut v = payload;
-        for seg in path {
-            match v.get(seg) {
-                Some(next) => v = next,
-                None => return ClaimValue::Absent,
-            }
-        }
+        let v = policy::value_at(payload, path);
         let text = |v: &Value| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
