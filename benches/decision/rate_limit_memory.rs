@@ -9,11 +9,7 @@ use std::time::Instant;
 use jwtgate::config::{RateLimitConfig, RateLimitKey};
 use jwtgate::rate_limit::RateLimiter;
 
-fn rss_bytes() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
+use super::replay_memory::rss_bytes;
 
 /// Fills a limiter and prints what it cost.
 pub fn report() {

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use jwtgate::auth::dpop::{FirstUse, ReplayCache, DEFAULT_REPLAY_CAPACITY};
 
-fn rss_bytes() -> Option<usize> {
+/// Resident memory of this process (Linux).
+pub fn rss_bytes() -> Option<usize> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
