@@ -348,3 +348,20 @@ pub async fn spawn_serve_with(
     .await;
     (child, addrs.0, addrs.1, log)
 }
+
+/// Asserts, for each `(lines, key, why)`, that a configuration whose first route (`/first`)
+/// carries `lines` is refused with a problem at `key` saying `why`.
+pub fn assert_first_route_refused(cases: &[(&str, &str, &str)]) {
+    let base =
+        config_text("https://idp.example/.well-known/openid-configuration", "127.0.0.1:1".parse().unwrap(), "", "");
+    for (lines, key, why) in cases {
+        let text = base.replacen(
+            "[[routes]]\n",
+            &format!("[[routes]]\nname = \"first\"\npath_prefix = \"/first\"\n{lines}\n\n[[routes]]\n"),
+            1,
+        );
+        let err = jwtgate::config::Config::parse(&text, None).expect_err(lines);
+        let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert!(problems.iter().any(|p| p.starts_with(key) && p.contains(why)), "{lines}: {problems:?}");
+    }
+}
