@@ -201,6 +201,9 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         }
         let htu = || format!("{origin}{path}");
         let original = Original { method: &method, path, headers: &headers, htu: &htu, client: None };
+        // The route a refusal happened on (the explanations below name its rules).
+        let form = crate::routes::match_form(path).unwrap_or_default();
+        let refused_on = judge.routes().find(&form, &method);
         return match judge.judge(&original).await {
             Ok(allowed) if allowed.verified.is_none() => verdict(
                 200,
@@ -224,14 +227,13 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                 (Ok(_), None) => unreachable_anonymous(),
             },
             Err((refusal, _)) => match (refusal.auth_error, &{
-                let form = crate::routes::match_form(path).unwrap_or_default();
-                match judge.routes().find(&form, &method) {
+                match refused_on {
                     Some(r) if r.cfg.audiences.is_some() => route_verified(&r.cfg).await,
                     _ => verified,
                 }
             }) {
                 (Some(AuthError::InsufficientScope), Ok(v)) => {
-                    let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
+                    let route = refused_on;
                     let scopes = route.map(|r| r.cfg.scopes.clone()).unwrap_or_default();
                     let missing: Vec<&str> =
                         scopes.iter().filter(|s| !v.has_scopes(std::slice::from_ref(s))).map(String::as_str).collect();
@@ -248,7 +250,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                     )
                 }
                 (Some(AuthError::InsufficientClaims), Ok(v)) => {
-                    let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
+                    let route = refused_on;
                     let rules = route.map(|r| r.cfg.require_claims.as_slice()).unwrap_or_default();
                     let mut out = verdict(
                         403,
@@ -276,7 +278,7 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
                     out
                 }
                 (Some(AuthError::InsufficientUserAuthentication), Ok(v)) => {
-                    let route = judge.routes().find(&crate::routes::match_form(path).unwrap_or_default(), &method);
+                    let route = refused_on;
                     let step_up = route.and_then(|r| r.cfg.step_up.as_ref());
                     let claims = v.claims_json().unwrap_or_default();
                     let mut out = verdict(
