@@ -250,12 +250,15 @@ impl Judge {
     ) -> Result<(), (Refusal, &'r RouteMetrics)> {
         use crate::config::RateLimitKey;
         let Some(cfg) = &route.cfg.rate_limit else { return Ok(()) };
-        let ip;
+        let ip: [u8; 16];
         let key: &[u8] = match (cfg.key, verified) {
             (RateLimitKey::Ip, _) => match o.client {
                 Some(addr) => {
-                    ip = addr.to_string();
-                    ip.as_bytes()
+                    ip = match addr {
+                        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                        std::net::IpAddr::V6(a) => a.octets(),
+                    };
+                    &ip
                 }
                 None => return Ok(()),
             },
