@@ -262,8 +262,9 @@ fn allowed_response(a: Allowed<'_>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // A route's CORS headers (a preflight's grant included): the front proxy may copy them to
-    // its answer (Traefik's authResponseHeaders, Caddy's copy_headers).
+    // A route's CORS headers (a preflight's grant included). nginx can put them on the client's
+    // answer (auth_request_set + add_header); Traefik and Caddy copy auth-answer headers only into
+    // the request to the API.
     if let Some(cors) = &a.cors {
         crate::cors::apply(cors, h);
     }
