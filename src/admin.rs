@@ -101,13 +101,16 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
 impl AdminState {
     /// Per-issuer key status.
     pub fn issuers_json(&self) -> serde_json::Value {
-        let keys = self.reloader.current().keys.clone();
+        let generation = self.reloader.current();
+        let keys = generation.keys.clone();
+        let introspector = generation.gateway.auth().introspector();
         let list: Vec<_> = keys
             .issuers
             .iter()
-            .map(|k| {
+            .enumerate()
+            .map(|(i, k)| {
                 let loaded = k.loaded();
-                json!({
+                let mut issuer = json!({
                     "name": k.name(),
                     "discovery_url": k.discovery_url().as_str(),
                     "issuer": loaded.as_ref().map(|l| l.discovery.issuer.clone()),
@@ -119,7 +122,11 @@ impl AdminState {
                     "seconds_since_refresh": loaded.as_ref().map(|l| k.age(l).as_secs()),
                     "max_stale_seconds": k.cfg.max_stale.as_secs(),
                     "last_error": k.last_error(),
-                })
+                });
+                if let Some(x) = introspector.filter(|x| x.issuer() == i) {
+                    issuer["introspection"] = x.status_json();
+                }
+                issuer
             })
             .collect();
         serde_json::Value::Array(list)

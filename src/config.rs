@@ -416,6 +416,64 @@ pub struct IssuerSection {
     pub claim_headers: std::collections::BTreeMap<String, String>,
     /// Tokens revoked before they expire (`jti:`, `sub:`, `client_id:` lines).
     pub deny_list_file: Option<String>,
+    /// Opaque tokens are judged by this issuer's RFC 7662 introspection endpoint.
+    pub introspection: Option<IntrospectionSection>,
+}
+
+/// `[issuers.introspection]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionSection {
+    /// The endpoint; default: the discovery document's `introspection_endpoint`.
+    pub endpoint: Option<String>,
+    /// The client jwtgate authenticates as (in Asgardeo, the management application).
+    pub client_id: String,
+    /// The environment variable holding its secret.
+    pub client_secret_env: Option<String>,
+    /// The file holding its secret (relative to the configuration file).
+    pub client_secret_file: Option<String>,
+    /// How the client authenticates (RFC 6749 §2.3.1).
+    #[serde(default)]
+    pub auth: IntrospectionAuth,
+    /// How long an active answer is used, never past the token's `exp`.
+    #[serde(default = "default_introspection_cache")]
+    pub cache_seconds: u64,
+    /// How long an inactive (or refused) answer is used.
+    #[serde(default = "default_introspection_negative_cache")]
+    pub negative_cache_seconds: u64,
+    /// The whole call, waiting for a free slot included; then 503.
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout_seconds: u64,
+    /// Calls to the endpoint in flight at once.
+    #[serde(default = "default_introspection_concurrency")]
+    pub max_concurrent: usize,
+    /// Answers kept (a fixed table: a flood of unknown tokens cannot grow memory).
+    #[serde(default = "default_introspection_entries")]
+    pub cache_entries: u64,
+}
+
+/// How jwtgate authenticates to the introspection endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntrospectionAuth {
+    /// HTTP Basic with the form-encoded client id and secret.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+fn default_introspection_cache() -> u64 {
+    60
+}
+fn default_introspection_negative_cache() -> u64 {
+    5
+}
+fn default_introspection_concurrency() -> usize {
+    64
+}
+fn default_introspection_entries() -> u64 {
+    65_536
 }
 
 fn default_dpop_max_age() -> u64 {
@@ -819,6 +877,31 @@ pub struct IssuerConfig {
     pub ca_file: Option<PathBuf>,
     /// Tokens revoked before they expire.
     pub deny_list: Option<DenyListConfig>,
+    /// Opaque tokens are introspected at this issuer.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// `[issuers.introspection]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectionConfig {
+    /// The endpoint written in the file (else the discovery document's).
+    pub endpoint: Option<Url>,
+    /// The client id.
+    pub client_id: String,
+    /// Where its secret is (read at start and on each reload, never logged).
+    pub client_secret: crate::secret::SecretSource,
+    /// Basic or form-body client authentication.
+    pub auth: IntrospectionAuth,
+    /// Active answers are used this long (seconds), never past `exp`.
+    pub cache_seconds: i64,
+    /// Inactive answers are used this long (seconds).
+    pub negative_cache_seconds: i64,
+    /// The whole call.
+    pub timeout: Duration,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Answers kept.
+    pub cache_entries: u64,
 }
 
 /// An issuer's deny list: the file, and where the claims it names are kept in a verdict.
@@ -930,10 +1013,15 @@ impl Config {
             KmSyncConfig::Off(Ok(s)) => Some(&**s),
             _ => None,
         };
+        for i in self.issuers.iter().filter_map(|i| i.introspection.as_ref()) {
+            if let crate::secret::SecretSource::File(f) = &i.client_secret {
+                files.push(f.clone());
+            }
+        }
         if let Some(s) = sync {
             files.extend(s.ca_file.clone());
             for secret in [&s.password, &s.mgmt_client_secret] {
-                if let crate::km_sync::settings::SecretSource::File(f) = secret {
+                if let crate::secret::SecretSource::File(f) = secret {
                     files.push(f.clone());
                 }
             }
@@ -1405,6 +1493,7 @@ fn validate_issuers(
     }
     let mut names = HashSet::new();
     let mut out = Vec::new();
+    let mut introspecting = None;
     for (i, s) in list.iter().enumerate() {
         let at = |key: &str| format!("issuers[{i}].{key}");
         if s.name.trim().is_empty() {
@@ -1501,6 +1590,16 @@ fn validate_issuers(
             problems.push(problem(at("max_response_bytes"), "must be between 1024 and 16777216"));
         }
         let require_access_token_typ = s.access_token_typ == AccessTokenTyp::AtJwt;
+        let introspection = s.introspection.as_ref().and_then(|x| introspection(x, base, &at, problems));
+        if introspection.is_some() {
+            match introspecting {
+                Some(first) => problems.push(problem(
+                    at("introspection"),
+                    format!("issuers[{first}] introspects opaque tokens already: at most one issuer may (an opaque token names no issuer)"),
+                )),
+                None => introspecting = Some(i),
+            }
+        }
         let claim_headers = claim_headers(&s.claim_headers, &format!("issuers[{i}]"), claim_paths, problems);
         if let Some(discovery_url) = discovery {
             out.push(IssuerConfig {
@@ -1526,10 +1625,73 @@ fn validate_issuers(
                     sub: path_index(rule_paths, vec!["sub".into()]),
                     client_id: path_index(rule_paths, vec!["client_id".into()]),
                 }),
+                introspection,
             });
         }
     }
     out
+}
+
+/// `[issuers.introspection]` of `issuers[i]` (`at` names its keys), validated.
+fn introspection(
+    s: &IntrospectionSection,
+    base: &Path,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<IntrospectionConfig> {
+    let before = problems.len();
+    let key = |k: &str| at(&format!("introspection.{k}"));
+    let endpoint = s.endpoint.as_deref().and_then(|e| match outbound_url(e) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            problems.push(problem(key("endpoint"), e));
+            None
+        }
+    });
+    if s.client_id.trim().is_empty() {
+        problems.push(problem(key("client_id"), "must not be empty"));
+    }
+    let client_secret = match (&s.client_secret_env, &s.client_secret_file) {
+        (Some(e), None) if !e.is_empty() => Some(crate::secret::SecretSource::Env(e.clone())),
+        (None, Some(f)) if !f.is_empty() => Some(crate::secret::SecretSource::File(base.join(f))),
+        (Some(_), Some(_)) => {
+            problems.push(problem(key("client_secret_env"), "set only one of client_secret_env, client_secret_file"));
+            None
+        }
+        _ => {
+            problems.push(problem(
+                key("client_secret_env"),
+                "missing: set client_secret_env or client_secret_file (a secret is never written inline)",
+            ));
+            None
+        }
+    };
+    let checks: [(&str, u64, u64, u64); 5] = [
+        ("cache_seconds", s.cache_seconds, 0, 86_400),
+        ("negative_cache_seconds", s.negative_cache_seconds, 0, 3600),
+        ("timeout_seconds", s.timeout_seconds, 1, 120),
+        ("max_concurrent", s.max_concurrent as u64, 1, 10_000),
+        ("cache_entries", s.cache_entries, 16, 16_777_216),
+    ];
+    for (k, v, lo, hi) in checks {
+        if v < lo || v > hi {
+            problems.push(problem(key(k), format!("must be between {lo} and {hi}")));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(IntrospectionConfig {
+        endpoint,
+        client_id: s.client_id.clone(),
+        client_secret: client_secret?,
+        auth: s.auth,
+        cache_seconds: s.cache_seconds as i64,
+        negative_cache_seconds: s.negative_cache_seconds as i64,
+        timeout: Duration::from_secs(s.timeout_seconds),
+        max_concurrent: s.max_concurrent,
+        cache_entries: s.cache_entries,
+    })
 }
 
 /// The DPoP proof algorithms accepted unless `dpop_algorithms` says otherwise: what clients

@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod refusal;
 pub mod routes;
+pub(crate) mod secret;
 pub mod serve;
 pub mod sync;
 pub mod tls;

@@ -40,6 +40,13 @@ pub struct Metrics {
     /// `jwtgate_deny_list_reloads_total{issuer,result}`: changed deny list files read (`ok`,
     /// `error`: refused, the list in force stays).
     pub deny_list_reloads: IntCounterVec,
+    /// `jwtgate_introspection_requests_total{issuer,result}`: calls to an introspection endpoint
+    /// (`active|inactive|unreachable|timeout|busy|bad_status|malformed|no_endpoint`).
+    pub introspection_calls: IntCounterVec,
+    /// `jwtgate_introspection_duration_seconds{issuer}`: one call, from its start to its answer.
+    pub introspection_duration: HistogramVec,
+    /// `jwtgate_introspection_cache_total{issuer,result}`: opaque-token cache hits and misses.
+    pub introspection_cache: IntCounterVec,
     /// `jwtgate_log_lines_dropped_total`: lines the log writer's full queue dropped, brought up
     /// to date at each scrape.
     pub log_lines_dropped: IntCounter,
@@ -276,6 +283,25 @@ impl Metrics {
             "Changed deny list files read, by result (error: refused, the list in force stays).",
             &["issuer", "result"],
         );
+        let introspection_calls = counter(
+            "jwtgate_introspection_requests_total",
+            "Calls to an issuer's introspection endpoint (opaque tokens), by result.",
+            &["issuer", "result"],
+        );
+        let introspection_cache = counter(
+            "jwtgate_introspection_cache_total",
+            "Opaque-token answer cache lookups by result (hit, miss).",
+            &["issuer", "result"],
+        );
+        let introspection_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_introspection_duration_seconds",
+                "Time of one call to an introspection endpoint, waiting for a free slot included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["issuer"],
+        ));
+        must(registry.register(Box::new(introspection_duration.clone())));
         let log_lines_dropped = must(IntCounter::new(
             "jwtgate_log_lines_dropped_total",
             "Log lines dropped because the log writer's queue was full (stderr not keeping up).",
@@ -383,6 +409,9 @@ impl Metrics {
             log_lines_dropped,
             deny_list_entries,
             deny_list_reloads,
+            introspection_calls,
+            introspection_duration,
+            introspection_cache,
             rejections,
             token_cache,
             jwks_fetches,

@@ -258,7 +258,8 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         parts.metrics.clone(),
     )
     .with_claim_paths(config.claim_paths.clone())
-    .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some()));
+    .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some()))
+    .with_introspector(introspector(&config, &keys, parts)?);
     // The proofs seen are kept across reloads (a proof used just before one must not pass just
     // after); a new size takes a restart.
     if let Some(p) = previous {
@@ -291,6 +292,24 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     ));
     let deny_lists = read_deny_lists(&config)?;
     Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now(), deny_lists })
+}
+
+/// The introspection client of the issuer that introspects opaque tokens, if one does (its
+/// secret read now: a secret that cannot be read refuses the configuration).
+fn introspector(
+    config: &Config,
+    keys: &KeyRegistry,
+    parts: &Parts,
+) -> Result<Option<crate::auth::introspection::Introspector>, String> {
+    let Some(i) = config.issuers.iter().position(|c| c.introspection.is_some()) else { return Ok(None) };
+    crate::auth::introspection::Introspector::new(
+        i,
+        keys.issuers[i].clone(),
+        config,
+        parts.clock.clone(),
+        parts.metrics.clone(),
+    )
+    .map(Some)
 }
 
 /// Every issuer's deny list, read whole (a malformed line refuses the configuration).
@@ -656,6 +675,11 @@ pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = ListenerCerts::read(config).err().unwrap_or_default();
     if let Err(e) = read_deny_lists(config) {
         problems.push(e);
+    }
+    for (i, c) in config.issuers.iter().enumerate() {
+        if let Some(Err(e)) = c.introspection.as_ref().map(|x| x.client_secret.read()) {
+            problems.push(format!("issuers[{i}].introspection.client_secret: {e}"));
+        }
     }
     if let Some(t) = &config.upstream.tls {
         if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {

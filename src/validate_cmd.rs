@@ -70,8 +70,24 @@ pub fn usage_error(detail: String) -> Verdict {
     }
 }
 
-/// Runs the whole judgement.
+/// Runs the whole judgement, and says how the token was verified: `"verified_by"` is
+/// `"introspection"` for an opaque token sent to the issuer's endpoint, `"signature"` for a JWT.
 pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
+    let introspects = config.issuers.iter().any(|i| i.introspection.is_some());
+    let opaque = !jwt::is_compact_jws(req.token.trim().as_bytes());
+    let mut out = judge(config, req).await;
+    let judged_a_token = out.exit_code != 2 && !(out.json["status"] == 200 && out.json["issuer"].is_null());
+    if judged_a_token {
+        out.json["verified_by"] = json!(match (introspects, opaque) {
+            (true, true) => "introspection",
+            (false, true) => "none (an opaque token, and no issuer introspects)",
+            (_, false) => "signature",
+        });
+    }
+    out
+}
+
+async fn judge(config: Config, req: ValidateRequest) -> Verdict {
     let method = match Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) {
         Ok(m) => m,
         Err(_) => return usage_error(format!("--method {:?} is not an HTTP method", req.method)),
@@ -111,10 +127,24 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         Some(t) => Arc::new(FixedClock::new(t)),
         None => Arc::new(SystemClock),
     };
+    let introspector = match config.issuers.iter().position(|c| c.introspection.is_some()) {
+        None => None,
+        Some(i) => match crate::auth::introspection::Introspector::new(
+            i,
+            keys.issuers[i].clone(),
+            &config,
+            clock.clone(),
+            metrics.clone(),
+        ) {
+            Ok(x) => Some(x),
+            Err(e) => return usage_error(format!("configuration error: {e}")),
+        },
+    };
     let auth = Arc::new(
         Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics.clone())
             .with_claim_paths(config.claim_paths.clone())
-            .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some())),
+            .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some()))
+            .with_introspector(introspector),
     );
     if req.dpop.is_some() && req.route.is_none() {
         return usage_error(
@@ -127,7 +157,11 @@ pub async fn run(config: Config, req: ValidateRequest) -> Verdict {
         Ok(token) => auth.verify(token, only_issuer, None).await,
         Err(e) => Err(Rejected::from(e)),
     };
-    let unavailable_detail = || {
+    let unavailable_detail = |error: AuthError| {
+        if error == AuthError::IntrospectionUnavailable {
+            let last = auth.introspector().map(|x| x.status_json()["last_error"].clone()).unwrap_or_default();
+            return format!("{}; {}", capitalised(error.description()), last.as_str().unwrap_or("no answer"));
+        }
         let errors: Vec<String> = results
             .iter()
             .zip(keys.issuers.iter())
@@ -339,9 +373,9 @@ fn capitalised(s: &str) -> String {
 }
 
 /// The verdict for an authentication refusal.
-fn refused_verdict(error: AuthError, issuer: Option<String>, unavailable: impl FnOnce() -> String) -> Verdict {
+fn refused_verdict(error: AuthError, issuer: Option<String>, unavailable: impl FnOnce(AuthError) -> String) -> Verdict {
     let detail = match error {
-        AuthError::Unavailable => unavailable(),
+        AuthError::Unavailable | AuthError::IntrospectionUnavailable => unavailable(error),
         e => capitalised(e.description()),
     };
     verdict(error.status().as_u16(), Some(error.code()), detail, issuer, None)

@@ -16,16 +16,34 @@ use arc_swap::ArcSwapOption;
 
 use super::Verdict;
 
-/// A bounded, lock-free map from token digest to verdict.
-pub struct TokenCache {
-    slots: Box<[ArcSwapOption<Verdict>]>,
+/// What a cache entry says about itself: the digest it is filed under, and when it stops
+/// being worth keeping (a full set evicts the entry that ends first).
+pub trait Entry {
+    /// The token's keyed digest.
+    fn key(&self) -> u128;
+    /// Unix seconds after which it is useless.
+    fn ends(&self) -> f64;
+}
+
+impl Entry for Verdict {
+    fn key(&self) -> u128 {
+        self.key
+    }
+    fn ends(&self) -> f64 {
+        self.exp
+    }
+}
+
+/// A bounded, lock-free map from token digest to verdict (or any [`Entry`]).
+pub struct TokenCache<T = Verdict> {
+    slots: Box<[ArcSwapOption<T>]>,
     /// Index mask of the first slot of a two-slot set.
     mask: usize,
 }
 
-impl TokenCache {
+impl<T: Entry> TokenCache<T> {
     /// A table with room for about `entries` verdicts (rounded up to a power of two, at least 2).
-    pub fn new(entries: u64) -> TokenCache {
+    pub fn new(entries: u64) -> TokenCache<T> {
         let n = (entries.max(2) as usize).next_power_of_two();
         let slots = (0..n).map(|_| ArcSwapOption::empty()).collect::<Vec<_>>().into_boxed_slice();
         TokenCache { slots, mask: (n - 1) & !1 }
@@ -41,13 +59,18 @@ impl TokenCache {
         (key as usize) & self.mask
     }
 
+    /// The entries held now (a scan of every slot: for `/status`, not the hot path).
+    pub fn occupied(&self) -> usize {
+        self.slots.iter().filter(|s| s.load().is_some()).count()
+    }
+
     /// The verdict stored for `key`, if any.
-    pub fn get(&self, key: u128) -> Option<Arc<Verdict>> {
+    pub fn get(&self, key: u128) -> Option<Arc<T>> {
         let i = self.set(key);
         for slot in &self.slots[i..i + 2] {
             let guard = slot.load();
             if let Some(v) = guard.as_ref() {
-                if v.key == key {
+                if v.key() == key {
                     return Some(Arc::clone(v));
                 }
             }
@@ -57,17 +80,17 @@ impl TokenCache {
 
     /// Stores `verdict` under its key: in an empty slot of its set, else over the entry that
     /// expires first.
-    pub fn insert(&self, verdict: Arc<Verdict>) {
-        let i = self.set(verdict.key);
+    pub fn insert(&self, verdict: Arc<T>) {
+        let i = self.set(verdict.key());
         let (a, b) = (&self.slots[i], &self.slots[i + 1]);
         let (ga, gb) = (a.load(), b.load());
         let target = match (ga.as_ref(), gb.as_ref()) {
             (None, _) => a,
             (_, None) => b,
-            (Some(x), _) if x.key == verdict.key => a,
-            (_, Some(y)) if y.key == verdict.key => b,
+            (Some(x), _) if x.key() == verdict.key() => a,
+            (_, Some(y)) if y.key() == verdict.key() => b,
             (Some(x), Some(y)) => {
-                if x.exp <= y.exp {
+                if x.ends() <= y.ends() {
                     a
                 } else {
                     b
@@ -102,7 +125,7 @@ mod tests {
 
     #[test]
     fn finds_only_the_exact_key() {
-        let c = TokenCache::new(8);
+        let c: TokenCache = TokenCache::new(8);
         c.insert(verdict(5, 10.0));
         assert_eq!(c.get(5).map(|v| v.key), Some(5));
         assert!(c.get(5 + 8).is_none(), "same set, other key");
@@ -111,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_full_set_evicts_the_entry_expiring_first() {
-        let c = TokenCache::new(8);
+        let c: TokenCache = TokenCache::new(8);
         // 1, 9 and 17 share a set (mask 6 over 8 slots).
         c.insert(verdict(1, 100.0));
         c.insert(verdict(9, 50.0));

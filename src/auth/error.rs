@@ -24,6 +24,9 @@ pub enum AuthError {
     InsufficientUserAuthentication,
     /// The issuer has no usable key set: the IdP's outage, not the client's fault.
     Unavailable,
+    /// An opaque token could not be introspected (the endpoint unreachable, slow, failing or
+    /// answering nonsense): never an accept, and not the client's fault either.
+    IntrospectionUnavailable,
     /// The DPoP replay cache is full of unexpired proofs: the proof cannot be remembered, so
     /// it is not accepted (503, never an unchecked accept).
     ReplayCacheFull,
@@ -40,6 +43,7 @@ impl AuthError {
             AuthError::InsufficientClaims,
             AuthError::InsufficientUserAuthentication,
             AuthError::Unavailable,
+            AuthError::IntrospectionUnavailable,
         ]
         .into_iter()
         .chain([AuthError::InvalidRequest(""), AuthError::ReplayCacheFull]);
@@ -58,7 +62,9 @@ impl AuthError {
             | AuthError::InsufficientUserAuthentication => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope | AuthError::InsufficientClaims => StatusCode::FORBIDDEN,
-            AuthError::Unavailable | AuthError::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Unavailable | AuthError::IntrospectionUnavailable | AuthError::ReplayCacheFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -71,7 +77,9 @@ impl AuthError {
             AuthError::InsufficientScope => "insufficient_scope",
             AuthError::InsufficientClaims => "insufficient_claims",
             AuthError::InsufficientUserAuthentication => "insufficient_user_authentication",
-            AuthError::Unavailable | AuthError::ReplayCacheFull => "temporarily_unavailable",
+            AuthError::Unavailable | AuthError::IntrospectionUnavailable | AuthError::ReplayCacheFull => {
+                "temporarily_unavailable"
+            }
             AuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
         }
     }
@@ -88,6 +96,9 @@ impl AuthError {
                 "a stronger or more recent authentication is required for this route"
             }
             AuthError::Unavailable => "the token issuer's signing keys are unavailable; retry later",
+            AuthError::IntrospectionUnavailable => {
+                "the token issuer's introspection endpoint is unavailable; retry later"
+            }
             AuthError::ReplayCacheFull => jwtgate_jose::dpop::ProofError::ReplayCacheFull.description(),
             AuthError::InvalidDpopProof(p) => p.description(),
         }
@@ -99,6 +110,7 @@ impl AuthError {
             AuthError::InvalidToken(t) => t.reason(),
             AuthError::InvalidDpopProof(p) => p.reason(),
             AuthError::ReplayCacheFull => jwtgate_jose::dpop::ProofError::ReplayCacheFull.reason(),
+            AuthError::IntrospectionUnavailable => "introspection_unavailable",
             other => other.code(),
         }
     }

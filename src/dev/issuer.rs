@@ -1,8 +1,10 @@
 //! An Asgardeo-like organization on loopback: the discovery document (under
 //! `/t/{org}/oauth2/token/.well-known/openid-configuration`, and optionally the legacy
 //! `/t/{org}/oauth2/.well-known/...` path) and the JWKS at `/t/{org}/oauth2/jwks`, in
-//! Asgardeo's shape (issuer `.../t/{org}/oauth2/token`, `kid`s ending in `_RS256`). It backs
-//! `jwtgate dev` and the integration tests, so it can rotate keys, fail, and count fetches.
+//! Asgardeo's shape (issuer `.../t/{org}/oauth2/token`, `kid`s ending in `_RS256`), and the
+//! RFC 7662 introspection endpoint at `/t/{org}/oauth2/introspect` for the opaque tokens it
+//! issues (UUIDs, Asgardeo's default format), answering only an authenticated client. It backs
+//! `jwtgate dev` and the integration tests, so it can rotate keys, revoke, fail, and count calls.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +35,12 @@ struct State {
     cache_control: Mutex<Option<String>>,
     delay: Mutex<Duration>,
     next_jwks_delay: Mutex<Option<Duration>>,
+    /// Opaque tokens issued and not revoked, with the claims introspection reports.
+    opaque: Mutex<std::collections::HashMap<String, Value>>,
+    /// The client allowed to introspect (`None`: every caller is refused, 401).
+    introspection_client: Mutex<Option<(String, String)>>,
+    introspection_override: Mutex<Option<(u16, String)>>,
+    introspections: AtomicUsize,
 }
 
 /// A running fake organization.
@@ -180,6 +188,40 @@ impl FakeIssuer {
         self.state.discovery_fetches.load(Ordering::SeqCst)
     }
 
+    /// Lets `client_id`/`secret` call the introspection endpoint (Basic or form-body auth).
+    pub fn set_introspection_client(&self, client_id: &str, secret: &str) {
+        *lock(&self.state.introspection_client) = Some((client_id.to_string(), secret.to_string()));
+    }
+
+    /// Issues an opaque token (a UUID, as Asgardeo does) that introspects as `claims`.
+    pub fn issue_opaque(&self, claims: Value) -> String {
+        let r: u128 = rand::random();
+        let h = format!("{r:032x}");
+        let token = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+        lock(&self.state.opaque).insert(token.clone(), claims);
+        token
+    }
+
+    /// Revokes an opaque token: introspection says `active: false` from now on.
+    pub fn revoke_opaque(&self, token: &str) {
+        lock(&self.state.opaque).remove(token);
+    }
+
+    /// Replaces every introspection answer with a fixed status and body (`None` restores it).
+    pub fn override_introspection(&self, answer: Option<(u16, String)>) {
+        *lock(&self.state.introspection_override) = answer;
+    }
+
+    /// Introspection requests served so far (counted before any delay).
+    pub fn introspections(&self) -> usize {
+        self.state.introspections.load(Ordering::SeqCst)
+    }
+
+    /// The introspection endpoint.
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/t/{}/oauth2/introspect", self.origin, self.org)
+    }
+
     /// Stops listening: connections are refused from now on.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
@@ -241,8 +283,15 @@ fn reply(status: StatusCode, body: String, cache_control: Option<String>) -> Res
     r
 }
 
-async fn answer<B>(st: &State, org: &str, origin: &str, req: Request<B>) -> Response<Full<Bytes>> {
+async fn answer<B>(st: &State, org: &str, origin: &str, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     st.requests_seen.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path() == format!("/t/{org}/oauth2/introspect") {
+        st.introspections.fetch_add(1, Ordering::SeqCst);
+    }
     let delay = *lock(&st.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -261,6 +310,9 @@ async fn answer<B>(st: &State, org: &str, origin: &str, req: Request<B>) -> Resp
         }
         return reply(StatusCode::OK, doc.to_string(), None);
     }
+    if path == format!("/t/{org}/oauth2/introspect") {
+        return introspect(st, req).await;
+    }
     if path == format!("/t/{org}/oauth2/jwks") {
         st.jwks_fetches.fetch_add(1, Ordering::SeqCst);
         if let Some((status, body)) = lock(&st.jwks_override).clone() {
@@ -277,6 +329,63 @@ async fn answer<B>(st: &State, org: &str, origin: &str, req: Request<B>) -> Resp
         return r;
     }
     reply(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}".into(), None)
+}
+
+/// RFC 7662 §2: a form POST from an authenticated client (RFC 6749 §2.3.1, Basic with the
+/// form-encoded id and secret, or both in the body); `{"active": false}` for anything unknown,
+/// revoked or expired, else the token's claims with `active` and `token_type`.
+async fn introspect<B>(st: &State, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use base64::Engine;
+    use http_body_util::BodyExt;
+    if req.method() != http::Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "invalid_request"}).to_string(), None);
+    }
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            let (id, secret) = s.split_once(':')?;
+            let dec =
+                |x: &str| url::form_urlencoded::parse(format!("x={x}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            Some((dec(id)?, dec(secret)?))
+        });
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}).to_string(), None),
+    };
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let presented = basic.or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())));
+    let allowed = lock(&st.introspection_client).clone();
+    if allowed.is_none() || presented != allowed {
+        let mut r = reply(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}).to_string(), None);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"oauth2\""));
+        return r;
+    }
+    if let Some((status, body)) = lock(&st.introspection_override).clone() {
+        return reply(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body, None);
+    }
+    let Some(token) = form.get("token") else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}).to_string(), None);
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let claims = lock(&st.opaque).get(token).cloned();
+    let answer = match claims {
+        Some(Value::Object(mut c)) if c.get("exp").and_then(Value::as_i64).is_some_and(|exp| exp > now) => {
+            c.insert("active".into(), json!(true));
+            c.entry("token_type").or_insert(json!("Bearer"));
+            Value::Object(c)
+        }
+        _ => json!({"active": false}),
+    };
+    reply(StatusCode::OK, answer.to_string(), None)
 }
 
 impl Drop for FakeIssuer {

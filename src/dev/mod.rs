@@ -25,6 +25,9 @@ pub const DEV_ISSUER: u16 = 9400;
 pub const DEV_UPSTREAM: u16 = 9000;
 /// The audience (client id) dev tokens carry.
 pub const DEV_AUDIENCE: &str = "jwtgate-dev-client";
+/// The client jwtgate introspects opaque dev tokens as (its secret is written beside the
+/// configuration, as a mounted Secret would be).
+pub const DEV_INTROSPECTION_CLIENT: &str = "jwtgate-dev-introspection";
 
 /// The running dev setup.
 pub struct DevSetup {
@@ -38,6 +41,10 @@ pub struct DevSetup {
     pub allowed_token: String,
     /// A token without it.
     pub refused_token: String,
+    /// An opaque token (introspected) with `orders:read`.
+    pub allowed_opaque_token: String,
+    /// An opaque token without it.
+    pub refused_opaque_token: String,
     /// The configuration it runs with, written out so that the printed `validate` line works
     /// when pasted (in a fresh temporary folder).
     pub config_file: std::path::PathBuf,
@@ -60,6 +67,11 @@ name = "dev"
 discovery_url = "{issuer_discovery}"
 audiences = ["{DEV_AUDIENCE}"]
 algorithms = ["RS256"]
+
+# Opaque tokens (Asgardeo's default format) are asked about at the issuer's introspection endpoint.
+[issuers.introspection]
+client_id = "{DEV_INTROSPECTION_CLIENT}"
+client_secret_file = "introspection-secret"
 
 [[routes]]
 name = "public"
@@ -121,8 +133,11 @@ pub async fn start_dev(
     let text = dev_config(&issuer.discovery_url(), upstream.addr, lo(gateway_port), lo(admin_port));
     let dir = std::env::temp_dir().join(format!("jwtgate-dev-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let config_file = dir.join("jwtgate.toml");
+    let secret = format!("{:032x}", rand::random::<u128>());
+    issuer.set_introspection_client(DEV_INTROSPECTION_CLIENT, &secret);
     std::fs::create_dir_all(&dir)
         .and_then(|_| std::fs::write(&config_file, &text))
+        .and_then(|_| std::fs::write(dir.join("introspection-secret"), format!("{secret}\n")))
         .map_err(|source| DevError::ConfigFile { path: config_file.display().to_string(), source })?;
     // Loaded from the file it wrote, so that editing it and `POST /reload` work in dev too.
     let config = Config::load(&config_file)?;
@@ -137,7 +152,18 @@ pub async fn start_dev(
     let now = SystemClock.now_unix();
     let allowed_token = key.token(&issuer.claims(now, "alice", DEV_AUDIENCE, "openid orders:read"));
     let refused_token = key.token(&issuer.claims(now, "bob", DEV_AUDIENCE, "openid profile"));
-    Ok(DevSetup { issuer, upstream, gateway, allowed_token, refused_token, config_file })
+    let allowed_opaque_token = issuer.issue_opaque(issuer.claims(now, "carol", DEV_AUDIENCE, "openid orders:read"));
+    let refused_opaque_token = issuer.issue_opaque(issuer.claims(now, "dave", DEV_AUDIENCE, "openid profile"));
+    Ok(DevSetup {
+        issuer,
+        upstream,
+        gateway,
+        allowed_token,
+        refused_token,
+        allowed_opaque_token,
+        refused_opaque_token,
+        config_file,
+    })
 }
 
 /// What `dev` prints once everything is up.
@@ -155,6 +181,10 @@ pub fn banner(d: &DevSetup) -> String {
          Refused (403): bob's token lacks orders:read\n\
          \x20 curl -i -H 'Authorization: Bearer {no}' http://{gw}/orders/42\n\
          \n\
+         Opaque tokens (Asgardeo's default format), checked at the issuer's introspection endpoint:\n\
+         \x20 curl -i -H 'Authorization: Bearer {ook}' http://{gw}/orders/42   (200)\n\
+         \x20 curl -i -H 'Authorization: Bearer {ono}' http://{gw}/orders/42   (403)\n\
+         \n\
          Also: no token (401)       curl -i http://{gw}/orders/42\n\
          \x20     anonymous route (200) curl -i http://{gw}/public/hello\n\
          \x20     why a token is refused: cargo run --release -- validate --config {cfg} --route /orders/42 {no}\n\
@@ -166,6 +196,8 @@ pub fn banner(d: &DevSetup) -> String {
         up = d.upstream.addr,
         ok = d.allowed_token,
         no = d.refused_token,
+        ook = d.allowed_opaque_token,
+        ono = d.refused_opaque_token,
     )
 }
 

@@ -64,12 +64,15 @@ pub enum TokenError {
     DpopRequired,
     /// Its `jti`, `sub` or `client_id` is in the issuer's deny list.
     Revoked,
+    /// An opaque token its issuer's introspection endpoint calls inactive (RFC 7662 §2.2:
+    /// revoked, expired, or never issued).
+    Inactive,
 }
 
 impl TokenError {
     /// Every variant (`jwtgate_token_rejections_total` creates each reason's series at start,
     /// so the first refusal of a kind is not lost to `rate()`).
-    pub const ALL: [TokenError; 29] = [
+    pub const ALL: [TokenError; 30] = [
         TokenError::TooLong,
         TokenError::Malformed,
         TokenError::Encrypted,
@@ -99,6 +102,7 @@ impl TokenError {
         TokenError::NotDpopBound,
         TokenError::DpopRequired,
         TokenError::Revoked,
+        TokenError::Inactive,
     ];
 
     /// The metric reason label.
@@ -133,6 +137,7 @@ impl TokenError {
             TokenError::NotDpopBound => "not_dpop_bound",
             TokenError::DpopRequired => "dpop_required",
             TokenError::Revoked => "revoked",
+            TokenError::Inactive => "inactive",
         }
     }
 
@@ -170,6 +175,7 @@ impl TokenError {
             TokenError::NotDpopBound => "the token is not bound to a DPoP key: present it with the Bearer scheme",
             TokenError::DpopRequired => "this route requires a DPoP-bound token presented with the DPoP scheme",
             TokenError::Revoked => "the token has been revoked",
+            TokenError::Inactive => "the token is not active: its issuer reports it revoked, expired or unknown",
             TokenError::UnforwardableClaim => {
                 "a claim configured as a header holds characters that cannot be forwarded in a header"
             }

@@ -235,6 +235,37 @@ fn push_scopes(list: Vec<Cow<'_, str>>, out: &mut Vec<Box<str>>) {
     }
 }
 
+/// The registered claims of a JSON object (a JWT payload, or an RFC 7662 introspection answer:
+/// the same members with the same types), each checked for its JSON type.
+pub fn claims_of(json: &[u8]) -> Result<Claims, TokenError> {
+    let raw: RawClaims<'_> = serde_json::from_slice(json).map_err(|_| TokenError::BadPayload)?;
+    let mut scopes = Vec::new();
+    if let Some(sc) = typed(raw.scope, TokenError::BadClaimType)? {
+        push_scopes(sc, &mut scopes);
+    }
+    if let Some(sc) = typed(raw.scp, TokenError::BadClaimType)? {
+        push_scopes(sc, &mut scopes);
+    }
+    let claims = Claims {
+        iss: typed(raw.iss, TokenError::BadClaimType)?.map(Cow::into_owned),
+        sub: typed(raw.sub, TokenError::BadClaimType)?.map(Cow::into_owned),
+        aud: typed(raw.aud, TokenError::BadClaimType)?.unwrap_or_default().into_iter().map(Cow::into_owned).collect(),
+        exp: typed(raw.exp, TokenError::BadTimeClaim)?,
+        nbf: typed(raw.nbf, TokenError::BadTimeClaim)?,
+        iat: typed(raw.iat, TokenError::BadTimeClaim)?,
+        scopes,
+        has_nonce: raw.nonce.is_some(),
+        binding: raw.cnf.map(binding),
+    };
+    Ok(claims)
+}
+
+/// True when `token` has the shape of a JWS compact serialization (exactly two dots): anything
+/// else is, for an issuer that introspects, a reference token to ask about.
+pub fn is_compact_jws(token: &[u8]) -> bool {
+    token.iter().filter(|&&b| b == b'.').count() == 2
+}
+
 /// Splits and decodes `token`.
 pub fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
     let mut parts = token.split('.');
@@ -264,25 +295,7 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
         .as_deref()
         .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
 
-    let raw: RawClaims<'_> = serde_json::from_slice(&payload_json).map_err(|_| TokenError::BadPayload)?;
-    let mut scopes = Vec::new();
-    if let Some(sc) = typed(raw.scope, TokenError::BadClaimType)? {
-        push_scopes(sc, &mut scopes);
-    }
-    if let Some(sc) = typed(raw.scp, TokenError::BadClaimType)? {
-        push_scopes(sc, &mut scopes);
-    }
-    let claims = Claims {
-        iss: typed(raw.iss, TokenError::BadClaimType)?.map(Cow::into_owned),
-        sub: typed(raw.sub, TokenError::BadClaimType)?.map(Cow::into_owned),
-        aud: typed(raw.aud, TokenError::BadClaimType)?.unwrap_or_default().into_iter().map(Cow::into_owned).collect(),
-        exp: typed(raw.exp, TokenError::BadTimeClaim)?,
-        nbf: typed(raw.nbf, TokenError::BadTimeClaim)?,
-        iat: typed(raw.iat, TokenError::BadTimeClaim)?,
-        scopes,
-        has_nonce: raw.nonce.is_some(),
-        binding: raw.cnf.map(binding),
-    };
+    let claims = claims_of(&payload_json)?;
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
     Ok(Decoded { alg, kid, signing_input, payload_b64: p, signature, typ_is_access_token, claims })
 }
