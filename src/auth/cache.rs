@@ -84,11 +84,13 @@ impl<T: Entry> TokenCache<T> {
         let i = self.set(verdict.key());
         let (a, b) = (&self.slots[i], &self.slots[i + 1]);
         let (ga, gb) = (a.load(), b.load());
+        // The entry for the same key first: a newer answer replaces the older one, never sits
+        // beside it (a lookup would find the older one first).
         let target = match (ga.as_ref(), gb.as_ref()) {
-            (None, _) => a,
-            (_, None) => b,
             (Some(x), _) if x.key() == verdict.key() => a,
             (_, Some(y)) if y.key() == verdict.key() => b,
+            (None, _) => a,
+            (_, None) => b,
             (Some(x), Some(y)) => {
                 if x.ends() <= y.ends() {
                     a
@@ -99,6 +101,14 @@ impl<T: Entry> TokenCache<T> {
         };
         drop((ga, gb));
         target.store(Some(verdict));
+    }
+}
+
+#[cfg(test)]
+impl<T: Entry> TokenCache<T> {
+    /// Empties the first slot of `key`'s set (so the next entry lands in the second).
+    fn remove_first_slot_for_test(&self, key: u128) {
+        self.slots[self.set(key)].store(None);
     }
 }
 
@@ -130,6 +140,17 @@ mod tests {
         assert_eq!(c.get(5).map(|v| v.key), Some(5));
         assert!(c.get(5 + 8).is_none(), "same set, other key");
         assert!(c.get(6).is_none());
+    }
+
+    #[test]
+    fn a_new_entry_replaces_the_one_with_its_key() {
+        let c: TokenCache = TokenCache::new(8);
+        c.insert(verdict(1, 100.0));
+        c.remove_first_slot_for_test(1);
+        c.insert(verdict(1, 100.0));
+        c.insert(verdict(1, 200.0));
+        assert_eq!(c.get(1).map(|v| v.exp), Some(200.0));
+        assert_eq!(c.occupied(), 1);
     }
 
     #[test]

@@ -41,6 +41,25 @@ struct State {
     introspection_client: Mutex<Option<(String, String)>>,
     introspection_override: Mutex<Option<(u16, String)>>,
     introspections: AtomicUsize,
+    introspections_in_flight: AtomicUsize,
+    introspections_in_flight_max: AtomicUsize,
+}
+
+/// Counts an introspection request in flight from its arrival (before any delay) to its answer.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(st: &'a State) -> InFlight<'a> {
+        let now = st.introspections_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        st.introspections_in_flight_max.fetch_max(now, Ordering::SeqCst);
+        InFlight(st)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.introspections_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running fake organization.
@@ -217,6 +236,11 @@ impl FakeIssuer {
         self.state.introspections.load(Ordering::SeqCst)
     }
 
+    /// The most introspection requests it has had in flight at once.
+    pub fn introspections_in_flight_max(&self) -> usize {
+        self.state.introspections_in_flight_max.load(Ordering::SeqCst)
+    }
+
     /// The introspection endpoint.
     pub fn introspection_endpoint(&self) -> String {
         format!("{}/t/{}/oauth2/introspect", self.origin, self.org)
@@ -289,9 +313,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     st.requests_seen.fetch_add(1, Ordering::SeqCst);
-    if req.uri().path() == format!("/t/{org}/oauth2/introspect") {
+    let _in_flight = (req.uri().path() == format!("/t/{org}/oauth2/introspect")).then(|| {
         st.introspections.fetch_add(1, Ordering::SeqCst);
-    }
+        InFlight::enter(st)
+    });
     let delay = *lock(&st.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -378,7 +403,8 @@ where
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let claims = lock(&st.opaque).get(token).cloned();
     let answer = match claims {
-        Some(Value::Object(mut c)) if c.get("exp").and_then(Value::as_i64).is_some_and(|exp| exp > now) => {
+        // No `exp`: a token that never expires (a server jwtgate must refuse to believe).
+        Some(Value::Object(mut c)) if c.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp > now) => {
             c.insert("active".into(), json!(true));
             c.entry("token_type").or_insert(json!("Bearer"));
             Value::Object(c)

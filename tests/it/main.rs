@@ -16,6 +16,7 @@ mod faults;
 mod first_contact;
 mod fuzz_corpus;
 mod hostile_tokens;
+mod introspection;
 mod keys;
 mod km_sync;
 mod nginx_auth_request;
