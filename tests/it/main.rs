@@ -20,6 +20,7 @@ mod introspection;
 mod keys;
 mod km_sync;
 mod nginx_auth_request;
+mod oidc_provider;
 mod production;
 mod properties;
 mod proxy;
