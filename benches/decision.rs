@@ -185,6 +185,48 @@ fn benches(c: &mut Criterion) {
         g.finish();
     }
 
+    {
+        // Issue 21: a cached opaque-token decision (introspected once) beside a cached JWT
+        // decision, on the same authenticator.
+        let secret = std::env::temp_dir().join(format!("jwtgate-bench-secret-{}", std::process::id()));
+        std::fs::write(&secret, "bench-secret").unwrap();
+        s._idp.set_introspection_client("bench-rs", "bench-secret");
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\n[[issuers]]\nname = \"bench\"\ndiscovery_url = \"{}\"\naudiences = [\"aud\"]\n[issuers.introspection]\nclient_id = \"bench-rs\"\nclient_secret_file = {:?}\n",
+            s._idp.discovery_url(),
+            secret.display().to_string()
+        );
+        let config = Config::parse(&text, None).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let registry =
+            Arc::new(KeyRegistry::new(&config.issuers, HttpFetcher::new().unwrap(), metrics.clone(), clock.clone()));
+        s._rt.block_on(registry.issuers[0].refresh()).unwrap();
+        let introspector = jwtgate::auth::introspection::Introspector::new(
+            0,
+            registry.issuers[0].clone(),
+            &config,
+            clock.clone(),
+            metrics.clone(),
+        )
+        .unwrap();
+        let auth = Authenticator::new(registry, clock, 100_000, 16384, metrics).with_introspector(Some(introspector));
+        let _ = std::fs::remove_file(&secret);
+        let opaque = bearer(&s._idp.issue_opaque(s.claims.clone()));
+        let jwt = bearer(&s.keys[0].token(&s.claims));
+        // The first use of each asks (or verifies); what is measured is every use after.
+        assert!(s._rt.block_on(auth.authorize(&opaque, &scopes)).is_ok(), "the opaque token passes");
+        assert!(ready(auth.authorize(&jwt, &scopes)).is_ok());
+        let mut g = c.benchmark_group("opaque");
+        g.bench_function("baseline_cached_jwt_decision", |b| {
+            b.iter(|| ready(auth.authorize(std::hint::black_box(&jwt), &scopes)).unwrap())
+        });
+        g.bench_function("jwtgate_cached_opaque_decision", |b| {
+            b.iter(|| ready(auth.authorize(std::hint::black_box(&opaque), &scopes)).unwrap())
+        });
+        g.finish();
+    }
+
     for (i, name) in ["rs256", "es256", "eddsa"].iter().enumerate() {
         let key = &s.keys[i];
         let token = key.token(&s.claims);

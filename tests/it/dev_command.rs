@@ -1,4 +1,5 @@
-//! The README's run command: `jwtgate dev` prints curl lines that give 200 and 403.
+//! The README's run command: `jwtgate dev` prints curl lines that give 200 and 403, with JWTs
+//! and with opaque tokens (introspected at the dev issuer).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,15 +28,16 @@ async fn dev_prints_working_curl_lines() {
             if let Some(rest) = line.trim().strip_prefix("curl -i -H 'Authorization: Bearer ") {
                 let (token, url) = rest.split_once("' ").unwrap();
                 tokens.push(token.to_string());
-                urls.push(url.to_string());
-                if tokens.len() == 2 {
+                urls.push(url.split_whitespace().next().unwrap_or("").to_string());
+                if tokens.len() == 4 {
                     break;
                 }
             }
         }
     };
     tokio::time::timeout(Duration::from_secs(30), read).await.expect("dev printed its curl lines");
-    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens.len(), 4);
+    assert!(!tokens[2].contains('.'), "the third and fourth are opaque: {}", tokens[2]);
     let client = crate::support::http_client();
     let mut statuses = Vec::new();
     for (t, u) in tokens.iter().zip(&urls) {
@@ -49,7 +51,7 @@ async fn dev_prints_working_curl_lines() {
         }
         statuses.push(status);
     }
-    assert_eq!(statuses, vec![200, 403]);
+    assert_eq!(statuses, vec![200, 403, 200, 403]);
     // dev runs from the file it wrote: a reload re-reads it.
     let r = client.post(format!("http://{admin}/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
