@@ -214,6 +214,7 @@ impl AdminState {
                     "issuers": self.issuers_json(),
                     "key_manager_sync": self.km_sync.snapshot(),
                     "config": self.config_json(),
+                    "shared_state": self.reloader.current().gateway.auth().shared_state().map(|s| s.status_json()),
                 }),
             ),
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),

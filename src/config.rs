@@ -85,6 +85,8 @@ pub struct FileConfig {
     pub key_manager_sync: Option<KmSyncSection>,
     /// `[decision]`: the listener answering auth subrequests (absent = off).
     pub decision: Option<DecisionSection>,
+    /// `[shared_state]`: what every replica shares (absent = each process on its own).
+    pub shared_state: Option<crate::shared_state::settings::SharedStateSection>,
 }
 
 /// `[decision]`.
@@ -757,6 +759,8 @@ pub struct Config {
     pub decision: Option<Decision>,
     /// `[server.tls]`, resolved: the proxy listener serves TLS when present.
     pub server_tls: Option<ListenerTls>,
+    /// `[shared_state]`, validated.
+    pub shared_state: Option<crate::shared_state::settings::SharedStateConfig>,
     /// SHA-256 of the file's text, hex (shown on `/status`, logged on reload).
     pub sha256: String,
 }
@@ -1053,6 +1057,11 @@ impl Config {
         if self.routes.is_empty() {
             out.push("no [[routes]]: every request gets 404".into());
         }
+        if self.shared_state.as_ref().is_some_and(|s| s.url_has_password()) {
+            out.push(
+                "shared_state.redis_url carries a password: it shows wherever the file is read; use password_env or password_file".into(),
+            );
+        }
         for (j, later) in self.routes.iter().enumerate() {
             if let Some(i) = self.routes[..j].iter().position(|earlier| shadows(earlier, later)) {
                 out.push(format!(
@@ -1286,6 +1295,12 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
         },
     };
 
+    let shared_state = file.shared_state.as_ref().and_then(|s| {
+        crate::shared_state::settings::SharedStateConfig::resolve(s, &base)
+            .map_err(|mut p| problems.append(&mut p))
+            .ok()
+    });
+
     match upstream {
         Some(upstream) if problems.is_empty() => Ok(Config {
             source: source.map(Path::to_path_buf),
@@ -1298,6 +1313,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
             key_manager_sync,
             decision,
             server_tls,
+            shared_state,
             sha256: String::new(),
         }),
         _ => Err(problems),

@@ -100,7 +100,7 @@ impl Judge {
             }
         }
         Judge {
-            routes: RouteTable::new(routes, metrics, listener, auth.clock()),
+            routes: RouteTable::new(routes, metrics, listener, auth.clock(), auth.shared_state()),
             auth,
             dpop_algs: algs.join(" "),
             quiet_refusals: false,
@@ -218,7 +218,7 @@ impl Judge {
     ) -> Result<Allowed<'r>, (Refusal, &'r RouteMetrics)> {
         if route.cfg.anonymous {
             if let Some(limiter) = &route.limiter {
-                self.rate_limit(limiter, route, o, None)?;
+                self.rate_limit(limiter, route, o, None).await?;
             }
             return Ok(Allowed { route, verified: None, claim_headers: Vec::new(), cors: None, preflight: false });
         }
@@ -229,7 +229,7 @@ impl Judge {
             Err(r) => return Err(self.refuse(r, route, o.headers)),
         };
         if let Some(limiter) = &route.limiter {
-            self.rate_limit(limiter, route, o, Some(&verified))?;
+            self.rate_limit(limiter, route, o, Some(&verified)).await?;
         }
         match self.claim_headers(&verified, route) {
             Ok(claim_headers) => {
@@ -241,7 +241,7 @@ impl Judge {
 
     /// Counts the request against its caller's bucket; over the limit, a 429 with `Retry-After`
     /// and the IETF `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers).
-    fn rate_limit<'r>(
+    async fn rate_limit<'r>(
         &self,
         limiter: &crate::rate_limit::RateLimiter,
         route: &'r Route,
@@ -274,7 +274,12 @@ impl Judge {
             }
             (_, None) => return Ok(()),
         };
-        let crate::rate_limit::Verdict::Limited { retry_after } = limiter.check(key) else { return Ok(()) };
+        // The shared bucket is a call to the store: out of line, as only such routes pay for it.
+        let verdict = match limiter.is_shared() {
+            true => Box::pin(limiter.check_shared(key)).await,
+            false => limiter.check(key),
+        };
+        let crate::rate_limit::Verdict::Limited { retry_after } = verdict else { return Ok(()) };
         let mut r = Refusal::plain(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

@@ -26,6 +26,7 @@ pub mod refusal;
 pub mod routes;
 pub(crate) mod secret;
 pub mod serve;
+pub mod shared_state;
 pub mod sync;
 pub mod tls;
 pub mod validate_cmd;

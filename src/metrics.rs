@@ -47,6 +47,16 @@ pub struct Metrics {
     pub introspection_duration: HistogramVec,
     /// `jwtgate_introspection_cache_total{issuer,result}`: opaque-token cache hits and misses.
     pub introspection_cache: IntCounterVec,
+    /// `jwtgate_shared_state_requests_total{op,result}`: commands to the shared store
+    /// (`dpop|rate_limit`, `ok|error|timeout`).
+    pub shared_state_requests: IntCounterVec,
+    /// `jwtgate_shared_state_duration_seconds{op}`: one command, answered or not.
+    pub shared_state_duration: HistogramVec,
+    /// `jwtgate_shared_state_up`: 1 when the shared store answered the last command.
+    pub shared_state_up: IntGauge,
+    /// `jwtgate_rate_limit_local_fallbacks_total`: rate-limit checks made by the replica's own
+    /// limiter because the shared store did not answer.
+    pub rate_limit_fallbacks: IntCounter,
     /// `jwtgate_log_lines_dropped_total`: lines the log writer's full queue dropped, brought up
     /// to date at each scrape.
     pub log_lines_dropped: IntCounter,
@@ -302,6 +312,25 @@ impl Metrics {
             &["issuer"],
         ));
         must(registry.register(Box::new(introspection_duration.clone())));
+        let shared_state_requests = counter(
+            "jwtgate_shared_state_requests_total",
+            "Commands to the shared store (Redis/Valkey) by operation and result.",
+            &["op", "result"],
+        );
+        let shared_state_duration = must(HistogramVec::new(
+            HistogramOpts::new("jwtgate_shared_state_duration_seconds", "Time of one command to the shared store.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        ));
+        must(registry.register(Box::new(shared_state_duration.clone())));
+        let shared_state_up =
+            must(IntGauge::new("jwtgate_shared_state_up", "1 when the shared store answered the last command."));
+        must(registry.register(Box::new(shared_state_up.clone())));
+        let rate_limit_fallbacks = must(IntCounter::new(
+            "jwtgate_rate_limit_local_fallbacks_total",
+            "Rate-limit checks made by this replica alone because the shared store did not answer.",
+        ));
+        must(registry.register(Box::new(rate_limit_fallbacks.clone())));
         let log_lines_dropped = must(IntCounter::new(
             "jwtgate_log_lines_dropped_total",
             "Log lines dropped because the log writer's queue was full (stderr not keeping up).",
@@ -412,6 +441,10 @@ impl Metrics {
             introspection_calls,
             introspection_duration,
             introspection_cache,
+            shared_state_requests,
+            shared_state_duration,
+            shared_state_up,
+            rate_limit_fallbacks,
             rejections,
             token_cache,
             jwks_fetches,

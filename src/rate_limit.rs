@@ -24,6 +24,9 @@ pub struct RateLimiter {
     shards: Box<[Mutex<lru::LruCache<u64, u64>>]>,
     hash_keys: (u64, u64),
     clock: Arc<dyn Clock>,
+    /// The bucket every replica shares (`[shared_state]`), under the route's name; this
+    /// limiter's own buckets are the fallback while the store does not answer.
+    shared: Option<(Arc<crate::shared_state::SharedStore>, Box<str>)>,
 }
 
 /// What the limiter says about one request.
@@ -50,6 +53,36 @@ impl RateLimiter {
             shards: (0..SHARDS).map(|_| Mutex::new(lru::LruCache::new(per_shard))).collect(),
             hash_keys: (rand::random(), rand::random()),
             clock,
+            shared: None,
+        }
+    }
+
+    /// Counts requests in `store`'s buckets for `route`, shared by every replica (`None`: in
+    /// this process only).
+    pub fn shared_in(mut self, store: Option<Arc<crate::shared_state::SharedStore>>, route: &str) -> RateLimiter {
+        self.shared = store.map(|s| (s, route.into()));
+        self
+    }
+
+    /// True when the buckets are in the shared store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// [`RateLimiter::check`] against the shared bucket; while the store does not answer, this
+    /// replica's own (fail open, as limits usually do: counted in
+    /// `jwtgate_rate_limit_local_fallbacks_total`, the outage logged once by the store).
+    pub async fn check_shared(&self, key: &[u8]) -> Verdict {
+        let Some((store, route)) = &self.shared else { return self.check(key) };
+        let interval = std::time::Duration::from_nanos(self.interval);
+        let tolerance = std::time::Duration::from_nanos(self.tolerance);
+        match store.rate_limit(route, key, interval, tolerance).await {
+            Ok(None) => Verdict::Allowed,
+            Ok(Some(wait)) => Verdict::Limited { retry_after: wait.as_secs_f64().ceil().max(1.0) as u64 },
+            Err(_) => {
+                store.count_rate_limit_fallback();
+                self.check(key)
+            }
         }
     }
 

@@ -96,13 +96,20 @@ impl Refusal {
             AuthError::InsufficientScope => Outcome::InsufficientScope,
             AuthError::InsufficientClaims => Outcome::InsufficientClaims,
             AuthError::InsufficientUserAuthentication => Outcome::InsufficientUserAuthentication,
-            AuthError::Unavailable | AuthError::IntrospectionUnavailable | AuthError::ReplayCacheFull => {
-                Outcome::Unavailable
-            }
+            AuthError::Unavailable
+            | AuthError::IntrospectionUnavailable
+            | AuthError::SharedStateUnavailable
+            | AuthError::ReplayCacheFull => Outcome::Unavailable,
         };
         let challenge = match (err, dpop_algs) {
             // An IdP outage is not a credentials problem: `Retry-After`, no challenge.
-            (AuthError::Unavailable | AuthError::IntrospectionUnavailable | AuthError::ReplayCacheFull, _) => None,
+            (
+                AuthError::Unavailable
+                | AuthError::IntrospectionUnavailable
+                | AuthError::SharedStateUnavailable
+                | AuthError::ReplayCacheFull,
+                _,
+            ) => None,
             (AuthError::MissingToken, None) => Some(HeaderValue::from_static("Bearer realm=\"jwtgate\"")),
             (AuthError::InvalidRequest(_), None) => Some(HeaderValue::from_static("Bearer error=\"invalid_request\"")),
             (AuthError::InsufficientScope, None) => Some(route.scope_challenge.clone()),

@@ -136,6 +136,7 @@ impl RouteTable {
         metrics: &Metrics,
         listener: &str,
         clock: &std::sync::Arc<dyn crate::clock::Clock>,
+        shared: Option<&std::sync::Arc<crate::shared_state::SharedStore>>,
     ) -> RouteTable {
         RouteTable {
             routes: routes
@@ -147,7 +148,9 @@ impl RouteTable {
                         scope_challenge: HeaderValue::from_str(&challenge)
                             .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
                         metrics: metrics.route(listener, &r.name),
-                        limiter: r.rate_limit.as_ref().map(|l| crate::rate_limit::RateLimiter::new(l, clock.clone())),
+                        limiter: r.rate_limit.as_ref().map(|l| {
+                            crate::rate_limit::RateLimiter::new(l, clock.clone()).shared_in(shared.cloned(), &r.name)
+                        }),
                         cors: r.cors.as_ref().map(crate::cors::Cors::new),
                         cfg: r.clone(),
                     }

@@ -259,7 +259,8 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     )
     .with_claim_paths(config.claim_paths.clone())
     .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some()))
-    .with_introspector(introspector(&config, &keys, parts)?);
+    .with_introspector(introspector(&config, &keys, parts)?)
+    .with_shared_state(shared_store(&config, previous, parts)?);
     // The proofs seen are kept across reloads (a proof used just before one must not pass just
     // after); a new size takes a restart.
     if let Some(p) = previous {
@@ -292,6 +293,20 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     ));
     let deny_lists = read_deny_lists(&config)?;
     Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now(), deny_lists })
+}
+
+/// The store the replicas share: the previous generation's when `[shared_state]` is unchanged
+/// (its connections stay up), else a new one (connected lazily: the store may be down now).
+fn shared_store(
+    config: &Config,
+    previous: Option<&Generation>,
+    parts: &Parts,
+) -> Result<Option<Arc<crate::shared_state::SharedStore>>, String> {
+    let Some(cfg) = &config.shared_state else { return Ok(None) };
+    if let Some(kept) = previous.and_then(|p| p.gateway.auth().shared_state()).filter(|s| s.config() == cfg) {
+        return Ok(Some(kept.clone()));
+    }
+    crate::shared_state::SharedStore::new(cfg, parts.clock.clone(), parts.metrics.clone()).map(|s| Some(Arc::new(s)))
 }
 
 /// The introspection client of the issuer that introspects opaque tokens, if one does (its
@@ -675,6 +690,9 @@ pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = ListenerCerts::read(config).err().unwrap_or_default();
     if let Err(e) = read_deny_lists(config) {
         problems.push(e);
+    }
+    if let Some(Err(e)) = config.shared_state.as_ref().and_then(|s| s.password.as_ref()).map(|p| p.read()) {
+        problems.push(format!("shared_state.password: {e}"));
     }
     for (i, c) in config.issuers.iter().enumerate() {
         if let Some(Err(e)) = c.introspection.as_ref().map(|x| x.client_secret.read()) {

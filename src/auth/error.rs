@@ -27,6 +27,9 @@ pub enum AuthError {
     /// An opaque token could not be introspected (the endpoint unreachable, slow, failing or
     /// answering nonsense): never an accept, and not the client's fault either.
     IntrospectionUnavailable,
+    /// The store the replicas share (`[shared_state]`) did not answer, so a DPoP proof cannot
+    /// be told fresh: refused (fail closed: a replay must never pass because the store is down).
+    SharedStateUnavailable,
     /// The DPoP replay cache is full of unexpired proofs: the proof cannot be remembered, so
     /// it is not accepted (503, never an unchecked accept).
     ReplayCacheFull,
@@ -44,6 +47,7 @@ impl AuthError {
             AuthError::InsufficientUserAuthentication,
             AuthError::Unavailable,
             AuthError::IntrospectionUnavailable,
+            AuthError::SharedStateUnavailable,
         ]
         .into_iter()
         .chain([AuthError::InvalidRequest(""), AuthError::ReplayCacheFull]);
@@ -62,9 +66,10 @@ impl AuthError {
             | AuthError::InsufficientUserAuthentication => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope | AuthError::InsufficientClaims => StatusCode::FORBIDDEN,
-            AuthError::Unavailable | AuthError::IntrospectionUnavailable | AuthError::ReplayCacheFull => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AuthError::Unavailable
+            | AuthError::IntrospectionUnavailable
+            | AuthError::SharedStateUnavailable
+            | AuthError::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -77,9 +82,10 @@ impl AuthError {
             AuthError::InsufficientScope => "insufficient_scope",
             AuthError::InsufficientClaims => "insufficient_claims",
             AuthError::InsufficientUserAuthentication => "insufficient_user_authentication",
-            AuthError::Unavailable | AuthError::IntrospectionUnavailable | AuthError::ReplayCacheFull => {
-                "temporarily_unavailable"
-            }
+            AuthError::Unavailable
+            | AuthError::IntrospectionUnavailable
+            | AuthError::SharedStateUnavailable
+            | AuthError::ReplayCacheFull => "temporarily_unavailable",
             AuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
         }
     }
@@ -99,6 +105,9 @@ impl AuthError {
             AuthError::IntrospectionUnavailable => {
                 "the token issuer's introspection endpoint is unavailable; retry later"
             }
+            AuthError::SharedStateUnavailable => {
+                "the store that remembers DPoP proofs across replicas is unavailable; retry later"
+            }
             AuthError::ReplayCacheFull => jwtgate_jose::dpop::ProofError::ReplayCacheFull.description(),
             AuthError::InvalidDpopProof(p) => p.description(),
         }
@@ -111,6 +120,7 @@ impl AuthError {
             AuthError::InvalidDpopProof(p) => p.reason(),
             AuthError::ReplayCacheFull => jwtgate_jose::dpop::ProofError::ReplayCacheFull.reason(),
             AuthError::IntrospectionUnavailable => "introspection_unavailable",
+            AuthError::SharedStateUnavailable => "shared_state_unavailable",
             other => other.code(),
         }
     }

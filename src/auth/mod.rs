@@ -275,6 +275,8 @@ pub struct Authenticator {
     replay: Arc<dpop::ReplayCache>,
     /// Opaque tokens go to this issuer's introspection endpoint (at most one issuer has one).
     introspector: Option<introspection::Introspector>,
+    /// DPoP proofs are remembered here, by every replica, instead of in `replay`.
+    shared: Option<Arc<crate::shared_state::SharedStore>>,
     metrics: Arc<Metrics>,
     cache_hit: prometheus::IntCounter,
     cache_miss: prometheus::IntCounter,
@@ -311,14 +313,26 @@ impl Authenticator {
             route_audiences: false,
             replay: Arc::default(),
             introspector: None,
+            shared: None,
             metrics,
         }
+    }
+
+    /// Remembers DPoP proofs in `store`, shared by every replica (`None`: in this process).
+    pub fn with_shared_state(mut self, store: Option<Arc<crate::shared_state::SharedStore>>) -> Authenticator {
+        self.shared = store;
+        self
     }
 
     /// Sends opaque tokens to `introspector` (`None`: they are refused as `opaque_token`).
     pub fn with_introspector(mut self, introspector: Option<introspection::Introspector>) -> Authenticator {
         self.introspector = introspector;
         self
+    }
+
+    /// The store the replicas share, when `[shared_state]` is configured.
+    pub fn shared_state(&self) -> Option<&Arc<crate::shared_state::SharedStore>> {
+        self.shared.as_ref()
     }
 
     /// The introspection client, when an issuer introspects opaque tokens.
@@ -434,10 +448,28 @@ impl Authenticator {
                     max_age: cfg.dpop_max_age,
                     leeway: cfg.leeway,
                 };
-                match dpop::verify(proof, &expected, &self.replay) {
+                // Fresh in this process, or (with `[shared_state]`) in the store every replica
+                // shares; a store that does not answer is a 503, never an unchecked proof.
+                let outcome = match &self.shared {
+                    None => dpop::verify(proof, &expected, &self.replay).map_err(Some),
+                    Some(store) => match dpop::check(proof, &expected) {
+                        Err(e) => Err(Some(e)),
+                        Ok(fresh) => {
+                            let ttl =
+                                std::time::Duration::from_secs((fresh.remember_until - expected.now).max(1) as u64);
+                            match Box::pin(store.first_use(jkt, &fresh.jti, ttl)).await {
+                                Ok(true) => Ok(()),
+                                Ok(false) => Err(Some(dpop::ProofError::Replayed)),
+                                Err(_) => Err(None),
+                            }
+                        }
+                    },
+                };
+                match outcome {
                     Ok(()) => {}
-                    Err(dpop::ProofError::ReplayCacheFull) => return refuse(AuthError::ReplayCacheFull),
-                    Err(e) => {
+                    Err(None) => return refuse(AuthError::SharedStateUnavailable),
+                    Err(Some(dpop::ProofError::ReplayCacheFull)) => return refuse(AuthError::ReplayCacheFull),
+                    Err(Some(e)) => {
                         // What the proof said beside what was expected, in the log only (the
                         // answer's description is fixed text: nothing a client sent is echoed).
                         if matches!(e, dpop::ProofError::Alg | dpop::ProofError::Htu | dpop::ProofError::Htm) {

@@ -29,6 +29,7 @@ mod request_bodies;
 mod request_meaning;
 mod revocation;
 mod route_policy;
+mod shared_state;
 mod status_codes;
 mod token_semantics;
 mod upstream_pool;

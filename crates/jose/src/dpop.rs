@@ -287,8 +287,29 @@ pub fn claimed(proof: &str) -> (Option<String>, Option<String>, Option<String>) 
     (field(h, "alg"), field(p, "htm"), field(p, "htu"))
 }
 
-/// Checks `proof` against what the request and its token say.
+/// Checks `proof` against what the request and its token say, this process remembering the
+/// proofs seen.
 pub fn verify(proof: &str, e: &Expected<'_>, replay: &ReplayCache) -> Result<(), ProofError> {
+    let fresh = check(proof, e)?;
+    match replay.first_use(&fresh.jti, e.now, fresh.remember_until) {
+        FirstUse::Yes => Ok(()),
+        FirstUse::Replayed => Err(ProofError::Replayed),
+        FirstUse::Full => Err(ProofError::ReplayCacheFull),
+    }
+}
+
+/// A proof that passed every check but the replay check, which its caller makes (in this
+/// process, or in a store every replica shares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreplayed {
+    /// Its `jti`.
+    pub jti: String,
+    /// Until when (Unix seconds) it must be remembered: as long as `iat` can accept it.
+    pub remember_until: i64,
+}
+
+/// Every check of `proof` but the replay check.
+pub fn check(proof: &str, e: &Expected<'_>) -> Result<Unreplayed, ProofError> {
     if proof.len() > MAX_PROOF_BYTES {
         return Err(ProofError::Malformed);
     }
@@ -348,11 +369,7 @@ pub fn verify(proof: &str, e: &Expected<'_>, replay: &ReplayCache) -> Result<(),
         return Err(ProofError::KeyMismatch);
     }
     // Remembered for as long as `iat` above can accept it, and no less.
-    match replay.first_use(jti, e.now, iat + e.max_age + 2 * e.leeway + 1) {
-        FirstUse::Yes => Ok(()),
-        FirstUse::Replayed => Err(ProofError::Replayed),
-        FirstUse::Full => Err(ProofError::ReplayCacheFull),
-    }
+    Ok(Unreplayed { jti: jti.to_string(), remember_until: iat + e.max_age + 2 * e.leeway + 1 })
 }
 
 #[cfg(test)]

@@ -1,0 +1,138 @@
+//! Issue 22: many replicas, one memory. A real `redis-server` (Debian's package; `.ci/run`
+//! installs it) on a Unix socket, and two jwtgate processes behind one public URL sharing it:
+//! a DPoP proof used at one is refused at the other, a caller limited to 2 requests gets 2
+//! across both, the store stopped means DPoP 503 and per-replica limits, and the store back
+//! means shared again — without a restart.
+
+use crate::support::dpop::DpopClient;
+use crate::support::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A `redis-server` on a Unix socket in `dir` (started again on the same socket by calling
+/// this again); `None` outside CI when it is not installed.
+fn start_redis(dir: &std::path::Path) -> Option<std::process::Child> {
+    let socket = dir.join("redis.sock");
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => Some(c),
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "redis-server is required under CI (.ci/run installs it)");
+            eprintln!("redis-server is not installed: skipping (apt-get install redis-server)");
+            None
+        }
+    }
+}
+
+async fn wait_for_socket(dir: &std::path::Path) {
+    let socket = dir.join("redis.sock");
+    wait_until("redis-server listens", || async { tokio::net::UnixStream::connect(&socket).await.is_ok() }).await;
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "limited"
+path_prefix = "/limited"
+[routes.rate_limit]
+key = "sub"
+requests_per_second = 0.5
+burst = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_dpop_proofs_and_rate_limits_through_redis() {
+    let dir = std::env::temp_dir().join(format!("jwtgate-shared-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(mut redis) = start_redis(&dir) else { return };
+    wait_for_socket(&dir).await;
+    let h = Harness::start().await;
+    // Both replicas serve one public URL: a proof's htu is the same at either.
+    let server = "log_format = \"json\"\npublic_base_url = \"https://api.example\"";
+    let text = config_text(&h.idp.discovery_url(), h.upstream.addr, "", server)
+        .replace("[[routes]]\nname = \"public\"", &format!("{ROUTES}\n[[routes]]\nname = \"public\""))
+        + &format!("\n[shared_state]\nredis_url = \"unix://{}\"\ntimeout_ms = 200\n", dir.join("redis.sock").display());
+    let cfg = dir.join("jwtgate.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (_a, a, a_admin) = spawn_serve(&cfg).await;
+    let (_b, b, _b_admin) = spawn_serve(&cfg).await;
+    let c = &h.client;
+    let dpop = DpopClient::new(&h);
+    let htu = "https://api.example/api/x";
+    let send = |at: SocketAddr, proof: String| {
+        c.get(format!("http://{at}/api/x"))
+            .header("authorization", format!("DPoP {}", dpop.token))
+            .header("dpop", proof)
+            .send()
+    };
+
+    // A proof used at one replica is refused at the other.
+    let proof = dpop.proof("GET", htu);
+    assert_eq!(send(a, proof.clone()).await.unwrap().status(), 200);
+    let r = send(b, proof.clone()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(www_authenticate(r.headers()).contains("invalid_dpop_proof"), "{:?}", r.headers());
+    assert_eq!(send(b, dpop.proof("GET", htu)).await.unwrap().status(), 200, "a fresh proof passes there");
+
+    // A caller allowed a burst of 2 gets 2 across both replicas, not 4.
+    let token = h.key.token(&h.idp.claims(now(), "limited-user", AUD, ""));
+    let limited = |at: SocketAddr, t: String| c.get(format!("http://{at}/limited/x")).bearer_auth(t).send();
+    let mut statuses = Vec::new();
+    for at in [a, b, a, b] {
+        statuses.push(limited(at, token.clone()).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    let r = limited(b, token.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some() && r.headers().get("ratelimit-policy").is_some());
+
+    let status: Value = c.get(format!("http://{a_admin}/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["shared_state"]["reachable"], true, "{status}");
+    let metrics = |admin: SocketAddr| async move {
+        c.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap()
+    };
+    let m = metrics(a_admin).await;
+    assert!(metric(&m, "jwtgate_shared_state_requests_total{op=\"dpop\",result=\"ok\"}") >= 1.0);
+    assert!(metric(&m, "jwtgate_shared_state_requests_total{op=\"rate_limit\",result=\"ok\"}") >= 2.0);
+    assert_eq!(metric(&m, "jwtgate_shared_state_up"), 1.0);
+
+    // The store stopped: DPoP fails closed (503), rate limits fall back to each replica's own.
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let r = send(a, dpop.proof("GET", htu)).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    let other = h.key.token(&h.idp.claims(now(), "another-user", AUD, ""));
+    assert_eq!(limited(a, other.clone()).await.unwrap().status(), 200, "per replica while the store is away");
+    let m = metrics(a_admin).await;
+    assert!(metric(&m, "jwtgate_rate_limit_local_fallbacks_total") >= 1.0);
+    assert_eq!(metric(&m, "jwtgate_shared_state_up"), 0.0);
+    assert!(
+        metric(&m, "jwtgate_token_rejections_total{issuer=\"asgardeo\",reason=\"shared_state_unavailable\"}") >= 1.0
+    );
+    let status: Value = c.get(format!("http://{a_admin}/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["shared_state"]["reachable"], false);
+    assert!(status["shared_state"]["last_error"].is_string(), "{status}");
+
+    // Back: shared again, no restart.
+    let _ = std::fs::remove_file(dir.join("redis.sock"));
+    let Some(mut redis) = start_redis(&dir) else { return };
+    wait_for_socket(&dir).await;
+    wait_until("DPoP requests pass again", || async {
+        send(a, dpop.proof("GET", htu)).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let proof = dpop.proof("GET", htu);
+    assert_eq!(send(b, proof.clone()).await.unwrap().status(), 200);
+    assert_eq!(send(a, proof).await.unwrap().status(), 401, "shared again");
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
