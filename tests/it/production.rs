@@ -23,28 +23,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A CA and a certificate it signed for `localhost` and 127.0.0.1, written as PEM files
-/// `{name}-ca.pem`, `{name}-cert.pem`, `{name}-key.pem` in `dir`; returns the CA PEM.
-fn write_pki(dir: &Path, name: &str) -> String {
-    write_pki_until(dir, name, (2049, 12, 31))
-}
-
-/// `write_pki` with a leaf certificate valid until the start of `(year, month, day)` UTC.
-fn write_pki_until(dir: &Path, name: &str, (year, month, day): (i32, u8, u8)) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf.not_after = rcgen::date_time_ymd(year, month, day);
-    let leaf = leaf.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    ca.pem()
-}
-
 /// A server config for `{name}-cert.pem`/`{name}-key.pem` in `dir`, offering `alpn`.
 fn server_tls(dir: &Path, name: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     let t = jwtgate::config::ListenerTls {

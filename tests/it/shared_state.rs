@@ -8,7 +8,6 @@ use crate::support::dpop::DpopClient;
 use crate::support::*;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// A `redis-server` on a Unix socket in `dir` (started again on the same socket by calling
 /// this again); `None` outside CI when it is not installed.
@@ -133,6 +132,101 @@ async fn two_replicas_share_dpop_proofs_and_rate_limits_through_redis() {
     let proof = dpop.proof("GET", htu);
     assert_eq!(send(b, proof.clone()).await.unwrap().status(), 200);
     assert_eq!(send(a, proof).await.unwrap().status(), 401, "shared again");
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+/// A free loopback port (bound, then released for redis-server, which cannot report one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_password_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("jwtgate-shared-tls-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_pki(&dir, "redis");
+    std::fs::write(dir.join("redis-password"), "pa55-word\n").unwrap();
+    let port = free_port();
+    let spawned = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "pa55-word",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--tls-port", &port.to_string()])
+        .arg("--tls-cert-file")
+        .arg(dir.join("redis-cert.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("redis-key.pem"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("redis-ca.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut redis) = spawned else {
+        assert!(std::env::var_os("CI").is_none(), "redis-server is required under CI (.ci/run installs it)");
+        return;
+    };
+    wait_until("redis-server listens", || async { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() })
+        .await;
+    let shared = |extra: &str| {
+        format!(
+            "\n[shared_state]\nredis_url = \"rediss://localhost:{port}/0\"\nca_file = {:?}\ntimeout_ms = 500\n{extra}\n",
+            dir.join("redis-ca.pem").display().to_string()
+        )
+    };
+    let h = Harness::start().await;
+    let gateway = |extra: &str| {
+        let text = config_text(&h.idp.discovery_url(), h.upstream.addr, "", "") + &shared(extra);
+        async move {
+            let gw = start_gateway(&text).await;
+            gw
+        }
+    };
+    let dpop = DpopClient::new(&h);
+    let send = |gw: &jwtgate::serve::Running, proof: String| {
+        h.client
+            .get(format!("http://{}/api/x", gw.proxy_addr))
+            .header("authorization", format!("DPoP {}", dpop.token))
+            .header("dpop", proof)
+            .send()
+    };
+    // The right password: proofs are remembered in the store.
+    let gw = gateway(&format!("password_file = {:?}", dir.join("redis-password").display().to_string())).await;
+    let htu = format!("http://{}/api/x", gw.proxy_addr);
+    wait_until("the keys are loaded", || async {
+        h.client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let proof = dpop.proof("GET", &htu);
+    assert_eq!(send(&gw, proof.clone()).await.unwrap().status(), 200);
+    assert_eq!(send(&gw, proof).await.unwrap().status(), 401);
+    let status: Value =
+        h.client.get(format!("http://{}/status", gw.admin_addr)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["shared_state"]["reachable"], true, "{status}");
+    assert!(!status.to_string().contains("pa55-word"));
+    gw.shutdown().await;
+    // Without it: Redis refuses, the DPoP request is a 503 — never an unchecked proof.
+    let gw = gateway("").await;
+    wait_until("the keys are loaded", || async {
+        h.client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let htu = format!("http://{}/api/x", gw.proxy_addr);
+    assert_eq!(send(&gw, dpop.proof("GET", &htu)).await.unwrap().status(), 503);
+    let status: Value =
+        h.client.get(format!("http://{}/status", gw.admin_addr)).send().await.unwrap().json().await.unwrap();
+    let e = status["shared_state"]["last_error"].as_str().unwrap_or("").to_string();
+    assert!(e.to_lowercase().contains("auth"), "{e}");
+    gw.shutdown().await;
     let _ = redis.kill();
     let _ = redis.wait();
 }
