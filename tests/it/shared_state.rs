@@ -230,3 +230,37 @@ async fn rediss_with_a_private_ca_and_a_password_from_a_file() {
     let _ = redis.kill();
     let _ = redis.wait();
 }
+
+#[test]
+fn check_config_refuses_a_store_it_could_not_use() {
+    let base =
+        config_text("https://idp.example/.well-known/openid-configuration", "127.0.0.1:1".parse().unwrap(), "", "");
+    for (section, key, why) in [
+        ("redis_url = \"http://cache:6379\"", "shared_state.redis_url", "scheme"),
+        ("redis_url = \"not a url\"", "shared_state.redis_url", "not a URL"),
+        ("redis_url = \"redis:///0\"", "shared_state.redis_url", "no host"),
+        ("redis_url = \"redis://cache:6379\"\nca_file = \"ca.pem\"", "shared_state.ca_file", "rediss:// only"),
+        (
+            "redis_url = \"rediss://cache:6379\"\nca_file = \"/nonexistent/ca.pem\"",
+            "shared_state.ca_file",
+            "/nonexistent/ca.pem",
+        ),
+        (
+            "redis_url = \"redis://cache\"\npassword_env = \"A\"\npassword_file = \"b\"",
+            "shared_state.password_env",
+            "only one",
+        ),
+        ("redis_url = \"redis://cache\"\ntimeout_ms = 0", "shared_state.timeout_ms", "between 1 and 10000"),
+        ("redis_url = \"redis://cache\"\npool_size = 100", "shared_state.pool_size", "between 1 and 64"),
+        ("redis_url = \"redis://cache\"\nkey_prefix = \"\"", "shared_state.key_prefix", "1 to 64"),
+    ] {
+        let text = format!("{base}\n[shared_state]\n{section}\n");
+        let err = jwtgate::config::Config::parse(&text, None).expect_err(section);
+        assert!(err.problems.iter().any(|p| p.path == key && p.message.contains(why)), "{section}: {:?}", err.problems);
+    }
+    // A password in the URL works, with a warning; /status would show it as ***.
+    let text = format!("{base}\n[shared_state]\nredis_url = \"redis://:hunter2@cache:6379/0\"\n");
+    let config = jwtgate::config::Config::parse(&text, None).unwrap();
+    assert!(config.warnings().iter().any(|w| w.contains("password_env")));
+    assert_eq!(config.shared_state.unwrap().shown_url(), "redis://:***@cache:6379/0");
+}
