@@ -227,6 +227,8 @@ fn benches(c: &mut Criterion) {
         g.finish();
     }
 
+    shared_state(c, &s, &scopes);
+
     for (i, name) in ["rs256", "es256", "eddsa"].iter().enumerate() {
         let key = &s.keys[i];
         let token = key.token(&s.claims);
@@ -245,6 +247,111 @@ fn benches(c: &mut Criterion) {
         });
         g.finish();
     }
+}
+
+/// Issue 22: a DPoP decision and a rate-limit check with the state in this process, beside the
+/// same with it in a `redis-server` on loopback (started here; the group is skipped without one).
+fn shared_state(c: &mut Criterion, s: &Setup, scopes: &[String]) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Ok(mut redis) = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("redis-server is not installed: the shared-state rows are skipped");
+        return;
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:9\"\n[[issuers]]\nname = \"bench\"\ndiscovery_url = \"{}\"\naudiences = [\"aud\"]\n[shared_state]\nredis_url = \"redis://127.0.0.1:{port}/0\"\ntimeout_ms = 1000\npool_size = 1\n",
+        s._idp.discovery_url()
+    );
+    let config = Config::parse(&text, None).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = {
+        let _guard = s._rt.enter();
+        Arc::new(
+            jwtgate::shared_state::SharedStore::new(
+                config.shared_state.as_ref().unwrap(),
+                clock.clone(),
+                metrics.clone(),
+            )
+            .unwrap(),
+        )
+    };
+    let registry =
+        Arc::new(KeyRegistry::new(&config.issuers, HttpFetcher::new().unwrap(), metrics.clone(), clock.clone()));
+    s._rt.block_on(registry.issuers[0].refresh()).unwrap();
+    let local = Authenticator::new(registry.clone(), clock.clone(), 100_000, 16384, metrics.clone());
+    let shared =
+        Authenticator::new(registry, clock.clone(), 100_000, 16384, metrics).with_shared_state(Some(store.clone()));
+
+    let client = SigningKey::generate(Alg::ES256, "client").unwrap();
+    let mut jwk = client.jwk();
+    jwk.as_object_mut().unwrap().remove("kid");
+    let mut claims = s.claims.clone();
+    claims["cnf"] = serde_json::json!({"jkt": jwtgate::auth::dpop::thumbprint(&jwk).unwrap()});
+    let token = s.keys[0].token(&claims);
+    let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+    let htu = || "http://gw/orders/1".to_string();
+    let mut n = 0u64;
+    let mut request = || {
+        n += 1;
+        let proof = client.sign_json(
+            &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
+            &serde_json::json!({"htm": "GET", "htu": "http://gw/orders/1", "iat": SystemClock.now_unix(),
+                "jti": format!("shared-{n}-{:x}", rand::random::<u64>()), "ath": ath}),
+        );
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("DPoP {token}")).unwrap());
+        h.insert("dpop", HeaderValue::from_str(&proof).unwrap());
+        h
+    };
+    let need = jwtgate::auth::Requirement::scopes(scopes);
+    for auth in [&local, &shared] {
+        let h = request();
+        let req = jwtgate::auth::AuthRequest { headers: &h, method: "GET", htu: &htu };
+        assert!(s._rt.block_on(auth.authorize_request(&req, &need)).is_ok(), "a DPoP request passes");
+    }
+    let mut g = c.benchmark_group("shared_state");
+    for (name, auth) in [("baseline_dpop_in_process", &local), ("jwtgate_dpop_shared_redis", &shared)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                &mut request,
+                |headers| {
+                    let req = jwtgate::auth::AuthRequest { headers: &headers, method: "GET", htu: &htu };
+                    s._rt.block_on(auth.authorize_request(&req, &need)).unwrap()
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    let cfg = jwtgate::config::RateLimitConfig {
+        key: jwtgate::config::RateLimitKey::Sub,
+        requests_per_second: 1e6,
+        burst: 1_000_000,
+        max_keys: 100_000,
+    };
+    // The store answers (check_shared would otherwise fall back, silently, to the local buckets).
+    let d = std::time::Duration::from_micros(1);
+    assert!(s._rt.block_on(store.rate_limit("bench", b"probe", d, d)).is_ok(), "redis answers");
+    let local_limiter = jwtgate::rate_limit::RateLimiter::new(&cfg, clock.clone());
+    let shared_limiter = jwtgate::rate_limit::RateLimiter::new(&cfg, clock).shared_in(Some(store), "bench");
+    g.bench_function("baseline_rate_limit_in_process", |b| {
+        b.iter(|| s._rt.block_on(local_limiter.check_shared(std::hint::black_box(b"alice"))))
+    });
+    g.bench_function("jwtgate_rate_limit_shared_redis", |b| {
+        b.iter(|| s._rt.block_on(shared_limiter.check_shared(std::hint::black_box(b"alice"))))
+    });
+    g.finish();
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
 
 criterion_group!(decision, benches);

@@ -95,6 +95,13 @@ enum Command {
         /// The `scope` they carry.
         #[arg(long, default_value = "openid orders:read")]
         scope: String,
+        /// Also mint a DPoP-bound token (`OUT.dpop-token`) and this many proofs of its key for
+        /// `GET --dpop-htu`, one per line (`OUT.dpop-proofs`): a DPoP load test's requests.
+        #[arg(long, default_value_t = 0)]
+        dpop_proofs: usize,
+        /// The URI the proofs name.
+        #[arg(long, default_value = "http://127.0.0.1/api/x")]
+        dpop_htu: String,
     },
 }
 
@@ -301,7 +308,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             }
             Ok(ExitCode::from(result.exit_code as u8))
         }
-        Command::DevIssuer { port, tokens, out, audience, scope } => {
+        Command::DevIssuer { port, tokens, out, audience, scope, dpop_proofs, dpop_htu } => {
             init_logging(jwtgate::config::LogFormat::Text, "warn");
             let issuer =
                 jwtgate::dev::issuer::FakeIssuer::start_on(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "dev")
@@ -313,6 +320,12 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             let claims = issuer.claims(now, "bench", &audience, &scope);
             let minted = jwtgate::dev::mint_many(&key, &claims, tokens).await;
             std::fs::write(&out, minted.join("\n") + "\n").with_context(|| format!("writing {}", out.display()))?;
+            if dpop_proofs > 0 {
+                let (token, proofs) = jwtgate::dev::mint_dpop(&key, &claims, &dpop_htu, dpop_proofs).await?;
+                let with = |ext: &str| PathBuf::from(format!("{}.{ext}", out.display()));
+                std::fs::write(with("dpop-token"), token + "\n").context("writing the DPoP token")?;
+                std::fs::write(with("dpop-proofs"), proofs.join("\n") + "\n").context("writing the DPoP proofs")?;
+            }
             println!("{}", issuer.discovery_url());
             wait_for_signal().await?;
             Ok(ExitCode::SUCCESS)
