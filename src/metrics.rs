@@ -69,6 +69,9 @@ pub struct Metrics {
     /// families are not exported (a sidecar whose sync runs in a CronJob would otherwise say
     /// "not in sync" and "57 years since the last success").
     km_sync_exported: std::sync::atomic::AtomicBool,
+    /// Whether a shared store is configured: without one, `jwtgate_shared_state_up` is not
+    /// exported (it would read "down" for every gateway that never had a store).
+    shared_state_exported: std::sync::atomic::AtomicBool,
     /// `jwtgate_km_sync_runs_total{result}`: `ok|error|conflict`.
     pub km_sync_runs: IntCounterVec,
     /// `jwtgate_km_sync_writes_total{op}`: `create|update`.
@@ -455,6 +458,7 @@ impl Metrics {
             upstream_responses,
             jwks_until_stale,
             km_sync_exported: false.into(),
+            shared_state_exported: false.into(),
             km_sync_runs,
             km_sync_writes,
             km_sync_in_sync,
@@ -507,6 +511,9 @@ impl Metrics {
         if !self.km_sync_exported.load(std::sync::atomic::Ordering::Relaxed) {
             families.retain(|f| !f.name().starts_with("jwtgate_km_sync_"));
         }
+        if !self.shared_state_exported.load(std::sync::atomic::Ordering::Relaxed) {
+            families.retain(|f| f.name() != "jwtgate_shared_state_up");
+        }
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
@@ -517,6 +524,11 @@ impl Metrics {
     /// Says whether this process runs the key-manager sync (its series are exported only then).
     pub fn export_km_sync(&self, running: bool) {
         self.km_sync_exported.store(running, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Says whether a shared store is configured (`jwtgate_shared_state_up` is exported only then).
+    pub fn export_shared_state(&self, configured: bool) {
+        self.shared_state_exported.store(configured, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts an upstream response by its status class.

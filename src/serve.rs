@@ -302,6 +302,7 @@ fn shared_store(
     previous: Option<&Generation>,
     parts: &Parts,
 ) -> Result<Option<Arc<crate::shared_state::SharedStore>>, String> {
+    parts.metrics.export_shared_state(config.shared_state.is_some());
     let Some(cfg) = &config.shared_state else { return Ok(None) };
     if let Some(kept) = previous.and_then(|p| p.gateway.auth().shared_state()).filter(|s| s.config() == cfg) {
         return Ok(Some(kept.clone()));

@@ -231,8 +231,8 @@ async fn rediss_with_a_private_ca_and_a_password_from_a_file() {
     let _ = redis.wait();
 }
 
-#[test]
-fn check_config_refuses_a_store_it_could_not_use() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_refuses_a_store_it_could_not_use() {
     let base =
         config_text("https://idp.example/.well-known/openid-configuration", "127.0.0.1:1".parse().unwrap(), "", "");
     for (section, key, why) in [
@@ -258,6 +258,9 @@ fn check_config_refuses_a_store_it_could_not_use() {
         let err = jwtgate::config::Config::parse(&text, None).expect_err(section);
         assert!(err.problems.iter().any(|p| p.path == key && p.message.contains(why)), "{section}: {:?}", err.problems);
     }
+    // Without a store, its gauge is not exported (it would read "down" everywhere).
+    let h = Harness::start().await;
+    assert!(!h.metrics().await.contains("jwtgate_shared_state_up"));
     // A password in the URL works, with a warning; /status would show it as ***.
     let text = format!("{base}\n[shared_state]\nredis_url = \"redis://:hunter2@cache:6379/0\"\n");
     let config = jwtgate::config::Config::parse(&text, None).unwrap();
