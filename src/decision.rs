@@ -241,6 +241,8 @@ impl Judge {
 
     /// Counts the request against its caller's bucket; over the limit, a 429 with `Retry-After`
     /// and the IETF `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers).
+    /// A bucket in the shared store is a call, made out of line: routes limited in this process
+    /// (and routes without a limit) carry no room for it in their future.
     async fn rate_limit<'r>(
         &self,
         limiter: &crate::rate_limit::RateLimiter,
@@ -248,36 +250,24 @@ impl Judge {
         o: &Original<'_>,
         verified: Option<&crate::auth::Verified>,
     ) -> Result<(), (Refusal, &'r RouteMetrics)> {
-        use crate::config::RateLimitKey;
-        let Some(cfg) = &route.cfg.rate_limit else { return Ok(()) };
-        let ip: [u8; 16];
-        let key: &[u8] = match (cfg.key, verified) {
-            (RateLimitKey::Ip, _) => match o.client {
-                Some(addr) => {
-                    ip = match addr {
-                        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-                        std::net::IpAddr::V6(a) => a.octets(),
-                    };
-                    &ip
-                }
-                None => return Ok(()),
-            },
-            (RateLimitKey::Sub, Some(v)) => v.sub_header().map_or(&[][..], |h| h.as_bytes()),
-            (RateLimitKey::ClientId, Some(v)) => {
-                let (client_id, azp) = route.cfg.client_id_paths.unwrap_or_default();
-                let values = &v.verdict.rule_values;
-                let at = |i: usize| values.get(i).and_then(|x| x.as_str());
-                at(client_id).or_else(|| at(azp)).unwrap_or("").as_bytes()
-            }
-            (RateLimitKey::Token, Some(_)) => {
-                o.headers.get(http::header::AUTHORIZATION).map_or(&[][..], |h| h.as_bytes())
-            }
-            (_, None) => return Ok(()),
-        };
-        // The shared bucket is a call to the store: out of line, as only such routes pay for it.
         let verdict = match limiter.is_shared() {
-            true => Box::pin(limiter.check_shared(key)).await,
-            false => limiter.check(key),
+            false => {
+                let mut ip = [0u8; 16];
+                match Self::limit_key(route, o, verified, &mut ip) {
+                    Some(key) => limiter.check(key),
+                    None => return Ok(()),
+                }
+            }
+            true => {
+                Box::pin(async {
+                    let mut ip = [0u8; 16];
+                    match Self::limit_key(route, o, verified, &mut ip) {
+                        Some(key) => limiter.check_shared(key).await,
+                        None => crate::rate_limit::Verdict::Allowed,
+                    }
+                })
+                .await
+            }
         };
         let crate::rate_limit::Verdict::Limited { retry_after } = verdict else { return Ok(()) };
         let mut r = Refusal::plain(
@@ -299,6 +289,38 @@ impl Judge {
         route.metrics.count(r.outcome);
         refusal_line!(self.quiet_refusals, route = %route.cfg.name, status = 429, error = r.code, "request refused: {}", r.description);
         Err((r, &route.metrics))
+    }
+
+    /// Whose bucket a request counts against (`None`: the route's key does not apply to it —
+    /// no client address, or no token on an anonymous route).
+    fn limit_key<'a>(
+        route: &Route,
+        o: &'a Original<'_>,
+        verified: Option<&'a crate::auth::Verified>,
+        ip: &'a mut [u8; 16],
+    ) -> Option<&'a [u8]> {
+        use crate::config::RateLimitKey;
+        let cfg = route.cfg.rate_limit.as_ref()?;
+        Some(match (cfg.key, verified) {
+            (RateLimitKey::Ip, _) => {
+                *ip = match o.client? {
+                    std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                    std::net::IpAddr::V6(a) => a.octets(),
+                };
+                &ip[..]
+            }
+            (RateLimitKey::Sub, Some(v)) => v.sub_header().map_or(&[][..], |h| h.as_bytes()),
+            (RateLimitKey::ClientId, Some(v)) => {
+                let (client_id, azp) = route.cfg.client_id_paths.unwrap_or_default();
+                let values = &v.verdict.rule_values;
+                let at = |i: usize| values.get(i).and_then(|x| x.as_str());
+                at(client_id).or_else(|| at(azp)).unwrap_or("").as_bytes()
+            }
+            (RateLimitKey::Token, Some(_)) => {
+                o.headers.get(http::header::AUTHORIZATION).map_or(&[][..], |h| h.as_bytes())
+            }
+            (_, None) => return None,
+        })
     }
 
     fn refuse<'r>(&self, r: Rejected, route: &'r Route, headers: &HeaderMap) -> (Refusal, &'r RouteMetrics) {

@@ -427,67 +427,10 @@ impl Authenticator {
                 return refuse(AuthError::InvalidToken(TokenError::SenderConstrained))
             }
             (bearer::Scheme::Dpop, Some(jwt::Binding::Jkt(jkt))) => {
-                let cfg = &self.keys.issuers[verified.issuer()].cfg;
-                let mut proofs = req.headers.get_all("dpop").iter();
-                let proof = match (proofs.next(), proofs.next()) {
-                    (None, _) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Missing)),
-                    (Some(_), Some(_)) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Several)),
-                    (Some(p), None) => p.to_str().map_err(|_| Rejected {
-                        error: AuthError::InvalidDpopProof(dpop::ProofError::Malformed),
-                        issuer,
-                    })?,
-                };
-                let htu = (req.htu)();
-                let expected = dpop::Expected {
-                    token,
-                    jkt,
-                    method: req.method,
-                    htu: &htu,
-                    algs: &cfg.dpop_algorithms,
-                    now: self.clock.now_unix(),
-                    max_age: cfg.dpop_max_age,
-                    leeway: cfg.leeway,
-                };
                 // Fresh in this process, or (with `[shared_state]`) in the store every replica
-                // shares; a store that does not answer is a 503, never an unchecked proof.
-                let outcome = match &self.shared {
-                    None => dpop::verify(proof, &expected, &self.replay).map_err(Some),
-                    Some(store) => match dpop::check(proof, &expected) {
-                        Err(e) => Err(Some(e)),
-                        Ok(fresh) => {
-                            let ttl =
-                                std::time::Duration::from_secs((fresh.remember_until - expected.now).max(1) as u64);
-                            match Box::pin(store.first_use(jkt, &fresh.jti, ttl)).await {
-                                Ok(true) => Ok(()),
-                                Ok(false) => Err(Some(dpop::ProofError::Replayed)),
-                                Err(_) => Err(None),
-                            }
-                        }
-                    },
-                };
-                match outcome {
-                    Ok(()) => {}
-                    Err(None) => return refuse(AuthError::SharedStateUnavailable),
-                    Err(Some(dpop::ProofError::ReplayCacheFull)) => return refuse(AuthError::ReplayCacheFull),
-                    Err(Some(e)) => {
-                        // What the proof said beside what was expected, in the log only (the
-                        // answer's description is fixed text: nothing a client sent is echoed).
-                        if matches!(e, dpop::ProofError::Alg | dpop::ProofError::Htu | dpop::ProofError::Htm) {
-                            let (alg, htm, htu) = dpop::claimed(proof);
-                            let allowed: Vec<&str> = cfg.dpop_algorithms.iter().map(|a| a.name()).collect();
-                            tracing::debug!(
-                                reason = e.reason(),
-                                proof_alg = alg.as_deref().unwrap_or(""),
-                                allowed_algs = %allowed.join(" "),
-                                proof_htm = htm.as_deref().unwrap_or(""),
-                                expected_htm = req.method,
-                                proof_htu = htu.as_deref().unwrap_or(""),
-                                expected_htu = expected.htu,
-                                "DPoP proof refused"
-                            );
-                        }
-                        return refuse(AuthError::InvalidDpopProof(e));
-                    }
+                // shares: that call is out of line, so requests without it carry no room for it.
+                if let Some(fresh) = self.check_proof(req, token, jkt, verified.issuer())? {
+                    Box::pin(self.first_use_shared(jkt, fresh, verified.issuer())).await?;
                 }
             }
         }
@@ -508,6 +451,80 @@ impl Authenticator {
             }
         }
         Ok(verified)
+    }
+
+    /// Every check of a DPoP request's proof; the replay check too when proofs are remembered
+    /// in this process (`None`), else the proof to remember in the shared store.
+    fn check_proof(
+        &self,
+        req: &AuthRequest<'_>,
+        token: &[u8],
+        jkt: &str,
+        issuer_index: usize,
+    ) -> Result<Option<dpop::Unreplayed>, Rejected> {
+        let issuer = Some(issuer_index);
+        let refuse = |error| Err(Rejected { error, issuer });
+        let cfg = &self.keys.issuers[issuer_index].cfg;
+        let mut proofs = req.headers.get_all("dpop").iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (None, _) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Missing)),
+            (Some(_), Some(_)) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Several)),
+            (Some(p), None) => p
+                .to_str()
+                .map_err(|_| Rejected { error: AuthError::InvalidDpopProof(dpop::ProofError::Malformed), issuer })?,
+        };
+        let htu = (req.htu)();
+        let expected = dpop::Expected {
+            token,
+            jkt,
+            method: req.method,
+            htu: &htu,
+            algs: &cfg.dpop_algorithms,
+            now: self.clock.now_unix(),
+            max_age: cfg.dpop_max_age,
+            leeway: cfg.leeway,
+        };
+        let outcome = match &self.shared {
+            None => dpop::verify(proof, &expected, &self.replay).map(|()| None),
+            Some(_) => dpop::check(proof, &expected).map(Some),
+        };
+        match outcome {
+            Ok(fresh) => Ok(fresh),
+            Err(dpop::ProofError::ReplayCacheFull) => refuse(AuthError::ReplayCacheFull),
+            Err(e) => {
+                // What the proof said beside what was expected, in the log only (the answer's
+                // description is fixed text: nothing a client sent is echoed).
+                if matches!(e, dpop::ProofError::Alg | dpop::ProofError::Htu | dpop::ProofError::Htm) {
+                    let (alg, htm, htu) = dpop::claimed(proof);
+                    let allowed: Vec<&str> = cfg.dpop_algorithms.iter().map(|a| a.name()).collect();
+                    tracing::debug!(
+                        reason = e.reason(),
+                        proof_alg = alg.as_deref().unwrap_or(""),
+                        allowed_algs = %allowed.join(" "),
+                        proof_htm = htm.as_deref().unwrap_or(""),
+                        expected_htm = req.method,
+                        proof_htu = htu.as_deref().unwrap_or(""),
+                        expected_htu = expected.htu,
+                        "DPoP proof refused"
+                    );
+                }
+                refuse(AuthError::InvalidDpopProof(e))
+            }
+        }
+    }
+
+    /// Remembers a checked proof in the store every replica shares (`SET NX PX` for as long as
+    /// it could be accepted): seen before anywhere is a replay; no answer is a 503, never an
+    /// unchecked proof.
+    async fn first_use_shared(&self, jkt: &str, fresh: dpop::Unreplayed, issuer: usize) -> Result<(), Rejected> {
+        let refuse = |error| Err(Rejected { error, issuer: Some(issuer) });
+        let Some(store) = &self.shared else { return Ok(()) };
+        let ttl = std::time::Duration::from_secs((fresh.remember_until - self.clock.now_unix()).max(1) as u64);
+        match store.first_use(jkt, &fresh.jti, ttl).await {
+            Ok(true) => Ok(()),
+            Ok(false) => refuse(AuthError::InvalidDpopProof(dpop::ProofError::Replayed)),
+            Err(_) => refuse(AuthError::SharedStateUnavailable),
+        }
     }
 
     /// Counts a refusal in `jwtgate_token_rejections_total`.
