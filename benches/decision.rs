@@ -206,6 +206,7 @@ fn benches(c: &mut Criterion) {
             0,
             registry.issuers[0].clone(),
             &config,
+            "bench-secret".into(),
             clock.clone(),
             metrics.clone(),
         )
@@ -279,6 +280,7 @@ fn shared_state(c: &mut Criterion, s: &Setup, scopes: &[String]) {
         Arc::new(
             jwtgate::shared_state::SharedStore::new(
                 config.shared_state.as_ref().unwrap(),
+                None,
                 clock.clone(),
                 metrics.clone(),
             )

@@ -234,7 +234,12 @@ struct Parts {
 /// Builds a generation from `config`, reusing from `previous` the key stores of issuers whose
 /// configuration is unchanged, the upstream pool if `[upstream]` is unchanged, and the DPoP
 /// replay cache. Fails only on an upstream `ca_file` that cannot be used.
-fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result<Generation, String> {
+fn build(
+    config: Config,
+    previous: Option<&Generation>,
+    parts: &Parts,
+    files: NamedFiles,
+) -> Result<Generation, String> {
     let mut reusable: Vec<Arc<IssuerKeys>> = previous.map(|p| p.keys.issuers.clone()).unwrap_or_default();
     let issuers = config
         .issuers
@@ -259,8 +264,8 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
     )
     .with_claim_paths(config.claim_paths.clone())
     .with_route_rules(config.rule_paths.clone(), config.routes.iter().any(|r| r.audiences.is_some()))
-    .with_introspector(introspector(&config, &keys, parts)?)
-    .with_shared_state(shared_store(&config, previous, parts)?);
+    .with_introspector(introspector(&config, &keys, parts, files.introspection_secret)?)
+    .with_shared_state(shared_store(&config, previous, parts, files.redis_password)?);
     // The proofs seen are kept across reloads (a proof used just before one must not pass just
     // after); a new size takes a restart.
     if let Some(p) = previous {
@@ -291,8 +296,14 @@ fn build(config: Config, previous: Option<&Generation>, parts: &Parts) -> Result
         config.server_tls.is_some(),
         parts.metrics.clone(),
     ));
-    let deny_lists = read_deny_lists(&config)?;
-    Ok(Generation { config: Arc::new(config), gateway, decision, keys, loaded_at: SystemTime::now(), deny_lists })
+    Ok(Generation {
+        config: Arc::new(config),
+        gateway,
+        decision,
+        keys,
+        loaded_at: SystemTime::now(),
+        deny_lists: files.deny_lists,
+    })
 }
 
 /// The store the replicas share: the previous generation's when `[shared_state]` is unchanged
@@ -301,46 +312,85 @@ fn shared_store(
     config: &Config,
     previous: Option<&Generation>,
     parts: &Parts,
+    password: Option<String>,
 ) -> Result<Option<Arc<crate::shared_state::SharedStore>>, String> {
     parts.metrics.export_shared_state(config.shared_state.is_some());
     let Some(cfg) = &config.shared_state else { return Ok(None) };
     if let Some(kept) = previous.and_then(|p| p.gateway.auth().shared_state()).filter(|s| s.config() == cfg) {
         return Ok(Some(kept.clone()));
     }
-    crate::shared_state::SharedStore::new(cfg, parts.clock.clone(), parts.metrics.clone()).map(|s| Some(Arc::new(s)))
+    crate::shared_state::SharedStore::new(cfg, password, parts.clock.clone(), parts.metrics.clone())
+        .map(|s| Some(Arc::new(s)))
 }
 
-/// The introspection client of the issuer that introspects opaque tokens, if one does (its
-/// secret read now: a secret that cannot be read refuses the configuration).
+/// The introspection client of the issuer that introspects opaque tokens, if one does.
 fn introspector(
     config: &Config,
     keys: &KeyRegistry,
     parts: &Parts,
+    secret: Option<String>,
 ) -> Result<Option<crate::auth::introspection::Introspector>, String> {
-    let Some(i) = config.issuers.iter().position(|c| c.introspection.is_some()) else { return Ok(None) };
+    let (Some(i), Some(secret)) = (config.issuers.iter().position(|c| c.introspection.is_some()), secret) else {
+        return Ok(None);
+    };
     crate::auth::introspection::Introspector::new(
         i,
         keys.issuers[i].clone(),
         config,
+        secret,
         parts.clock.clone(),
         parts.metrics.clone(),
     )
     .map(Some)
 }
 
-/// Every issuer's deny list, read whole (a malformed line refuses the configuration).
-fn read_deny_lists(config: &Config) -> Result<Vec<Option<Arc<DenyList>>>, String> {
-    config
-        .issuers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match &c.deny_list {
-            None => Ok(None),
-            Some(d) => DenyList::read(&d.file)
-                .map(|l| Some(Arc::new(l)))
-                .map_err(|e| format!("issuers[{i}].deny_list_file: {e}")),
-        })
-        .collect()
+/// The files and secrets a configuration names besides its listeners' certificates — every
+/// issuer's deny list, the introspection client's secret, the shared store's password — read
+/// whole before anything is built: on a blocking thread for a reload (a slow volume never stalls
+/// a `worker_threads = 1` gateway), and by `check-config`, so all three refuse the same files.
+struct NamedFiles {
+    deny_lists: Vec<Option<Arc<DenyList>>>,
+    introspection_secret: Option<String>,
+    redis_password: Option<String>,
+}
+
+impl NamedFiles {
+    fn read(config: &Config) -> Result<NamedFiles, Vec<String>> {
+        let mut problems = Vec::new();
+        let deny_lists = config
+            .issuers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match &c.deny_list {
+                None => None,
+                Some(d) => DenyList::read(&d.file)
+                    .map(Arc::new)
+                    .map_err(|e| problems.push(format!("issuers[{i}].deny_list_file: {e}")))
+                    .ok(),
+            })
+            .collect();
+        let mut introspection_secret = None;
+        for (i, c) in config.issuers.iter().enumerate() {
+            if let Some(x) = &c.introspection {
+                match x.client_secret.read() {
+                    Ok(secret) => introspection_secret = Some(secret),
+                    Err(e) => problems.push(format!("issuers[{i}].introspection.client_secret: {e}")),
+                }
+            }
+        }
+        let redis_password = match config.shared_state.as_ref().and_then(|s| s.password.as_ref()).map(|p| p.read()) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                problems.push(format!("shared_state.password: {e}"));
+                None
+            }
+        };
+        match problems.is_empty() {
+            true => Ok(NamedFiles { deny_lists, introspection_secret, redis_password }),
+            false => Err(problems),
+        }
+    }
 }
 
 /// How often the deny lists are looked at: a revoked token is refused within a second.
@@ -486,7 +536,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let mut background = self.background.lock().await;
         let result = match self.read_files().await {
-            Ok((config, certs)) => self.reload_locked(&mut background, config, certs),
+            Ok((config, certs, files)) => self.reload_locked(&mut background, config, certs, files),
             Err(problems) => Err(problems),
         };
         let reloads = &self.parts.metrics.config_reloads;
@@ -515,7 +565,7 @@ impl Reloader {
 
     /// The configuration file and the listeners' certificates, read on a blocking thread: a
     /// `worker_threads = 1` gateway keeps serving while a slow volume answers.
-    async fn read_files(&self) -> Result<(Config, ListenerCerts), Vec<String>> {
+    async fn read_files(&self) -> Result<(Config, ListenerCerts, NamedFiles), Vec<String>> {
         let Some(path) = self.source.clone() else {
             return Err(vec!["this gateway was not started from a configuration file".into()]);
         };
@@ -523,7 +573,8 @@ impl Reloader {
             let config =
                 Config::load(&path).map_err(|e| e.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
             let certs = ListenerCerts::read(&config)?;
-            Ok((config, certs))
+            let files = NamedFiles::read(&config)?;
+            Ok((config, certs, files))
         })
         .await
         .unwrap_or_else(|e| Err(vec![format!("reading the configuration failed: {e}")]))
@@ -534,12 +585,13 @@ impl Reloader {
         background: &mut Background,
         config: Config,
         certs: ListenerCerts,
+        files: NamedFiles,
     ) -> Result<Reloaded, Vec<String>> {
         let old = self.live.load_full();
         let restart_needed = restart_needed(&self.started, &config);
         // Every file is read before anything is swapped: all of it applies, or none.
         let sha256 = config.sha256.clone();
-        let new = Arc::new(build(config, Some(&old), &self.parts).map_err(|e| vec![e])?);
+        let new = Arc::new(build(config, Some(&old), &self.parts, files).map_err(|e| vec![e])?);
         // The sync restarts only when what it runs with changed; a new one is built (its APIM
         // client and CA bundle) before anything is published.
         let wanted = new.config.key_manager_sync.for_serve();
@@ -689,16 +741,8 @@ impl ListenerCerts {
 /// refuse the same file).
 pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = ListenerCerts::read(config).err().unwrap_or_default();
-    if let Err(e) = read_deny_lists(config) {
-        problems.push(e);
-    }
-    if let Some(Err(e)) = config.shared_state.as_ref().and_then(|s| s.password.as_ref()).map(|p| p.read()) {
-        problems.push(format!("shared_state.password: {e}"));
-    }
-    for (i, c) in config.issuers.iter().enumerate() {
-        if let Some(Err(e)) = c.introspection.as_ref().map(|x| x.client_secret.read()) {
-            problems.push(format!("issuers[{i}].introspection.client_secret: {e}"));
-        }
+    if let Err(mut e) = NamedFiles::read(config) {
+        problems.append(&mut e);
     }
     if let Some(t) = &config.upstream.tls {
         if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
@@ -725,7 +769,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     warn_about(&config);
     let parts = Parts { fetcher, metrics: metrics.clone(), clock: clock.clone() };
     let source = config.source.clone();
-    let generation = Arc::new(build(config, None, &parts).map_err(StartError::Config)?);
+    let files = NamedFiles::read(&config).map_err(|problems| StartError::Config(problems.join("; ")))?;
+    let generation = Arc::new(build(config, None, &parts, files).map_err(StartError::Config)?);
     generation.publish_deny_lists(&metrics);
     let config = generation.config.clone();
     let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));

@@ -129,16 +129,24 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
     };
     let introspector = match config.issuers.iter().position(|c| c.introspection.is_some()) {
         None => None,
-        Some(i) => match crate::auth::introspection::Introspector::new(
-            i,
-            keys.issuers[i].clone(),
-            &config,
-            clock.clone(),
-            metrics.clone(),
-        ) {
-            Ok(x) => Some(x),
-            Err(e) => return usage_error(format!("configuration error: {e}")),
-        },
+        Some(i) => {
+            let built = match config.issuers[i].introspection.as_ref().map(|x| x.client_secret.read()) {
+                Some(Ok(secret)) => crate::auth::introspection::Introspector::new(
+                    i,
+                    keys.issuers[i].clone(),
+                    &config,
+                    secret,
+                    clock.clone(),
+                    metrics.clone(),
+                ),
+                Some(Err(e)) => Err(format!("issuers[{i}].introspection.client_secret: {e}")),
+                None => Err(format!("issuers[{i}].introspection: missing")),
+            };
+            match built {
+                Ok(x) => Some(x),
+                Err(e) => return usage_error(format!("configuration error: {e}")),
+            }
+        }
     };
     let auth = Arc::new(
         Authenticator::new(keys.clone(), clock, 0, config.server.max_token_bytes(), metrics.clone())

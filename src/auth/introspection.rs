@@ -136,18 +136,19 @@ impl Drop for Flight<'_> {
 }
 
 impl Introspector {
-    /// The introspection client of `issuers[issuer]` (whose key store is `keys`), reading its
-    /// secret now. Fails when the secret cannot be read or the issuer's `ca_file` cannot be used.
+    /// The introspection client of `issuers[issuer]` (whose key store is `keys`), authenticating
+    /// with `secret` (read by the caller from `client_secret_env`/`_file`). Fails when the
+    /// secret cannot be sent in a header or the issuer's `ca_file` cannot be used.
     pub fn new(
         issuer: usize,
         keys: Arc<IssuerKeys>,
         config: &Config,
+        secret: String,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Introspector, String> {
         let at = |k: &str| format!("issuers[{issuer}].introspection.{k}");
         let cfg = keys.cfg.introspection.clone().ok_or_else(|| at("(missing)"))?;
-        let secret = cfg.client_secret.read().map_err(|e| format!("{}: {e}", at("client_secret")))?;
         let basic = {
             use base64::Engine;
             // RFC 6749 §2.3.1: the id and secret are form-encoded before they are joined.

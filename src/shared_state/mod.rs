@@ -87,13 +87,19 @@ fn digest_hex(parts: &[&[u8]]) -> String {
 
 impl SharedStore {
     /// Connections to `cfg`'s store, made lazily (the store may be down now: it is used as soon
-    /// as it answers). Fails only on a password or CA file that cannot be read.
-    pub fn new(cfg: &SharedStateConfig, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Result<SharedStore, String> {
+    /// as it answers), authenticating with `password` (read by the caller from `password_env` /
+    /// `_file`; a password in the URL is used otherwise). Fails only on a CA file that cannot
+    /// be read.
+    pub fn new(
+        cfg: &SharedStateConfig,
+        password: Option<String>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<SharedStore, String> {
         use redis::IntoConnectionInfo;
         crate::tls::install_crypto_provider();
         let mut info = cfg.url.as_str().into_connection_info().map_err(|e| format!("shared_state.redis_url: {e}"))?;
-        if let Some(p) = &cfg.password {
-            let password = p.read().map_err(|e| format!("shared_state.password: {e}"))?;
+        if let Some(password) = password {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
