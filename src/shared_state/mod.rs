@@ -82,7 +82,13 @@ fn digest_hex(parts: &[&[u8]]) -> String {
         ctx.update(p);
     }
     let d = ctx.finish();
-    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in &d.as_ref()[..16] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 impl SharedStore {
@@ -236,5 +242,17 @@ impl SharedStore {
             "key_prefix": self.cfg.key_prefix,
             "pool_size": self.cfg.pool_size,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_a_digest_of_length_prefixed_parts() {
+        let a = super::digest_hex(&[b"jkt", b"jti"]);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, super::digest_hex(&[b"jk", b"tjti"]), "parts cannot run into each other");
+        assert_eq!(a, super::digest_hex(&[b"jkt", b"jti"]));
     }
 }
