@@ -263,7 +263,8 @@ pub fn claims_of(json: &[u8]) -> Result<Claims, TokenError> {
 /// True when `token` has the shape of a JWS compact serialization (exactly two dots): anything
 /// else is, for an issuer that introspects, a reference token to ask about.
 pub fn is_compact_jws(token: &[u8]) -> bool {
-    token.iter().filter(|&&b| b == b'.').count() == 2
+    // SIMD scans: the JWT path of an issuer that introspects pays this on every request.
+    memchr::memchr_iter(b'.', token).take(3).count() == 2
 }
 
 /// Splits and decodes `token`.
