@@ -9,6 +9,7 @@
 //!   timing) against the cached bearer decision: what sender-constraining costs per request.
 //! - before those, the DPoP replay cache's memory at its default size (`replay_memory`) and a
 //!   route rate limiter's at 100,000 keys (`rate_limit_memory`).
+#![allow(clippy::disallowed_methods)] // benchmarks measure real time
 
 #[path = "decision/rate_limit_memory.rs"]
 mod rate_limit_memory;

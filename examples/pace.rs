@@ -13,6 +13,7 @@
 //! prints one line: `requests=… achieved_rps=… p50_us=… p90_us=… p99_us=… p999_us=… max_us=…
 //! unexpected=… errors=…`. Loopback or any plain-HTTP URL; blocking sockets, one thread per
 //! connection (precise enough at a few thousand requests a second).
+#![allow(clippy::disallowed_methods)] // a load generator measures real time
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,6 +4,7 @@
 //! prints requests, wrong answers, RSS at the start and the end, and JWKS fetches, and exits
 //! non-zero on any wrong answer, a crash, or RSS growth over 10 %. Loopback only, bounded in
 //! time. Run through `benches/soak.sh SECONDS`.
+#![allow(clippy::disallowed_methods)] // a load generator measures real time
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,14 +1,20 @@
 //! The one time source of the gateway. Injected (like rustls's `TimeProvider`) and used for
 //! every decision that depends on time: claim checks (`exp`/`nbf`/`iat` with leeway, DPoP
 //! proof age), key-set staleness, the refresh schedule and its backoff, the unknown-`kid`
-//! rate limit, discovery/JWKS fetch timeouts, the key-manager sync's schedule, the upstream
-//! pool's idle reaper, and the proxy and decision listeners' header-read, idle and TLS
-//! handshake timeouts. Tests drive it with [`ManualClock`] and run in milliseconds instead of
-//! sleeping; `validate --at` uses [`FixedClock`]. A clock never goes to the network or blocks.
+//! rate limit, discovery/JWKS fetch timeouts, introspection calls and their cached answers, the
+//! shared store's command timeout, rate limits, the key-manager sync's schedule, timestamps and
+//! APIM token lifetime, the upstream pool's idle reaper, connect and TLS handshake timeouts and
+//! the wait for a free upstream connection, the listeners' header-read, idle and TLS handshake
+//! timeouts, the accept backoff, the shutdown delay and the drain. Tests drive it with
+//! [`ManualClock`] and run in milliseconds instead of sleeping; `validate --at` uses
+//! [`FixedClock`]. A clock never goes to the network or blocks.
 //!
-//! Not on it: the body-read and upstream response timeouts, the WebSocket tunnel lifetime, the
-//! drain on shutdown, the admin listener, and requests to APIM (`km-sync --once` backs off on
-//! it, but each request's own timeout is real).
+//! Clippy enforces it (`clippy.toml`: `Instant::now`, `SystemTime::now`, tokio's `sleep`,
+//! `sleep_until`, `timeout` and `interval` are refused). The exceptions carry an `allow` saying
+//! why: latency metrics (real time by definition), the per-request upstream response timeout
+//! and the body-stall and tunnel timers (tokio's timers without an allocation per request or
+//! per reset; the clock's sleep is a boxed future), the log allowance, and the fake servers.
+#![allow(clippy::disallowed_methods)] // the one place that reads the system's clocks
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +38,11 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Completes once `d` of this clock's monotonic time has passed.
     fn sleep(&self, d: Duration) -> Sleep;
+
+    /// The wall time as a `SystemTime`, whole seconds (timestamps shown in `/status`).
+    fn wall_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.now_unix().max(0) as u64)
+    }
 }
 
 /// Runs `fut` for at most `d` of `clock`'s time; `None` when the time ran out first.

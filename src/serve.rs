@@ -134,7 +134,7 @@ impl Running {
                 shutdown_delay_seconds = delay,
                 "shutting down: /readyz answers 503; still serving until the delay is over"
             );
-            tokio::time::sleep(Duration::from_secs(delay)).await;
+            self.reloader.parts.clock.sleep(Duration::from_secs(delay)).await;
         }
         tracing::info!("shutting down: draining in-flight requests");
         let _ = self.shutdown.send(true);
@@ -301,7 +301,7 @@ fn build(
         gateway,
         decision,
         keys,
-        loaded_at: SystemTime::now(),
+        loaded_at: parts.clock.wall_time(),
         deny_lists: files.deny_lists,
     })
 }
@@ -611,6 +611,7 @@ impl Reloader {
                     &new.keys.issuers,
                     self.parts.metrics.clone(),
                     self.km_status.clone(),
+                    self.parts.clock.clone(),
                 )
                 .map_err(|e| vec![e])?,
             )
@@ -750,7 +751,7 @@ pub fn check_files(config: &Config) -> Vec<String> {
         }
     }
     if let Some(settings) = config.key_manager_sync.for_serve() {
-        if let Err(e) = crate::km_sync::apim::ApimClient::new(settings.clone()) {
+        if let Err(e) = crate::km_sync::apim::ApimClient::new(settings.clone(), Arc::new(crate::clock::SystemClock)) {
             problems.push(format!("key_manager_sync: {e}"));
         }
     }
@@ -775,8 +776,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let config = generation.config.clone();
     let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
     // Everything that can fail is done before a listener binds or a task starts.
-    let km = crate::km_sync::prepare(&config, &generation.keys.issuers, metrics.clone(), km_status.clone())
-        .map_err(StartError::Config)?;
+    let km =
+        crate::km_sync::prepare(&config, &generation.keys.issuers, metrics.clone(), km_status.clone(), clock.clone())
+            .map_err(StartError::Config)?;
     let live: Live = Arc::new(ArcSwap::new(generation.clone()));
     let proxy_gateway = Arc::new(ArcSwap::new(generation.gateway.clone()));
 

@@ -5,7 +5,8 @@
 //! connection errors) are retried by the caller with backoff, rejections (4xx) are reported
 //! with APIM's `code`, `message` and `description`. No secret ever appears in an error.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -72,7 +73,8 @@ impl ApimError {
 
 struct CachedToken {
     value: String,
-    renew_at: Instant,
+    /// On the client's clock's monotonic time.
+    renew_at: Duration,
 }
 
 /// The Admin API client; one per sync task (it caches the registration and the token).
@@ -81,6 +83,7 @@ pub struct ApimClient {
     settings: Settings,
     client_credentials: tokio::sync::Mutex<Option<(String, String)>>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// What a create returned.
@@ -109,8 +112,9 @@ fn rejected(what: &str, status: StatusCode, body: &[u8]) -> ApimError {
 }
 
 impl ApimClient {
-    /// Builds the HTTP client (custom CA, optional loopback-only insecure mode, timeouts).
-    pub fn new(settings: Settings) -> Result<ApimClient, String> {
+    /// Builds the HTTP client (custom CA, optional loopback-only insecure mode, timeouts); the
+    /// Admin API token's lifetime is kept on `clock`.
+    pub fn new(settings: Settings, clock: Arc<dyn crate::clock::Clock>) -> Result<ApimClient, String> {
         crate::tls::install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .timeout(settings.request_timeout)
@@ -141,6 +145,7 @@ impl ApimClient {
             settings,
             client_credentials: tokio::sync::Mutex::new(None),
             token: tokio::sync::Mutex::new(None),
+            clock,
         })
     }
 
@@ -214,7 +219,7 @@ impl ApimClient {
     async fn bearer(&self, secrets: &Secrets, fresh: bool) -> Result<String, ApimError> {
         let mut guard = self.token.lock().await;
         if let (Some(t), false) = (guard.as_ref(), fresh) {
-            if Instant::now() < t.renew_at {
+            if self.clock.monotonic() < t.renew_at {
                 return Ok(t.value.clone());
             }
         }
@@ -253,7 +258,7 @@ impl ApimClient {
             let margin = (life / 10).min(60);
             *guard = Some(CachedToken {
                 value: token.to_string(),
-                renew_at: Instant::now() + Duration::from_secs(life.saturating_sub(margin)),
+                renew_at: self.clock.monotonic() + Duration::from_secs(life.saturating_sub(margin)),
             });
             return Ok(token.to_string());
         }

@@ -12,7 +12,7 @@ pub mod settings;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -63,7 +63,7 @@ pub async fn run_task(
                 Err(e) if e.is_transient() => {
                     let wait = backoff.next_delay().min(cap);
                     tracing::warn!(retry_in_ms = wait.as_millis() as u64, "key-manager sync failed, retrying: {e}");
-                    syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
+                    syncer.status.update(|s| s.next_run = Some(timestamp(clock.wall_time() + wait)));
                     tokio::select! {
                         _ = clock.sleep(wait) => {}
                         r = discovery.changed() => if r.is_err() { return } else { break },
@@ -79,7 +79,7 @@ pub async fn run_task(
             }
         }
         let wait = jittered(settings.interval, settings.jitter);
-        syncer.status.update(|s| s.next_run = Some(timestamp(SystemTime::now() + wait)));
+        syncer.status.update(|s| s.next_run = Some(timestamp(clock.wall_time() + wait)));
         tokio::select! {
             _ = clock.sleep(wait) => {}
             r = discovery.changed() => {
@@ -113,13 +113,14 @@ pub fn prepare(
     keys: &[Arc<IssuerKeys>],
     metrics: Arc<Metrics>,
     status: Arc<SyncStatus>,
+    clock: Arc<dyn Clock>,
 ) -> Result<Option<PreparedSync>, String> {
     let Some(settings) = config.key_manager_sync.for_serve() else { return Ok(None) };
     let settings = settings.clone();
     let Some(issuer) = keys.get(settings.issuer_index).cloned() else {
         return Err("key_manager_sync.issuer: no such issuer".into());
     };
-    let syncer = Arc::new(Syncer::new(settings, metrics, status).map_err(|e| format!("key_manager_sync: {e}"))?);
+    let syncer = Arc::new(Syncer::new(settings, metrics, status, clock).map_err(|e| format!("key_manager_sync: {e}"))?);
     Ok(Some(PreparedSync { syncer, issuer }))
 }
 
@@ -178,7 +179,7 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
     let url = keys.discovery_url();
     let name = settings.name.clone();
     let max_backoff = settings.max_backoff;
-    let syncer = match Syncer::new(settings, metrics, Arc::new(SyncStatus::new(SyncState::Drifted))) {
+    let syncer = match Syncer::new(settings, metrics, Arc::new(SyncStatus::new(SyncState::Drifted)), clock.clone()) {
         Ok(s) => s,
         Err(e) => return fail(e, 2),
     };

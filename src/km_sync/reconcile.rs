@@ -97,6 +97,8 @@ pub struct Syncer {
     /// The status `/status` shows.
     pub status: Arc<SyncStatus>,
     history: Mutex<VecDeque<Vec<String>>>,
+    /// Timestamps and the APIM token's lifetime are kept on it.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -124,9 +126,14 @@ pub fn timestamp(t: SystemTime) -> String {
 
 impl Syncer {
     /// A syncer with its own APIM client.
-    pub fn new(settings: Settings, metrics: Arc<Metrics>, status: Arc<SyncStatus>) -> Result<Syncer, String> {
-        let client = ApimClient::new(settings.clone())?;
-        Ok(Syncer { settings, client, metrics, status, history: Mutex::new(VecDeque::new()) })
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        status: Arc<SyncStatus>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Syncer, String> {
+        let client = ApimClient::new(settings.clone(), clock.clone())?;
+        Ok(Syncer { settings, client, metrics, status, history: Mutex::new(VecDeque::new()), clock })
     }
 
     /// One pass. A dry run reads (and may register and get a token) but never POSTs or PUTs;
@@ -224,7 +231,7 @@ impl Syncer {
     }
 
     fn record(&self, result: &Result<Outcome, ApimError>, dry_run: bool) {
-        let now = SystemTime::now();
+        let now = self.clock.wall_time();
         let corrected: Vec<String> = match result {
             Ok(Outcome::Update { changes, applied: true, .. }) => changes.iter().map(|c| c.field.clone()).collect(),
             _ => Vec::new(),

@@ -5,6 +5,7 @@
 //! handler when the body has been read to the end, so the upstream timeout counts from the
 //! moment the request was sent rather than from its start. A request without a body is not
 //! watched at all and costs nothing extra.
+#![allow(clippy::disallowed_methods)] // the body-stall timer is reset per chunk: tokio's resettable Sleep, no allocation each time
 
 use std::future::Future;
 use std::pin::Pin;

@@ -295,6 +295,7 @@ impl Gateway {
     /// request runs to its end on the gateway it started on, and the code building this future
     /// (run per request by hyper) stays small enough to be inlined there — loading in the
     /// caller made hyper copy the 3.7 KB request future twice more (about 400 instructions).
+    #[allow(clippy::disallowed_methods)] // latency metrics are real time; a test clock must not bend them
     pub async fn handle(live: Swapped, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let this = live.load_full();
         let started = Instant::now();
@@ -344,6 +345,7 @@ impl Gateway {
         resp
     }
 
+    #[allow(clippy::disallowed_methods)] // latency metrics are real time; a test clock must not bend them
     async fn handle_inner(&self, mut req: Request<Incoming>, peer: SocketAddr) -> (Response<ProxyBody>, Served<'_>) {
         let scan = meaning::HeaderScan::of(req.headers(), &self.protected);
         if scan.bytes > self.max_header_bytes {
@@ -445,6 +447,7 @@ impl Gateway {
 
     /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
     /// `101` joins the two connections (see `tunnel`), anything else is passed back.
+    #[allow(clippy::disallowed_methods)] // per-request timers stay on tokio's wheel: the clock's sleep is a boxed future, one allocation a request
     async fn upgrade(
         &self,
         mut req: Request<Incoming>,
@@ -556,6 +559,7 @@ impl Gateway {
     /// the request has been sent: while a body is still arriving, only a body that makes no
     /// progress for that long (the upstream stopped reading) ends the wait early; a client that
     /// stops sending is the body-read timeout's business (see `client_body`).
+    #[allow(clippy::disallowed_methods)] // per-request timers stay on tokio's wheel: the clock's sleep is a boxed future, one allocation a request
     async fn exchange(&self, req: Request<ClientBody>, progress: Option<&BodyProgress>) -> Exchanged {
         let send = if self.pool.is_h2() {
             // Boxed: the HTTP/1.1 path's future stays as small as it was.

@@ -473,7 +473,7 @@ pub async fn serve<F, Fut, B>(
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        accept_failures.failed(&e, metrics.as_ref()).await;
+                        accept_failures.failed(&e, metrics.as_ref(), &*clock.1).await;
                         continue;
                     }
                 };
@@ -503,7 +503,7 @@ pub async fn serve<F, Fut, B>(
     drop(alive_tx);
     tokio::select! {
         _ = alive_rx.recv() => tracing::debug!("all connections drained"),
-        _ = tokio::time::sleep(limits.drain) => {
+        _ = clock.sleep(limits.drain) => {
             tracing::warn!("drain timeout of {:?} reached; closing the remaining connections", limits.drain);
             let _ = force_tx.send(true);
         }
@@ -521,7 +521,7 @@ struct AcceptFailures {
 }
 
 impl AcceptFailures {
-    async fn failed(&mut self, e: &std::io::Error, metrics: Option<&ConnMetrics>) {
+    async fn failed(&mut self, e: &std::io::Error, metrics: Option<&ConnMetrics>, clock: &dyn crate::clock::Clock) {
         if let Some(m) = metrics {
             m.accept_errors.inc();
         }
@@ -529,7 +529,7 @@ impl AcceptFailures {
             tracing::warn!(held_back, "accept failed: {e}; backing off");
         }
         self.backoff = (self.backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        tokio::time::sleep(self.backoff).await;
+        clock.sleep(self.backoff).await;
     }
 
     fn succeeded(&mut self) {

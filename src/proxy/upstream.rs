@@ -125,6 +125,8 @@ pub struct UpstreamPool {
     /// One permit per upstream connection (`upstream.max_connections`), held by the
     /// connection's task, and by a tunnel while it is open.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Connect, TLS handshake and the wait for a free connection run on it.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// An upstream connection's place under `upstream.max_connections`.
@@ -185,6 +187,7 @@ impl UpstreamPool {
             tick: AtomicU64::new(0),
             idle_ticks,
             slots: Arc::new(tokio::sync::Semaphore::new(upstream.max_connections)),
+            clock: clock.clone(),
         });
         pool.tick.store(Self::tick_at(&*clock, period), Ordering::Relaxed);
         tokio::spawn(Self::reap_idle(Arc::downgrade(&pool), period, clock));
@@ -234,8 +237,8 @@ impl UpstreamPool {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(Arc::new(p));
         }
-        match tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Arc::new(p)),
+        match crate::clock::timeout(&*self.clock, self.connect_timeout, self.slots.clone().acquire_owned()).await {
+            Some(Ok(p)) => Ok(Arc::new(p)),
             _ => Err(UpstreamError::Saturated),
         }
     }
@@ -424,13 +427,12 @@ impl UpstreamPool {
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect((self.host.as_str(), self.port))).await
-            {
-                Err(_) => return Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
-                Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-                Ok(Ok(s)) => s,
-            };
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = match crate::clock::timeout(&*self.clock, self.connect_timeout, connect).await {
+            None => return Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
+            Some(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
+            Some(Ok(s)) => s,
+        };
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -450,9 +452,9 @@ impl UpstreamPool {
                 .await
                 .map_err(|e| UpstreamError::Connect(format!("TLS handshake with the upstream: {e}")))
         };
-        match tokio::time::timeout(self.connect_timeout, handshake).await {
-            Err(_) => Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
-            Ok(r) => Ok(MaybeTls::Tls(Box::new(r?.into()))),
+        match crate::clock::timeout(&*self.clock, self.connect_timeout, handshake).await {
+            None => Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
+            Some(r) => Ok(MaybeTls::Tls(Box::new(r?.into()))),
         }
     }
 

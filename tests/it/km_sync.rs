@@ -392,7 +392,13 @@ async fn an_expired_admin_token_is_renewed_once() {
     let metrics = Arc::new(jwtgate::metrics::Metrics::new());
     let settings = k.config.key_manager_sync.for_one_pass().unwrap().unwrap().clone();
     let status = Arc::new(jwtgate::km_sync::status::SyncStatus::new(jwtgate::km_sync::status::SyncState::Drifted));
-    let syncer = jwtgate::km_sync::reconcile::Syncer::new(settings, metrics.clone(), status).unwrap();
+    let syncer = jwtgate::km_sync::reconcile::Syncer::new(
+        settings,
+        metrics.clone(),
+        status,
+        Arc::new(jwtgate::clock::SystemClock),
+    )
+    .unwrap();
     let fetcher = jwtgate::fetch::HttpFetcher::new().unwrap();
     let keys = jwtgate::keys::IssuerKeys::new(
         k.config.issuers[0].clone(),

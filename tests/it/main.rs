@@ -1,6 +1,9 @@
 //! The integration tests, one binary: the support kit (fake IdP, fake APIM, echo upstream,
 //! minter, harness) is compiled once, and every test runs in one process. Each module is one
 //! subject; `cargo test --test it <module>::` runs one of them.
+// Tests wait on real servers over real sockets (a gateway process, nginx, a fake IdP): those
+// waits are real time. The gateway's own time is driven through `ManualClock` where it decides.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -324,13 +324,18 @@ async fn an_idempotent_request_lost_on_an_idle_connection_is_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_upstream_max_connections_a_request_gets_503_not_another_connection() {
     let up = RawUpstream::start(Mode::KeepAlive).await;
-    let (_idp, gw) = gateway(up.addr, "max_connections = 2").await;
+    let (_idp, gw, clock) = gateway_on_clock(up.addr, "max_connections = 2").await;
     let client = http_client();
     let url = |p: &str| format!("http://{}{p}", gw.proxy_addr);
     let held: Vec<_> = (0..2).map(|_| tokio::spawn(client.get(url("/public/held")).send())).collect();
     wait_until("both held requests reached the upstream", || async { up.accepted() == 2 }).await;
-    // A third: no connection comes free within connect_timeout_seconds (1 s).
-    let r = client.get(url("/public/x")).send().await.unwrap();
+    // A third: no connection comes free within connect_timeout_seconds (1 s of the gateway's clock).
+    let third = tokio::spawn(client.get(url("/public/x")).send());
+    advance_until(&clock, Duration::from_millis(250), "the third request is answered", || async {
+        third.is_finished()
+    })
+    .await;
+    let r = third.await.unwrap().unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let body: serde_json::Value = r.json().await.unwrap();
