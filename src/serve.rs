@@ -168,6 +168,17 @@ async fn watched_digest(source: PathBuf, named: Vec<PathBuf>) -> Vec<u8> {
     digest.unwrap_or_default()
 }
 
+/// The digest of the watched files after a reload — unless the configuration file changed again
+/// while that reload read it (kubelet swapping twice in a row): then an empty digest, so the
+/// next look reloads, instead of taking the newer file for the one that was loaded.
+async fn loaded_digest(reloader: &Reloader, source: &std::path::Path, named: Vec<PathBuf>) -> Vec<u8> {
+    let digest = watched_digest(source.to_path_buf(), named).await;
+    match file_is_loaded(reloader, source).await {
+        true => digest,
+        false => Vec::new(),
+    }
+}
+
 /// True when the file at `source` is, byte for byte, the one the running configuration was
 /// loaded from (read off the runtime).
 async fn file_is_loaded(reloader: &Reloader, source: &std::path::Path) -> bool {
@@ -191,7 +202,7 @@ async fn watch_config(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<boo
     if reloader.current().config.server.watch_config_seconds > 0 && !file_is_loaded(&reloader, &source).await {
         tracing::info!(file = %source.display(), "the configuration changed while starting; reloading");
         if reloader.reload().await.is_ok() {
-            seen = watched_digest(source.clone(), named(&reloader)).await;
+            seen = loaded_digest(&reloader, &source, named(&reloader)).await;
         }
     }
     loop {
@@ -212,7 +223,7 @@ async fn watch_config(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<boo
         tracing::info!(file = %source.display(), "the configuration or a file it names changed; reloading");
         if reloader.reload().await.is_ok() {
             // The new configuration may name other files: watch those from now on.
-            seen = watched_digest(source.clone(), named(&reloader)).await;
+            seen = loaded_digest(&reloader, &source, named(&reloader)).await;
         }
     }
 }
