@@ -164,9 +164,9 @@ impl AdminState {
                     StatusCode::OK,
                     json!({"status": "reloaded", "sha256": r.sha256, "restart_needed": r.restart_needed}),
                 ),
-                Err(problems) => json_response(
+                Err(refused) => json_response(
                     StatusCode::BAD_REQUEST,
-                    json!({"error": "invalid_config", "problems": problems, "status": "unchanged"}),
+                    json!({"error": "invalid_config", "problems": refused.problems(), "status": "unchanged"}),
                 ),
             };
         }

@@ -53,9 +53,43 @@ pub enum StartError {
     /// The outbound HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    /// The configuration is unusable beyond what parsing could tell (a TLS file, a CA file).
+    /// The configuration cannot be put in force (a TLS file, a named file, a part that will not
+    /// build): the same refusal a reload would give.
+    #[error(transparent)]
+    Config(#[from] ConfigRefused),
+}
+
+/// Why a configuration was not put in force, at start or on reload — nothing of it applies —
+/// with every problem found, each naming its key or file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigRefused {
+    /// The gateway was not started from a file, so there is nothing to read again.
+    #[error("this gateway was not started from a configuration file")]
+    NoFile,
+    /// The file does not parse or validate.
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// A listener's certificate or key.
+    #[error("{}", .0.join("; "))]
+    Tls(Vec<String>),
+    /// A file or secret the configuration names (deny list, client secret, password).
+    #[error("{}", .0.join("; "))]
+    NamedFiles(Vec<String>),
+    /// A part that could not be built from it (the upstream's CA, the introspection client,
+    /// the shared store, the key-manager sync).
     #[error("{0}")]
-    Config(String),
+    Build(String),
+}
+
+impl ConfigRefused {
+    /// Each problem on its own (`POST /reload`'s `problems`, `/status`'s `last_reload_error`).
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigRefused::NoFile => vec![self.to_string()],
+            ConfigRefused::Invalid(p) | ConfigRefused::Tls(p) | ConfigRefused::NamedFiles(p) => p.clone(),
+            ConfigRefused::Build(p) => vec![p.clone()],
+        }
+    }
 }
 
 /// What requests read: everything built from one configuration.
@@ -119,7 +153,7 @@ impl Running {
     }
 
     /// Re-reads the configuration file; see [`Reloader::reload`].
-    pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
+    pub async fn reload(&self) -> Result<Reloaded, ConfigRefused> {
         self.reloader.reload().await
     }
 
@@ -366,7 +400,7 @@ struct NamedFiles {
 }
 
 impl NamedFiles {
-    fn read(config: &Config) -> Result<NamedFiles, Vec<String>> {
+    fn read(config: &Config) -> Result<NamedFiles, ConfigRefused> {
         let mut problems = Vec::new();
         let deny_lists = config
             .issuers
@@ -399,7 +433,7 @@ impl NamedFiles {
         };
         match problems.is_empty() {
             true => Ok(NamedFiles { deny_lists, introspection_secret, redis_password }),
-            false => Err(problems),
+            false => Err(ConfigRefused::NamedFiles(problems)),
         }
     }
 }
@@ -544,11 +578,11 @@ impl Reloader {
     /// upstream and sync settings at once; an invalid one changes nothing and its problems
     /// are returned (and logged). Listener addresses and connection limits changed in the
     /// file are reported as needing a restart. One reload runs at a time.
-    pub async fn reload(&self) -> Result<Reloaded, Vec<String>> {
+    pub async fn reload(&self) -> Result<Reloaded, ConfigRefused> {
         let mut background = self.background.lock().await;
         let result = match self.read_files().await {
             Ok((config, certs, files)) => self.reload_locked(&mut background, config, certs, files),
-            Err(problems) => Err(problems),
+            Err(refused) => Err(refused),
         };
         let reloads = &self.parts.metrics.config_reloads;
         let mut history = crate::sync::lock(&self.history);
@@ -564,11 +598,12 @@ impl Reloader {
                     tracing::warn!(sha256 = %r.sha256, restart_needed = ?r.restart_needed, "configuration reloaded; these changes need a restart to take effect");
                 }
             }
-            Err(problems) => {
+            Err(refused) => {
                 reloads.with_label_values(&["error"]).inc();
                 history.failed += 1;
-                history.last_error = Some(problems.clone());
+                let problems = refused.problems();
                 tracing::error!(problems = ?problems, "configuration reload refused; the running configuration stays");
+                history.last_error = Some(problems);
             }
         }
         result
@@ -576,19 +611,17 @@ impl Reloader {
 
     /// The configuration file and the listeners' certificates, read on a blocking thread: a
     /// `worker_threads = 1` gateway keeps serving while a slow volume answers.
-    async fn read_files(&self) -> Result<(Config, ListenerCerts, NamedFiles), Vec<String>> {
-        let Some(path) = self.source.clone() else {
-            return Err(vec!["this gateway was not started from a configuration file".into()]);
-        };
+    async fn read_files(&self) -> Result<(Config, ListenerCerts, NamedFiles), ConfigRefused> {
+        let Some(path) = self.source.clone() else { return Err(ConfigRefused::NoFile) };
         tokio::task::spawn_blocking(move || {
-            let config =
-                Config::load(&path).map_err(|e| e.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+            let config = Config::load(&path)
+                .map_err(|e| ConfigRefused::Invalid(e.problems.iter().map(ToString::to_string).collect()))?;
             let certs = ListenerCerts::read(&config)?;
             let files = NamedFiles::read(&config)?;
             Ok((config, certs, files))
         })
         .await
-        .unwrap_or_else(|e| Err(vec![format!("reading the configuration failed: {e}")]))
+        .unwrap_or_else(|e| Err(ConfigRefused::Build(format!("reading the configuration failed: {e}"))))
     }
 
     fn reload_locked(
@@ -597,12 +630,12 @@ impl Reloader {
         config: Config,
         certs: ListenerCerts,
         files: NamedFiles,
-    ) -> Result<Reloaded, Vec<String>> {
+    ) -> Result<Reloaded, ConfigRefused> {
         let old = self.live.load_full();
         let restart_needed = restart_needed(&self.started, &config);
         // Every file is read before anything is swapped: all of it applies, or none.
         let sha256 = config.sha256.clone();
-        let new = Arc::new(build(config, Some(&old), &self.parts, files).map_err(|e| vec![e])?);
+        let new = Arc::new(build(config, Some(&old), &self.parts, files).map_err(ConfigRefused::Build)?);
         // The sync restarts only when what it runs with changed; a new one is built (its APIM
         // client and CA bundle) before anything is published.
         let wanted = new.config.key_manager_sync.for_serve();
@@ -624,7 +657,7 @@ impl Reloader {
                     self.km_status.clone(),
                     self.parts.clock.clone(),
                 )
-                .map_err(|e| vec![e])?,
+                .map_err(ConfigRefused::Build)?,
             )
         };
 
@@ -718,7 +751,7 @@ struct ListenerCerts {
 
 impl ListenerCerts {
     /// Reads both listeners' files; every problem is named with its section.
-    fn read(config: &Config) -> Result<ListenerCerts, Vec<String>> {
+    fn read(config: &Config) -> Result<ListenerCerts, ConfigRefused> {
         let mut problems = Vec::new();
         let mut load = |what: &str, t: Option<&crate::config::ListenerTls>| {
             t.and_then(|t| t.load().map_err(|e| problems.push(format!("{what}: {e}"))).ok())
@@ -727,7 +760,7 @@ impl ListenerCerts {
         let decision = load("decision.tls", config.decision.as_ref().and_then(|d| d.tls.as_ref()));
         match problems.is_empty() {
             true => Ok(ListenerCerts { proxy, decision }),
-            false => Err(problems),
+            false => Err(ConfigRefused::Tls(problems)),
         }
     }
 
@@ -752,9 +785,9 @@ impl ListenerCerts {
 /// and returns what is wrong with them (`check-config` fails on any; `start` and a reload would
 /// refuse the same file).
 pub fn check_files(config: &Config) -> Vec<String> {
-    let mut problems = ListenerCerts::read(config).err().unwrap_or_default();
-    if let Err(mut e) = NamedFiles::read(config) {
-        problems.append(&mut e);
+    let mut problems = ListenerCerts::read(config).err().map(|e| e.problems()).unwrap_or_default();
+    if let Err(e) = NamedFiles::read(config) {
+        problems.extend(e.problems());
     }
     if let Some(t) = &config.upstream.tls {
         if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
@@ -773,7 +806,7 @@ pub fn check_files(config: &Config) -> Vec<String> {
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let fetcher = HttpFetcher::new().map_err(|e| StartError::Client(e.to_string()))?;
-    let certs = ListenerCerts::read(&config).map_err(|problems| StartError::Config(problems.join("; ")))?;
+    let certs = ListenerCerts::read(&config)?;
     certs.publish_expiry(&metrics);
     let switch =
         |t: Option<crate::tls::LoadedTls>| -> Option<TlsSwitch> { t.map(|t| Arc::new(ArcSwap::new(t.config))) };
@@ -781,15 +814,15 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     warn_about(&config);
     let parts = Parts { fetcher, metrics: metrics.clone(), clock: clock.clone() };
     let source = config.source.clone();
-    let files = NamedFiles::read(&config).map_err(|problems| StartError::Config(problems.join("; ")))?;
-    let generation = Arc::new(build(config, None, &parts, files).map_err(StartError::Config)?);
+    let files = NamedFiles::read(&config)?;
+    let generation = Arc::new(build(config, None, &parts, files).map_err(ConfigRefused::Build)?);
     generation.publish_deny_lists(&metrics);
     let config = generation.config.clone();
     let km_status = Arc::new(SyncStatus::new(SyncState::Disabled));
     // Everything that can fail is done before a listener binds or a task starts.
     let km =
         crate::km_sync::prepare(&config, &generation.keys.issuers, metrics.clone(), km_status.clone(), clock.clone())
-            .map_err(StartError::Config)?;
+            .map_err(ConfigRefused::Build)?;
     let live: Live = Arc::new(ArcSwap::new(generation.clone()));
     let proxy_gateway = Arc::new(ArcSwap::new(generation.gateway.clone()));
 
