@@ -15,6 +15,8 @@ fn start_redis(dir: &std::path::Path) -> Option<std::process::Child> {
     let socket = dir.join("redis.sock");
     let child = std::process::Command::new("redis-server")
         .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        // DEBUG SLEEP makes a slow store on demand.
+        .args(["--enable-debug-command", "yes"])
         .arg("--unixsocket")
         .arg(&socket)
         .stdout(std::process::Stdio::null())
@@ -60,7 +62,7 @@ async fn two_replicas_share_dpop_proofs_and_rate_limits_through_redis() {
     let cfg = dir.join("jwtgate.toml");
     std::fs::write(&cfg, &text).unwrap();
     let (_a, a, a_admin) = spawn_serve(&cfg).await;
-    let (_b, b, _b_admin) = spawn_serve(&cfg).await;
+    let (_b, b, b_admin) = spawn_serve(&cfg).await;
     let c = &h.client;
     let dpop = DpopClient::new(&h);
     let htu = "https://api.example/api/x";
@@ -100,6 +102,23 @@ async fn two_replicas_share_dpop_proofs_and_rate_limits_through_redis() {
     assert!(metric(&m, "jwtgate_shared_state_requests_total{op=\"dpop\",result=\"ok\"}") >= 1.0);
     assert!(metric(&m, "jwtgate_shared_state_requests_total{op=\"rate_limit\",result=\"ok\"}") >= 2.0);
     assert_eq!(metric(&m, "jwtgate_shared_state_up"), 1.0);
+
+    // The store slow (busy for a second, over timeout_ms): DPoP fails closed, counted as a timeout.
+    let sock = dir.join("redis.sock");
+    let slow = std::process::Command::new("redis-cli").arg("-s").arg(&sock).args(["DEBUG", "SLEEP", "1"]).spawn();
+    assert!(slow.is_ok() || std::env::var_os("CI").is_none(), "redis-cli comes with redis-server (redis-tools)");
+    if let Ok(mut slow) = slow {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = send(b, dpop.proof("GET", htu)).await.unwrap();
+        assert_eq!(r.status(), 503, "a slow store is no answer");
+        let _ = slow.wait();
+        let m = metrics(b_admin).await;
+        assert!(metric(&m, "jwtgate_shared_state_requests_total{op=\"dpop\",result=\"timeout\"}") >= 1.0);
+        wait_until("the store answers again", || async {
+            send(b, dpop.proof("GET", htu)).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
 
     // The store stopped: DPoP fails closed (503), rate limits fall back to each replica's own.
     redis.kill().unwrap();
