@@ -3,17 +3,19 @@
 //! proof age), key-set staleness, the refresh schedule and its backoff, the unknown-`kid`
 //! rate limit, discovery/JWKS fetch timeouts, introspection calls and their cached answers, the
 //! shared store's command timeout, rate limits, the key-manager sync's schedule, timestamps and
-//! APIM token lifetime, the upstream pool's idle reaper, connect and TLS handshake timeouts and
-//! the wait for a free upstream connection, the listeners' header-read, idle and TLS handshake
-//! timeouts, the accept backoff, the shutdown delay and the drain. Tests drive it with
+//! APIM token lifetime, the upstream pool's idle reaper, connect and TLS handshake timeouts, the
+//! wait for a free upstream connection and the upstream response timeout, the listeners'
+//! header-read, idle and TLS handshake timeouts, the accept backoff, the shutdown delay and the
+//! drain. The system clock's [`Sleep`] is tokio's timer held inline, so a per-request timeout on
+//! the clock allocates nothing. Tests drive it with
 //! [`ManualClock`] and run in milliseconds instead of sleeping; `validate --at` uses
 //! [`FixedClock`]. A clock never goes to the network or blocks.
 //!
 //! Clippy enforces it (`clippy.toml`: `Instant::now`, `SystemTime::now`, tokio's `sleep`,
 //! `sleep_until`, `timeout` and `interval` are refused). The exceptions carry an `allow` saying
-//! why: latency metrics (real time by definition), the per-request upstream response timeout
-//! and the body-stall and tunnel timers (tokio's timers without an allocation per request or
-//! per reset; the clock's sleep is a boxed future), the log allowance, and the fake servers.
+//! why: latency metrics (real time by definition), the body-stall and tunnel timers (tokio's
+//! `Sleep::reset` each chunk or frame, which a clock's sleep cannot do), the log allowance, and
+//! the fake servers.
 #![allow(clippy::disallowed_methods)] // the one place that reads the system's clocks
 
 use std::future::Future;
@@ -24,8 +26,41 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-/// A sleep on some clock.
-pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pin_project_lite::pin_project! {
+    /// A sleep on some clock: tokio's timer, held inline (the system clock's sleeps allocate
+    /// nothing, so a per-request timeout can run on the clock), or a test clock's future.
+    #[project = SleepProjection]
+    #[allow(missing_docs)] // the macro carries no field docs; the variants say what they hold
+    pub enum Sleep {
+        /// The system's time, on tokio's timer wheel.
+        Timer { #[pin] sleep: tokio::time::Sleep },
+        /// A test clock's sleep: completes when that clock has been moved far enough.
+        Driven { future: Pin<Box<dyn Future<Output = ()> + Send + 'static>> },
+    }
+}
+
+impl Sleep {
+    /// A sleep of `d` on tokio's timer.
+    pub fn timer(d: Duration) -> Sleep {
+        Sleep::Timer { sleep: tokio::time::sleep(d) }
+    }
+
+    /// A test clock's sleep.
+    pub fn driven(future: impl Future<Output = ()> + Send + 'static) -> Sleep {
+        Sleep::Driven { future: Box::pin(future) }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.project() {
+            SleepProjection::Timer { sleep } => sleep.poll(cx),
+            SleepProjection::Driven { future } => future.as_mut().poll(cx),
+        }
+    }
+}
 
 /// Wall time for claims, monotonic time for intervals, and sleeping.
 pub trait Clock: Send + Sync + 'static {
@@ -83,7 +118,7 @@ impl Clock for SystemClock {
     }
 
     fn sleep(&self, d: Duration) -> Sleep {
-        Box::pin(tokio::time::sleep(d))
+        Sleep::timer(d)
     }
 }
 
@@ -108,7 +143,7 @@ impl Clock for FixedClock {
     }
 
     fn sleep(&self, d: Duration) -> Sleep {
-        Box::pin(tokio::time::sleep(d))
+        Sleep::timer(d)
     }
 }
 
@@ -154,7 +189,7 @@ impl Clock for ManualClock {
     fn sleep(&self, d: Duration) -> Sleep {
         let deadline = self.monotonic() + d;
         let mut rx = self.elapsed.subscribe();
-        Box::pin(async move {
+        Sleep::driven(async move {
             while *rx.borrow_and_update() < deadline {
                 if rx.changed().await.is_err() {
                     // The clock is gone: time will never come.
@@ -184,19 +219,19 @@ mod tests {
     #[tokio::test]
     async fn a_manual_sleep_ends_when_the_clock_is_advanced_past_it() {
         let clock = ManualClock::new(1_000);
-        let mut sleep = clock.sleep(Duration::from_secs(2));
-        let poll = |s: &mut Sleep| {
+        let mut sleep = std::pin::pin!(clock.sleep(Duration::from_secs(2)));
+        let poll = |s: Pin<&mut Sleep>| {
             let waker = futures_util::task::noop_waker();
-            s.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_ready()
+            s.poll(&mut std::task::Context::from_waker(&waker)).is_ready()
         };
-        assert!(!poll(&mut sleep));
+        assert!(!poll(sleep.as_mut()));
         clock.advance(Duration::from_millis(1999));
-        assert!(!poll(&mut sleep));
+        assert!(!poll(sleep.as_mut()));
         clock.advance(Duration::from_millis(1));
-        assert!(poll(&mut sleep));
+        assert!(poll(sleep.as_mut()));
         assert_eq!(clock.now_unix(), 1_002);
         assert_eq!(clock.monotonic(), Duration::from_secs(2));
-        assert!(poll(&mut clock.sleep(Duration::ZERO)));
+        assert!(poll(std::pin::pin!(clock.sleep(Duration::ZERO))));
     }
 
     #[tokio::test]

@@ -447,7 +447,7 @@ impl Gateway {
 
     /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
     /// `101` joins the two connections (see `tunnel`), anything else is passed back.
-    #[allow(clippy::disallowed_methods)] // per-request timers stay on tokio's wheel: the clock's sleep is a boxed future, one allocation a request
+    #[allow(clippy::disallowed_methods)] // latency metrics are real time; a test clock must not bend them
     async fn upgrade(
         &self,
         mut req: Request<Incoming>,
@@ -462,7 +462,9 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, ClientBody::new(body, self.body_read_timeout).0);
         let asked = Instant::now();
-        let sent = tokio::time::timeout(self.upstream.timeout, self.pool.send_upgrade(req)).await;
+        let clock = &**self.auth().clock();
+        let sent =
+            crate::clock::timeout(clock, self.upstream.timeout, self.pool.send_upgrade(req)).await.ok_or(Elapsed);
         let sent = match sent {
             Ok(Ok((mut resp, upstream_slot))) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -559,7 +561,6 @@ impl Gateway {
     /// the request has been sent: while a body is still arriving, only a body that makes no
     /// progress for that long (the upstream stopped reading) ends the wait early; a client that
     /// stops sending is the body-read timeout's business (see `client_body`).
-    #[allow(clippy::disallowed_methods)] // per-request timers stay on tokio's wheel: the clock's sleep is a boxed future, one allocation a request
     async fn exchange(&self, req: Request<ClientBody>, progress: Option<&BodyProgress>) -> Exchanged {
         let send = if self.pool.is_h2() {
             // Boxed: the HTTP/1.1 path's future stays as small as it was.
@@ -568,13 +569,15 @@ impl Gateway {
             futures_util::future::Either::Right(self.pool.send(req))
         };
         tokio::pin!(send);
+        // On the gateway's clock; the system clock's sleep is tokio's timer, inline: no allocation.
+        let clock = &**self.auth().clock();
         if let Some(p) = progress {
             loop {
                 let checked = p.progress_count();
                 tokio::select! {
                     r = &mut send => return Ok(r),
                     _ = p.finished() => break,
-                    _ = tokio::time::sleep(self.upstream.timeout) => {
+                    _ = clock.sleep(self.upstream.timeout) => {
                         if p.progress_count() == checked {
                             return Err(Elapsed);
                         }
@@ -582,7 +585,7 @@ impl Gateway {
                 }
             }
         }
-        tokio::time::timeout(self.upstream.timeout, send).await.map_err(|_| Elapsed)
+        crate::clock::timeout(clock, self.upstream.timeout, send).await.ok_or(Elapsed)
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, forwarding and claim

@@ -161,14 +161,28 @@ impl Harness {
     /// A harness whose gateway keeps time on a manual clock (at the real now): refreshes,
     /// staleness, timeouts and schedules move only with [`Harness::advance`].
     pub async fn start_manual(issuer_extra: &str, server_extra: &str) -> Harness {
-        Harness::start_on(issuer_extra, server_extra, Some(Arc::new(ManualClock::at_system_now()))).await
+        Harness::start_manual_edited(issuer_extra, server_extra, |t| t).await
+    }
+
+    /// [`Harness::start_manual`] with the configuration text changed by `edit` first.
+    pub async fn start_manual_edited(issuer_extra: &str, server_extra: &str, edit: fn(String) -> String) -> Harness {
+        Harness::start_on_edited(issuer_extra, server_extra, Some(Arc::new(ManualClock::at_system_now())), edit).await
     }
 
     async fn start_on(issuer_extra: &str, server_extra: &str, clock: Option<Arc<ManualClock>>) -> Harness {
+        Harness::start_on_edited(issuer_extra, server_extra, clock, |t| t).await
+    }
+
+    async fn start_on_edited(
+        issuer_extra: &str,
+        server_extra: &str,
+        clock: Option<Arc<ManualClock>>,
+        edit: fn(String) -> String,
+    ) -> Harness {
         let idp = FakeIssuer::start("acme").await.expect("idp");
         let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").expect("key"));
         let upstream = EchoUpstream::start().await.expect("upstream");
-        let text = config_text(&idp.discovery_url(), upstream.addr, issuer_extra, server_extra);
+        let text = edit(config_text(&idp.discovery_url(), upstream.addr, issuer_extra, server_extra));
         let config = Config::parse(&text, None).expect("config");
         let gw_clock: Arc<dyn Clock> = match &clock {
             Some(c) => c.clone(),
