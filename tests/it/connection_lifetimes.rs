@@ -65,7 +65,8 @@ async fn a_client_that_sends_nothing_or_too_little_is_closed() {
 async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
     // The upstream's timeout runs on the gateway's clock too: longer than the jump below.
     let h =
-        Harness::start_manual_edited("", SHORT, |t| t.replace("\ntimeout_seconds = 2\n", "\ntimeout_seconds = 30\n")).await;
+        Harness::start_manual_edited("", SHORT, |t| t.replace("\ntimeout_seconds = 2\n", "\ntimeout_seconds = 30\n"))
+            .await;
     let mut s = TcpStream::connect(h.gw.proxy_addr).await.unwrap();
     s.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 65536];
