@@ -106,6 +106,41 @@ fn raw_key(key: &SigningKey) -> ParsedPublicKey {
     }
 }
 
+/// DPoP requests for `GET http://gw/orders/1`: a client key, a token bound to it, and a fresh
+/// proof for each request (`jti` = `{tag}-{n}-{random}`).
+struct DpopRequests {
+    client: SigningKey,
+    jwk: serde_json::Value,
+    token: String,
+    ath: String,
+    tag: &'static str,
+}
+
+impl DpopRequests {
+    fn new(s: &Setup, tag: &'static str) -> DpopRequests {
+        let client = SigningKey::generate(Alg::ES256, "client").unwrap();
+        let mut jwk = client.jwk();
+        jwk.as_object_mut().unwrap().remove("kid");
+        let mut claims = s.claims.clone();
+        claims["cnf"] = serde_json::json!({"jkt": jwtgate::auth::dpop::thumbprint(&jwk).unwrap()});
+        let token = s.keys[0].token(&claims);
+        let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+        DpopRequests { client, jwk, token, ath, tag }
+    }
+
+    fn request(&self, n: u64) -> HeaderMap {
+        let proof = self.client.sign_json(
+            &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}),
+            &serde_json::json!({"htm": "GET", "htu": "http://gw/orders/1", "iat": SystemClock.now_unix(),
+                "jti": format!("{}-{n}-{:x}", self.tag, rand::random::<u64>()), "ath": self.ath}),
+        );
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("DPoP {}", self.token)).unwrap());
+        h.insert("dpop", HeaderValue::from_str(&proof).unwrap());
+        h
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let s = setup();
     let scopes = vec!["orders:read".to_string()];
@@ -141,25 +176,9 @@ fn benches(c: &mut Criterion) {
     }
 
     {
-        let client = SigningKey::generate(Alg::ES256, "client").unwrap();
-        let mut jwk = client.jwk();
-        jwk.as_object_mut().unwrap().remove("kid");
-        let mut claims = s.claims.clone();
-        claims["cnf"] = serde_json::json!({"jkt": jwtgate::auth::dpop::thumbprint(&jwk).unwrap()});
-        let token = s.keys[0].token(&claims);
-        let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+        let dpop = DpopRequests::new(&s, "bench");
         let htu = || "http://gw/orders/1".to_string();
-        let request = |n: u64| {
-            let proof = client.sign_json(
-                &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
-                &serde_json::json!({"htm": "GET", "htu": "http://gw/orders/1", "iat": SystemClock.now_unix(),
-                    "jti": format!("bench-{n}-{:x}", rand::random::<u64>()), "ath": ath}),
-            );
-            let mut h = HeaderMap::new();
-            h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("DPoP {token}")).unwrap());
-            h.insert("dpop", HeaderValue::from_str(&proof).unwrap());
-            h
-        };
+        let request = |n: u64| dpop.request(n);
         let need = jwtgate::auth::Requirement::scopes(&scopes);
         let first = request(0);
         let req = jwtgate::auth::AuthRequest { headers: &first, method: "GET", htu: &htu };
@@ -295,26 +314,12 @@ fn shared_state(c: &mut Criterion, s: &Setup, scopes: &[String]) {
     let shared =
         Authenticator::new(registry, clock.clone(), 100_000, 16384, metrics).with_shared_state(Some(store.clone()));
 
-    let client = SigningKey::generate(Alg::ES256, "client").unwrap();
-    let mut jwk = client.jwk();
-    jwk.as_object_mut().unwrap().remove("kid");
-    let mut claims = s.claims.clone();
-    claims["cnf"] = serde_json::json!({"jkt": jwtgate::auth::dpop::thumbprint(&jwk).unwrap()});
-    let token = s.keys[0].token(&claims);
-    let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+    let dpop = DpopRequests::new(s, "shared");
     let htu = || "http://gw/orders/1".to_string();
     let mut n = 0u64;
     let mut request = || {
         n += 1;
-        let proof = client.sign_json(
-            &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
-            &serde_json::json!({"htm": "GET", "htu": "http://gw/orders/1", "iat": SystemClock.now_unix(),
-                "jti": format!("shared-{n}-{:x}", rand::random::<u64>()), "ath": ath}),
-        );
-        let mut h = HeaderMap::new();
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("DPoP {token}")).unwrap());
-        h.insert("dpop", HeaderValue::from_str(&proof).unwrap());
-        h
+        dpop.request(n)
     };
     let need = jwtgate::auth::Requirement::scopes(scopes);
     for auth in [&local, &shared] {
