@@ -371,13 +371,7 @@ async fn validate_introspects_a_reload_keeps_the_answers_and_bad_settings_are_re
     let cfg = dir.join("jwtgate.toml");
     let text = config_text(&h.idp.discovery_url(), h.upstream.addr, &introspecting("", ""), "log_format = \"json\"");
     std::fs::write(&cfg, &text).unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-            .env_remove("JWTGATE_CONFIG")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = run_jwtgate;
     let cfg_s = cfg.display().to_string();
     assert!(run(&["check-config", "--config", &cfg_s]).status.success());
 

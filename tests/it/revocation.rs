@@ -70,13 +70,7 @@ async fn a_listed_token_is_refused_within_a_second_of_the_file_changing() {
     // check-config and validate read the list as serve does.
     let cfg = dir.join("jwtgate.toml");
     std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, &issuer_extra, "")).unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-            .env_remove("JWTGATE_CONFIG")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = run_jwtgate;
     let cfg_s = cfg.display().to_string();
     let out = run(&["validate", "--config", &cfg_s, "--route", "/api/x", &by_sub]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -297,6 +297,11 @@ pub fn www_authenticate(h: &reqwest::header::HeaderMap) -> String {
     h.get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default()
 }
 
+/// Runs the jwtgate binary with `args` to its end (no `JWTGATE_CONFIG` from the environment).
+pub fn run_jwtgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate")).env_remove("JWTGATE_CONFIG").args(args).output().unwrap()
+}
+
 /// `jwtgate serve --config path` on the ports its file says (0: the system's choice), with
 /// JSON logs; returns the child and its proxy and admin addresses, read from its "listening"
 /// log line (no port is chosen by the test and released for the child to reuse). The rest of
