@@ -77,11 +77,7 @@ pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate
 
 impl HttpFetcher {
     fn builder() -> reqwest::ClientBuilder {
-        crate::tls::install_crypto_provider();
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60))
+        idp_client_builder(reqwest::redirect::Policy::limited(3))
     }
 
     /// Builds the client. Fails only if the TLS backend cannot start.
@@ -92,13 +88,8 @@ impl HttpFetcher {
     /// This fetcher, or one that trusts only the CAs in `ca_file` (an IdP behind a private CA).
     pub fn with_ca_file(&self, ca_file: Option<&std::path::Path>) -> HttpFetcher {
         let Some(path) = ca_file else { return self.clone() };
-        let built = read_ca_bundle(path).and_then(|certs| {
-            let mut b = HttpFetcher::builder().tls_built_in_root_certs(false);
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-            b.build().map_err(|e| format!("{}: {}", path.display(), error_chain(&e)))
-        });
+        let built = trusting_only(HttpFetcher::builder(), path)
+            .and_then(|b| b.build().map_err(|e| format!("{}: {}", path.display(), error_chain(&e))));
         match built {
             Ok(client) => HttpFetcher { client, broken: None },
             Err(e) => {
@@ -138,20 +129,50 @@ impl HttpFetcher {
         if !status.is_success() {
             return Err(FetchError::Status { url: url.to_string(), status: status.as_u16() });
         }
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(FetchError::TooLarge { url: url.to_string(), limit });
-        }
         let max_age =
             resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
-        let mut body = BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-            if body.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge { url: url.to_string(), limit });
-            }
-            body.extend_from_slice(&chunk);
+        match read_limited(&mut resp, limit).await.map_err(unreachable)? {
+            Some(body) => Ok(Fetched { body, max_age }),
+            None => Err(FetchError::TooLarge { url: url.to_string(), limit }),
         }
-        Ok(Fetched { body: body.freeze(), max_age })
     }
+}
+
+/// A response's body, at most `limit` bytes, checked while it streams (a huge answer is cut
+/// off, not buffered); `None` when it is longer.
+pub async fn read_limited(resp: &mut reqwest::Response, limit: usize) -> Result<Option<Bytes>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// A client builder for an IdP: jwtgate's user agent, idle connections kept a minute, `redirect`.
+pub fn idp_client_builder(redirect: reqwest::redirect::Policy) -> reqwest::ClientBuilder {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(redirect)
+        .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
+/// `builder`, trusting only the CAs in the PEM bundle at `ca_file` (an IdP behind a private CA).
+pub fn trusting_only(
+    builder: reqwest::ClientBuilder,
+    ca_file: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut b = builder.tls_built_in_root_certs(false);
+    for c in read_ca_bundle(ca_file)? {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b)
 }
 
 /// The full cause chain of an error on one line (reqwest hides the useful part in sources).

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
 use serde_json::{json, Value};
 use tokio::sync::{OnceCell, Semaphore};
@@ -160,17 +160,11 @@ impl Introspector {
             v.set_sensitive(true);
             v
         };
-        crate::tls::install_crypto_provider();
         // No redirects: a redirected POST would be resent elsewhere, credentials and all.
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(std::time::Duration::from_secs(60));
+        let mut builder = crate::fetch::idp_client_builder(reqwest::redirect::Policy::none());
         if let Some(path) = &keys.cfg.ca_file {
-            builder = builder.tls_built_in_root_certs(false);
-            for c in crate::fetch::read_ca_bundle(path).map_err(|e| format!("issuers[{issuer}].ca_file: {e}"))? {
-                builder = builder.add_root_certificate(c);
-            }
+            builder =
+                crate::fetch::trusting_only(builder, path).map_err(|e| format!("issuers[{issuer}].ca_file: {e}"))?;
         }
         let client = builder.build().map_err(|e| format!("{}: {}", at("client"), crate::fetch::error_chain(&e)))?;
         let name = keys.cfg.name.clone();
@@ -391,18 +385,10 @@ impl Introspector {
         if status != http::StatusCode::OK {
             return Err(("bad_status", format!("{endpoint} answered HTTP {}", status.as_u16())));
         }
-        let too_large = || ("malformed", format!("{endpoint} sent more than {MAX_ANSWER_BYTES} bytes"));
-        if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-            return Err(too_large());
-        }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+        crate::fetch::read_limited(&mut resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(unreachable)?
+            .ok_or_else(|| ("malformed", format!("{endpoint} sent more than {MAX_ANSWER_BYTES} bytes")))
     }
 
     /// Reads an answer: `active`, then (for an active token) the checks that do not depend on
