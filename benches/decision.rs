@@ -29,11 +29,11 @@ use jwtgate::auth::alg::Alg;
 use jwtgate::auth::Authenticator;
 use jwtgate::clock::{Clock, SystemClock};
 use jwtgate::config::Config;
-use jwtgate::dev::issuer::FakeIssuer;
-use jwtgate::dev::mint::SigningKey;
 use jwtgate::fetch::HttpFetcher;
 use jwtgate::keys::KeyRegistry;
 use jwtgate::metrics::Metrics;
+use jwtgate_testkit::issuer::FakeIssuer;
+use jwtgate_testkit::mint::SigningKey;
 
 /// Runs a future that never suspends on this path (no refetch) to completion in one poll.
 fn ready<F: Future>(f: F) -> F::Output {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use jwtgate::auth::alg::Alg;
 use jwtgate::clock::{Clock, SystemClock};
-use jwtgate::dev::echo::EchoUpstream;
-use jwtgate::dev::issuer::FakeIssuer;
-use jwtgate::dev::mint::SigningKey;
+use jwtgate_testkit::echo::EchoUpstream;
+use jwtgate_testkit::issuer::FakeIssuer;
+use jwtgate_testkit::mint::SigningKey;
 
 const AUD: &str = "soak-client";
 

@@ -105,9 +105,9 @@ impl HttpFetcher {
         url: &Url,
         timeout: Duration,
         limit: usize,
-        clock: &dyn crate::clock::Clock,
+        clock: &dyn jwtgate_base::clock::Clock,
     ) -> Result<Fetched, FetchError> {
-        match crate::clock::timeout(clock, timeout, self.get_inner(url, limit)).await {
+        match jwtgate_base::clock::timeout(clock, timeout, self.get_inner(url, limit)).await {
             Some(r) => r,
             None => Err(FetchError::Timeout { url: url.to_string(), secs: timeout.as_secs() }),
         }
@@ -156,7 +156,7 @@ pub async fn read_limited(resp: &mut reqwest::Response, limit: usize) -> Result<
 
 /// A client builder for an IdP: jwtgate's user agent, idle connections kept a minute, `redirect`.
 pub fn idp_client_builder(redirect: reqwest::redirect::Policy) -> reqwest::ClientBuilder {
-    crate::tls::install_crypto_provider();
+    jwtgate_tls::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(redirect)
         .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
@@ -175,20 +175,7 @@ pub fn trusting_only(
     Ok(b)
 }
 
-/// The full cause chain of an error on one line (reqwest hides the useful part in sources).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use jwtgate_base::error_chain;
 
 /// `max-age=N` from a Cache-Control value; `no-store`/`no-cache` mean "no hint".
 pub fn parse_max_age(v: &str) -> Option<Duration> {

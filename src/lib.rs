@@ -9,24 +9,25 @@
 
 pub mod admin;
 pub mod auth;
-pub mod clock;
 pub mod config;
 pub mod cors;
 pub mod decision;
 pub mod decision_listener;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod fetch;
 pub mod keys;
 pub mod km_sync;
-pub(crate) mod log_limit;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
 pub mod refusal;
 pub mod routes;
-pub(crate) mod secret;
 pub mod serve;
 pub mod shared_state;
-pub mod sync;
-pub mod tls;
 pub mod validate_cmd;
+
+// The crates below the gateway, under the names the library has always used: tests, benches and
+// embedders reach the clock and TLS helpers through `jwtgate::` as before.
+pub use jwtgate_base::{clock, sync};
+pub use jwtgate_tls as tls;

@@ -71,6 +71,7 @@ enum Command {
     /// Parse and validate the configuration; print problems with their key paths.
     CheckConfig(ConfigArg),
     /// Start an embedded Asgardeo-like issuer, an echo upstream and the gateway on loopback.
+    #[cfg(feature = "dev")]
     Dev {
         /// Listen on free ports chosen by the system instead of 8080, 9901, 9400 and 9000
         /// (when those are taken); the printed lines show the ports in use.
@@ -79,6 +80,7 @@ enum Command {
     },
     /// Benchmark helper: run only the Asgardeo-like dev issuer and mint tokens into a file.
     #[command(hide = true)]
+    #[cfg(feature = "dev")]
     DevIssuer {
         /// Loopback port to listen on.
         #[arg(long, default_value_t = 9400)]
@@ -308,6 +310,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             }
             Ok(ExitCode::from(result.exit_code as u8))
         }
+        #[cfg(feature = "dev")]
         Command::DevIssuer { port, tokens, out, audience, scope, dpop_proofs, dpop_htu } => {
             init_logging(jwtgate::config::LogFormat::Text, "warn");
             let issuer =
@@ -330,6 +333,7 @@ async fn run(cli: Cli, serve_config: Option<Result<Config, jwtgate::config::Conf
             wait_for_signal().await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "dev")]
         Command::Dev { any_port } => {
             init_logging(jwtgate::config::LogFormat::Text, "info");
             use jwtgate::dev;

@@ -477,8 +477,8 @@ impl Metrics {
     }
 
     /// The proxy listener's connection metrics.
-    pub fn connections(&self) -> crate::proxy::server::ConnMetrics {
-        crate::proxy::server::ConnMetrics {
+    pub fn connections(&self) -> jwtgate_edge::ConnMetrics {
+        jwtgate_edge::ConnMetrics {
             open: self.open_connections.clone(),
             closed: self.connections_closed.clone(),
             limit_waits: self.connection_limit_waits.clone(),

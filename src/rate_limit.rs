@@ -8,8 +8,8 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use crate::clock::Clock;
 use crate::config::RateLimitConfig;
+use jwtgate_base::clock::Clock;
 
 /// Independent locks: two callers rarely wait for each other.
 const SHARDS: usize = 16;
@@ -104,7 +104,7 @@ impl RateLimiter {
         let hash = h.finish();
         let now = u64::try_from(self.clock.monotonic().as_nanos()).unwrap_or(u64::MAX);
         // A poisoned shard is only a counter map: its state is still usable.
-        let mut shard = crate::sync::lock(&self.shards[(hash as usize) % SHARDS]);
+        let mut shard = jwtgate_base::sync::lock(&self.shards[(hash as usize) % SHARDS]);
         let tat = shard.get(&hash).copied().unwrap_or(now).max(now);
         if tat - now > self.tolerance {
             let wait = tat - now - self.tolerance;
@@ -116,15 +116,15 @@ impl RateLimiter {
 
     /// How many keys are tracked now.
     pub fn keys(&self) -> usize {
-        self.shards.iter().map(|s| crate::sync::lock(s).len()).sum()
+        self.shards.iter().map(|s| jwtgate_base::sync::lock(s).len()).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
     use crate::config::RateLimitKey;
+    use jwtgate_base::clock::ManualClock;
     use std::time::Duration;
 
     fn limiter(rps: f64, burst: u32, max_keys: usize) -> (RateLimiter, Arc<ManualClock>) {

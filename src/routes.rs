@@ -135,7 +135,7 @@ impl RouteTable {
         routes: &[RouteConfig],
         metrics: &Metrics,
         listener: &str,
-        clock: &std::sync::Arc<dyn crate::clock::Clock>,
+        clock: &std::sync::Arc<dyn jwtgate_base::clock::Clock>,
         shared: Option<&std::sync::Arc<crate::shared_state::SharedStore>>,
     ) -> RouteTable {
         RouteTable {

@@ -24,7 +24,6 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminScope, AdminState, ADMIN_DRAIN};
 use crate::auth::revocation::DenyList;
 use crate::auth::Authenticator;
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::decision::Judge;
 use crate::decision_listener::DecisionService;
@@ -33,9 +32,10 @@ use crate::keys::{IssuerKeys, KeyRegistry};
 use crate::km_sync::settings::Settings;
 use crate::km_sync::status::{SyncState, SyncStatus};
 use crate::metrics::Metrics;
-use crate::proxy::server::{serve, ServerLimits, TlsSwitch};
 use crate::proxy::upstream::UpstreamPool;
 use crate::proxy::Gateway;
+use jwtgate_base::clock::Clock;
+use jwtgate_edge::{serve, ServerLimits, TlsSwitch};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -571,7 +571,7 @@ impl Reloader {
 
     /// The reload history.
     pub fn history(&self) -> ReloadHistory {
-        crate::sync::lock(&self.history).clone()
+        jwtgate_base::sync::lock(&self.history).clone()
     }
 
     /// Reads the file again. A valid one (TLS files included) replaces routes, issuers,
@@ -585,7 +585,7 @@ impl Reloader {
             Err(refused) => Err(refused),
         };
         let reloads = &self.parts.metrics.config_reloads;
-        let mut history = crate::sync::lock(&self.history);
+        let mut history = jwtgate_base::sync::lock(&self.history);
         match &result {
             Ok(r) => {
                 reloads.with_label_values(&["ok"]).inc();
@@ -745,8 +745,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 /// The listeners' certificates and keys, read from their files: one reading for `start`, a
 /// reload and `check-config`, so all three accept and refuse the same files.
 struct ListenerCerts {
-    proxy: Option<crate::tls::LoadedTls>,
-    decision: Option<crate::tls::LoadedTls>,
+    proxy: Option<jwtgate_tls::LoadedTls>,
+    decision: Option<jwtgate_tls::LoadedTls>,
 }
 
 impl ListenerCerts {
@@ -790,12 +790,14 @@ pub fn check_files(config: &Config) -> Vec<String> {
         problems.extend(e.problems());
     }
     if let Some(t) = &config.upstream.tls {
-        if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
+        if let Err(e) = jwtgate_tls::client_config(t.ca_file.as_deref(), &[b"http/1.1"]) {
             problems.push(format!("upstream.ca_file: {e}"));
         }
     }
     if let Some(settings) = config.key_manager_sync.for_serve() {
-        if let Err(e) = crate::km_sync::apim::ApimClient::new(settings.clone(), Arc::new(crate::clock::SystemClock)) {
+        if let Err(e) =
+            crate::km_sync::apim::ApimClient::new(settings.clone(), Arc::new(jwtgate_base::clock::SystemClock))
+        {
             problems.push(format!("key_manager_sync: {e}"));
         }
     }
@@ -809,7 +811,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let certs = ListenerCerts::read(&config)?;
     certs.publish_expiry(&metrics);
     let switch =
-        |t: Option<crate::tls::LoadedTls>| -> Option<TlsSwitch> { t.map(|t| Arc::new(ArcSwap::new(t.config))) };
+        |t: Option<jwtgate_tls::LoadedTls>| -> Option<TlsSwitch> { t.map(|t| Arc::new(ArcSwap::new(t.config))) };
     let (proxy_tls, decision_tls) = (switch(certs.proxy), switch(certs.decision));
     warn_about(&config);
     let parts = Parts { fetcher, metrics: metrics.clone(), clock: clock.clone() };
@@ -903,7 +905,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         None,
         None,
         // Operations plumbing: its connections live on real time whatever the gateway's clock.
-        Arc::new(crate::clock::SystemClock),
+        Arc::new(jwtgate_base::clock::SystemClock),
     ));
     let mut servers = vec![proxy, admin];
     servers.push(tokio::spawn(watch_config(reloader.clone(), shutdown_rx.clone(), clock.clone())));
@@ -917,7 +919,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             admin_limits,
             None,
             None,
-            Arc::new(crate::clock::SystemClock),
+            Arc::new(jwtgate_base::clock::SystemClock),
         )));
         health_addr = Some(addr);
     }

@@ -8,13 +8,13 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::auth::{bearer, jwt, AuthError, Authenticator, Rejected, TokenError};
-use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::config::Config;
 use crate::decision::{Judge, Original};
 use crate::fetch::HttpFetcher;
 use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
 use crate::metrics::Metrics;
+use jwtgate_base::clock::{Clock, FixedClock, SystemClock};
 
 /// What to judge.
 #[derive(Debug, Clone)]

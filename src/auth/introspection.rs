@@ -25,11 +25,11 @@ use super::{
     check_audience, jwt, not_revoked, policy, time_claims, AuthError, ClaimValue, Rejected, TokenDigester, TokenError,
     Verdict, Verified,
 };
-use crate::clock::Clock;
 use crate::config::{Config, IntrospectionAuth, IntrospectionConfig};
 use crate::keys::IssuerKeys;
 use crate::metrics::Metrics;
-use crate::sync::lock;
+use jwtgate_base::clock::Clock;
+use jwtgate_base::sync::lock;
 
 /// The largest answer read: it becomes `x-jwt-payload`, and no header that size is welcome.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -87,7 +87,7 @@ pub struct Introspector {
     rule_paths: Vec<Vec<String>>,
     clock: Arc<dyn Clock>,
     last_error: Mutex<Option<String>>,
-    log_limit: crate::log_limit::EverySecond,
+    log_limit: jwtgate_base::log_limit::EverySecond,
     metrics: Arc<Metrics>,
     hit: prometheus::IntCounter,
     miss: prometheus::IntCounter,
@@ -187,7 +187,7 @@ impl Introspector {
             rule_paths: config.rule_paths.clone(),
             clock,
             last_error: Mutex::default(),
-            log_limit: crate::log_limit::EverySecond::new(),
+            log_limit: jwtgate_base::log_limit::EverySecond::new(),
             hit: metrics.introspection_cache.with_label_values(&[&name, "hit"]),
             miss: metrics.introspection_cache.with_label_values(&[&name, "miss"]),
             duration: metrics.introspection_duration.with_label_values(&[&name]),
@@ -338,7 +338,7 @@ impl Introspector {
             self.post(&endpoint, token).await
         };
         let secs = self.cfg.timeout.as_secs();
-        match crate::clock::timeout(&*self.clock, self.cfg.timeout, call).await {
+        match jwtgate_base::clock::timeout(&*self.clock, self.cfg.timeout, call).await {
             Some(r) => r,
             None if waiting.load(Ordering::Relaxed) => Err((
                 "busy",

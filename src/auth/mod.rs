@@ -19,12 +19,12 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::clock::Clock;
 use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
 use crate::metrics::Metrics;
 use alg::Alg;
 pub use error::{AuthError, TokenError};
+use jwtgate_base::clock::Clock;
 
 /// What the cache keeps about a verified token: everything the per-request checks need and
 /// nothing more (no copy of the token: a cached entry is about a hundred bytes, so 100,000

@@ -212,7 +212,7 @@ pub struct IntrospectionConfig {
     /// The client id.
     pub client_id: String,
     /// Where its secret is (read at start and on each reload, never logged).
-    pub client_secret: crate::secret::SecretSource,
+    pub client_secret: jwtgate_base::secret::SecretSource,
     /// Basic or form-body client authentication.
     pub auth: IntrospectionAuth,
     /// Active answers are used this long (seconds), never past `exp`.
@@ -411,8 +411,8 @@ pub(super) fn introspection(
         problems.push(problem(key("client_id"), "must not be empty"));
     }
     let client_secret = match (&s.client_secret_env, &s.client_secret_file) {
-        (Some(e), None) if !e.is_empty() => Some(crate::secret::SecretSource::Env(e.clone())),
-        (None, Some(f)) if !f.is_empty() => Some(crate::secret::SecretSource::File(base.join(f))),
+        (Some(e), None) if !e.is_empty() => Some(jwtgate_base::secret::SecretSource::Env(e.clone())),
+        (None, Some(f)) if !f.is_empty() => Some(jwtgate_base::secret::SecretSource::File(base.join(f))),
         (Some(_), Some(_)) => {
             problems.push(problem(key("client_secret_env"), "set only one of client_secret_env, client_secret_file"));
             None

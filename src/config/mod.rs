@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::auth::alg::Alg;
 use crate::km_sync::settings::Settings;
-pub use crate::tls::ListenerTls;
+pub use jwtgate_tls::ListenerTls;
 
 // One file per section: the file model, its defaults and its validation side by side. The
 // whole file, the validated `Config`, and what several sections share stay here.
@@ -267,14 +267,14 @@ impl Config {
             _ => None,
         };
         for i in self.issuers.iter().filter_map(|i| i.introspection.as_ref()) {
-            if let crate::secret::SecretSource::File(f) = &i.client_secret {
+            if let jwtgate_base::secret::SecretSource::File(f) = &i.client_secret {
                 files.push(f.clone());
             }
         }
         if let Some(s) = sync {
             files.extend(s.ca_file.clone());
             for secret in [&s.password, &s.mgmt_client_secret] {
-                if let crate::secret::SecretSource::File(f) = secret {
+                if let jwtgate_base::secret::SecretSource::File(f) = secret {
                     files.push(f.clone());
                 }
             }

@@ -4,17 +4,17 @@
 //! new user sees jwtgate work with no Asgardeo account. The fakes also serve the tests.
 #![allow(clippy::disallowed_methods)] // the fakes stand for servers elsewhere: they keep real time
 
-pub mod echo;
-pub mod issuer;
-pub use jwtgate_jose::mint;
+// The fakes and the minter are the test kit's (`jwtgate-testkit`); `dev` composes them with the
+// gateway.
+pub use jwtgate_testkit::{echo, issuer, mint, mint_dpop, mint_many};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::alg::Alg;
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::serve::{start, Running};
+use jwtgate_base::clock::{Clock, SystemClock};
 
 /// Fixed dev ports (all on 127.0.0.1).
 pub const DEV_GATEWAY: u16 = 8080;
@@ -200,79 +200,4 @@ pub fn banner(d: &DevSetup) -> String {
         ook = d.allowed_opaque_token,
         ono = d.refused_opaque_token,
     )
-}
-
-/// Mints `n` distinct tokens over `claims` (each with its own `jti` and `sub`), signing on every
-/// core: RSA signing is slow and a load test wants thousands.
-pub async fn mint_many(key: &Arc<mint::SigningKey>, claims: &serde_json::Value, n: usize) -> Vec<String> {
-    let threads = std::thread::available_parallelism().map_or(2, |p| p.get()).max(1);
-    let per = n.div_ceil(threads).max(1);
-    let mut tasks = Vec::new();
-    for t in 0..threads {
-        let (key, claims) = (key.clone(), claims.clone());
-        let range = (t * per)..((t + 1) * per).min(n);
-        tasks.push(tokio::task::spawn_blocking(move || {
-            range
-                .map(|i| {
-                    let mut c = claims.clone();
-                    c["jti"] = format!("bench-{i}").into();
-                    c["sub"] = format!("user-{i}").into();
-                    key.token(&c)
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        if let Ok(v) = t.await {
-            out.extend(v);
-        }
-    }
-    out
-}
-
-/// A token bound (`cnf.jkt`) to a fresh ES256 client key, signed by `key` over `claims`, and
-/// `n` proofs of that key for `GET htu`, each with its own `jti` (a DPoP load test's requests),
-/// signed on every core.
-pub async fn mint_dpop(
-    key: &Arc<mint::SigningKey>,
-    claims: &serde_json::Value,
-    htu: &str,
-    n: usize,
-) -> Result<(String, Vec<String>), mint::KeyGenError> {
-    use base64::Engine;
-    let client = Arc::new(mint::SigningKey::generate(Alg::ES256, "client")?);
-    let mut jwk = client.jwk();
-    if let Some(o) = jwk.as_object_mut() {
-        o.remove("kid");
-    }
-    let mut bound = claims.clone();
-    bound["cnf"] = serde_json::json!({ "jkt": crate::auth::dpop::thumbprint(&jwk).unwrap_or_default() });
-    let token = key.token(&bound);
-    let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
-    let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
-    let threads = std::thread::available_parallelism().map_or(2, |p| p.get()).max(1);
-    let per = n.div_ceil(threads).max(1);
-    let now = SystemClock.now_unix();
-    let mut tasks = Vec::new();
-    for t in 0..threads {
-        let (client, header, ath, htu) = (client.clone(), header.clone(), ath.clone(), htu.to_string());
-        let range = (t * per)..((t + 1) * per).min(n);
-        tasks.push(tokio::task::spawn_blocking(move || {
-            range
-                .map(|i| {
-                    let claims = serde_json::json!({"htm": "GET", "htu": htu, "iat": now, "jti": format!("load-{i}"), "ath": ath});
-                    client.sign_json(&header, &claims)
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut proofs = Vec::with_capacity(n);
-    for t in tasks {
-        if let Ok(v) = t.await {
-            proofs.extend(v);
-        }
-    }
-    Ok((token, proofs))
 }

@@ -17,12 +17,12 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::clock::Clock;
 use crate::config::IssuerConfig;
 use crate::fetch::{FetchError, HttpFetcher};
 use crate::metrics::Metrics;
 use discovery::{Discovery, DiscoveryError};
 use jwks::{JwksError, KeySet};
+use jwtgate_base::clock::Clock;
 
 /// Why a refresh failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -158,12 +158,12 @@ impl IssuerKeys {
 
     /// The last refresh error, if the last refresh failed.
     pub fn last_error(&self) -> Option<String> {
-        crate::sync::lock(&self.last_error).clone()
+        jwtgate_base::sync::lock(&self.last_error).clone()
     }
 
     /// The discovery URL in use (after the Asgardeo `/token/` fallback, if it was needed).
     pub fn discovery_url(&self) -> Url {
-        crate::sync::lock(&self.discovery_url).clone()
+        jwtgate_base::sync::lock(&self.discovery_url).clone()
     }
 
     /// Receives every changed discovery document (the key-manager sync listens).
@@ -172,7 +172,7 @@ impl IssuerKeys {
     }
 
     fn set_error(&self, e: Option<String>) {
-        *crate::sync::lock(&self.last_error) = e;
+        *jwtgate_base::sync::lock(&self.last_error) = e;
     }
 
     /// Fetches the discovery document, falling back from Asgardeo's legacy path to the
@@ -192,7 +192,7 @@ impl IssuerKeys {
                     using = %alt,
                     "discovery: the legacy Asgardeo path answered 404; the /oauth2/token/ form worked and is used from now on"
                 );
-                *crate::sync::lock(&self.discovery_url) = alt.clone();
+                *jwtgate_base::sync::lock(&self.discovery_url) = alt.clone();
                 (alt, f)
             }
             (Err(e), _) => return Err(e.into()),
@@ -346,7 +346,7 @@ impl IssuerKeys {
     pub async fn run_refresher(self: Arc<Self>) {
         let mut failures: u32 = 0;
         let mut backoff =
-            crate::clock::Backoff::new(Duration::from_secs(1), self.cfg.refresh.min(Duration::from_secs(32)));
+            jwtgate_base::clock::Backoff::new(Duration::from_secs(1), self.cfg.refresh.min(Duration::from_secs(32)));
         loop {
             let delay = match self.refresh().await {
                 Ok(next) => {

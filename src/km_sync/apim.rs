@@ -83,7 +83,7 @@ pub struct ApimClient {
     settings: Settings,
     client_credentials: tokio::sync::Mutex<Option<(String, String)>>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
-    clock: Arc<dyn crate::clock::Clock>,
+    clock: Arc<dyn jwtgate_base::clock::Clock>,
 }
 
 /// What a create returned.
@@ -114,8 +114,8 @@ fn rejected(what: &str, status: StatusCode, body: &[u8]) -> ApimError {
 impl ApimClient {
     /// Builds the HTTP client (custom CA, optional loopback-only insecure mode, timeouts); the
     /// Admin API token's lifetime is kept on `clock`.
-    pub fn new(settings: Settings, clock: Arc<dyn crate::clock::Clock>) -> Result<ApimClient, String> {
-        crate::tls::install_crypto_provider();
+    pub fn new(settings: Settings, clock: Arc<dyn jwtgate_base::clock::Clock>) -> Result<ApimClient, String> {
+        jwtgate_tls::install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))

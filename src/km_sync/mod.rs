@@ -16,18 +16,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::fetch::HttpFetcher;
 use crate::keys::IssuerKeys;
 use crate::metrics::Metrics;
 use apim::ApimError;
+use jwtgate_base::clock::Clock;
 pub use reconcile::PassOptions;
 use reconcile::{timestamp, Outcome, Syncer};
 use settings::Settings;
 use status::{SyncState, SyncStatus};
 
-use crate::clock::{jittered, Backoff};
+use jwtgate_base::clock::{jittered, Backoff};
 
 /// The background sync: waits for the refresher's first discovery document, then passes at
 /// start, every interval and on every discovery change, retrying transient failures with
@@ -171,7 +171,8 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
         Err(e) => return fail(format!("cannot build the HTTP client: {e}"), 1),
     };
     let metrics = Arc::new(Metrics::new());
-    let keys = IssuerKeys::new(settings.issuer.clone(), fetcher, metrics.clone(), Arc::new(crate::clock::SystemClock));
+    let keys =
+        IssuerKeys::new(settings.issuer.clone(), fetcher, metrics.clone(), Arc::new(jwtgate_base::clock::SystemClock));
     let doc = match keys.fetch_discovery().await {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot read the issuer's discovery document: {e}"), 1),

@@ -98,7 +98,7 @@ pub struct Syncer {
     pub status: Arc<SyncStatus>,
     history: Mutex<VecDeque<Vec<String>>>,
     /// Timestamps and the APIM token's lifetime are kept on it.
-    clock: Arc<dyn crate::clock::Clock>,
+    clock: Arc<dyn jwtgate_base::clock::Clock>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -130,7 +130,7 @@ impl Syncer {
         settings: Settings,
         metrics: Arc<Metrics>,
         status: Arc<SyncStatus>,
-        clock: Arc<dyn crate::clock::Clock>,
+        clock: Arc<dyn jwtgate_base::clock::Clock>,
     ) -> Result<Syncer, String> {
         let client = ApimClient::new(settings.clone(), clock.clone())?;
         Ok(Syncer { settings, client, metrics, status, history: Mutex::new(VecDeque::new()), clock })
@@ -295,7 +295,7 @@ impl Syncer {
     }
 
     fn detect_flapping(&self, corrected: Vec<String>) {
-        let mut history = crate::sync::lock(&self.history);
+        let mut history = jwtgate_base::sync::lock(&self.history);
         history.push_back(corrected);
         while history.len() > FLAP_WINDOW {
             history.pop_front();

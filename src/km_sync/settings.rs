@@ -21,7 +21,7 @@ pub enum AdminAuth {
     Basic,
 }
 
-pub use crate::secret::SecretSource;
+pub use jwtgate_base::secret::SecretSource;
 
 /// The validated sync settings.
 #[derive(Debug, Clone, PartialEq)]

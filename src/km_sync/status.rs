@@ -58,11 +58,11 @@ impl SyncStatus {
 
     /// A copy of the current report.
     pub fn snapshot(&self) -> SyncReport {
-        crate::sync::lock(&self.0).clone()
+        jwtgate_base::sync::lock(&self.0).clone()
     }
 
     /// Applies `f` to the report.
     pub fn update(&self, f: impl FnOnce(&mut SyncReport)) {
-        f(&mut crate::sync::lock(&self.0))
+        f(&mut jwtgate_base::sync::lock(&self.0))
     }
 }

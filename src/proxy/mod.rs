@@ -1,15 +1,16 @@
 //! The proxy: a hyper 1 server (HTTP/1.1 and h2c) whose handler routes, authenticates and
-//! forwards to the upstream over the keep-alive pool in [`upstream`]. Bodies stream both ways
+//! forwards to the upstream over the keep-alive pool of the `jwtgate-upstream` crate. Bodies stream both ways
 //! and are never buffered. Hop-by-hop headers (RFC 9110 §7.6.1, and those named in
 //! `Connection`) are dropped, `x-forwarded-*` set, and the claim headers replaced by the
 //! verified values. A refused request never reaches the upstream. Nothing here panics on input.
 
-pub mod client_body;
 pub mod meaning;
 pub mod request_id;
-pub mod server;
 pub mod tunnel;
-pub mod upstream;
+// The listeners and the upstream client are crates of their own; the proxy composes them.
+pub use jwtgate_edge as server;
+pub use jwtgate_upstream as upstream;
+pub use jwtgate_upstream::client_body;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,7 +130,7 @@ pub struct Gateway {
     public_base_url: Option<String>,
     metrics: Arc<Metrics>,
     /// Upstream failures are logged at most once a second (the metrics count each).
-    upstream_warnings: crate::log_limit::EverySecond,
+    upstream_warnings: jwtgate_base::log_limit::EverySecond,
 }
 
 /// The peer address as a header value. IPv4, the common case, is formatted by hand: going
@@ -274,7 +275,7 @@ impl Gateway {
             body_read_timeout,
             tunnel_limits,
             metrics,
-            upstream_warnings: crate::log_limit::EverySecond::new(),
+            upstream_warnings: jwtgate_base::log_limit::EverySecond::new(),
         }
     }
 
@@ -463,8 +464,9 @@ impl Gateway {
         let req = Request::from_parts(parts, ClientBody::new(body, self.body_read_timeout).0);
         let asked = Instant::now();
         let clock = &**self.auth().clock();
-        let sent =
-            crate::clock::timeout(clock, self.upstream.timeout, self.pool.send_upgrade(req)).await.ok_or(Elapsed);
+        let sent = jwtgate_base::clock::timeout(clock, self.upstream.timeout, self.pool.send_upgrade(req))
+            .await
+            .ok_or(Elapsed);
         let sent = match sent {
             Ok(Ok((mut resp, upstream_slot))) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -585,7 +587,7 @@ impl Gateway {
                 }
             }
         }
-        crate::clock::timeout(clock, self.upstream.timeout, send).await.ok_or(Elapsed)
+        jwtgate_base::clock::timeout(clock, self.upstream.timeout, send).await.ok_or(Elapsed)
     }
 
     /// The request as the upstream gets it: hop-by-hop headers gone, forwarding and claim

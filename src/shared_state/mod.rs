@@ -22,9 +22,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::json;
 
-use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::sync::lock;
+use jwtgate_base::clock::Clock;
+use jwtgate_base::sync::lock;
 use settings::SharedStateConfig;
 
 /// GCRA in one server-side step, on the server's clock (so every replica measures time alike):
@@ -103,7 +103,7 @@ impl SharedStore {
         metrics: Arc<Metrics>,
     ) -> Result<SharedStore, String> {
         use redis::IntoConnectionInfo;
-        crate::tls::install_crypto_provider();
+        jwtgate_tls::install_crypto_provider();
         let mut info = cfg.url.as_str().into_connection_info().map_err(|e| format!("shared_state.redis_url: {e}"))?;
         if let Some(password) = password {
             let settings = info.redis_settings().clone().set_password(password);
@@ -164,7 +164,7 @@ impl SharedStore {
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         let started = self.clock.monotonic();
-        let outcome = crate::clock::timeout(&*self.clock, self.cfg.timeout, fut).await;
+        let outcome = jwtgate_base::clock::timeout(&*self.clock, self.cfg.timeout, fut).await;
         let took = self.clock.monotonic().saturating_sub(started);
         self.metrics.shared_state_duration.with_label_values(&[op]).observe(took.as_secs_f64());
         let result = match outcome {

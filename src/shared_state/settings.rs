@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::ConfigProblem;
-use crate::secret::SecretSource;
+use jwtgate_base::secret::SecretSource;
 
 /// `[shared_state]`, as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -265,7 +265,7 @@ async fn failures_answer_503_are_never_cached_and_never_accept() {
     assert_eq!(h.get_with("/orders/1", &token).await.status(), 200);
     // Stopped: connections refused.
     let fresh = opaque(&h, "orders:read", json!({}));
-    h.idp.stop();
+    h.idp.stop().await;
     assert_unavailable(&h, &fresh, "the issuer stopped").await;
     assert_eq!(h.get_with("/orders/1", &token).await.status(), 200, "a cached answer still serves");
 
@@ -402,6 +402,11 @@ async fn validate_introspects_a_reload_keeps_the_answers_and_bad_settings_are_re
 
     // A gateway from that file: a reload that changes nothing an answer depends on keeps them.
     let (_child, proxy, admin) = spawn_serve(&cfg).await;
+    // Ready once discovery (which names the introspection endpoint) and the keys are in.
+    wait_until("the spawned gateway is ready", || async {
+        h.client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     let fresh = opaque(&h, "orders:read", json!({}));
     let get = |t: String| h.client.get(format!("http://{proxy}/orders/1")).bearer_auth(t).send();
     assert_eq!(get(fresh.clone()).await.unwrap().status(), 200);

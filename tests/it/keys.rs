@@ -92,7 +92,7 @@ async fn forged_kids_cannot_hammer_the_idp() {
 async fn idp_down_after_start_keeps_known_keys_working() {
     let h = Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1", "").await;
     let t = h.token("");
-    h.idp.stop();
+    h.idp.stop().await;
     advance_until(h.manual_clock(), Duration::from_millis(250), "the refresh failed", || async {
         metric(&h.metrics().await, "jwtgate_jwks_fetches_total{issuer=\"asgardeo\",result=\"error\"}") >= 1.0
     })

@@ -528,9 +528,9 @@ fn km_sync_cli_dry_run_and_usage() {
 
 #[test]
 fn the_fakes_spec_copy_is_the_published_admin_api() {
-    // tests/support/apim/admin-api.json is a copy of shared/apim/admin-api.json (see SOURCE.md
+    // crates/testkit/src/apim/admin-api.json is a copy of shared/apim/admin-api.json (see SOURCE.md
     // beside it). Where the shared folder is present, check both the JSON and the YAML agree.
-    let copy: Value = serde_json::from_str(include_str!("support/apim/admin-api.json")).unwrap();
+    let copy: Value = serde_json::from_str(include_str!("../../crates/testkit/src/apim/admin-api.json")).unwrap();
     let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/apim");
     if let Ok(yaml) = std::fs::read_to_string(shared.join("admin-api.yaml")) {
         let from_yaml: Value = serde_yaml::from_str(&yaml).unwrap();

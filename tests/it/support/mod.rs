@@ -1,10 +1,10 @@
 //! Shared fixtures for the integration tests: a fake Asgardeo organization and an echo
-//! upstream (the same ones `jwtgate dev` uses, from `jwtgate::dev`), a gateway started from a
+//! upstream (the same ones `jwtgate dev` uses, from the `jwtgate-testkit` crate), a gateway started from a
 //! real configuration on ephemeral loopback ports, token minting with real signatures, and an
 //! HTTP client plus a raw-socket client for requests no well-behaved client would send.
 #![allow(dead_code)]
 
-pub mod apim;
+pub use jwtgate_testkit::apim;
 pub mod dpop;
 
 use std::net::SocketAddr;
@@ -18,9 +18,9 @@ use jwtgate::serve::{start, Running};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use jwtgate::dev::echo::EchoUpstream;
-pub use jwtgate::dev::issuer::FakeIssuer;
-pub use jwtgate::dev::mint::SigningKey;
+pub use jwtgate_testkit::echo::EchoUpstream;
+pub use jwtgate_testkit::issuer::FakeIssuer;
+pub use jwtgate_testkit::mint::SigningKey;
 
 /// The audience tests use.
 pub const AUD: &str = "test-client";

@@ -19,6 +19,9 @@
 //! more on a fresh connection — like nginx does — rather than answered with 502. Only such
 //! requests pay for the copy of their head that this takes.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -34,9 +37,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::client_body::ClientBody;
-use crate::config::{Upstream, UpstreamProtocol};
-use crate::tls::MaybeTls;
+pub mod client_body;
+mod settings;
+
+use client_body::ClientBody;
+use jwtgate_tls::MaybeTls;
+pub use settings::{Upstream, UpstreamProtocol, UpstreamTls};
 use tokio::net::TcpStream;
 
 /// Why a request could not be exchanged with the upstream.
@@ -54,7 +60,7 @@ impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpstreamError::Connect(m) => write!(f, "connect: {m}"),
-            UpstreamError::Exchange(e) => write!(f, "{}", crate::fetch::error_chain(e)),
+            UpstreamError::Exchange(e) => write!(f, "{}", jwtgate_base::error_chain(e)),
             UpstreamError::Saturated => write!(f, "every upstream connection (upstream.max_connections) is in use"),
         }
     }
@@ -126,7 +132,7 @@ pub struct UpstreamPool {
     /// connection's task, and by a tunnel while it is open.
     slots: Arc<tokio::sync::Semaphore>,
     /// Connect, TLS handshake and the wait for a free connection run on it.
-    clock: Arc<dyn crate::clock::Clock>,
+    clock: Arc<dyn jwtgate_base::clock::Clock>,
 }
 
 /// An upstream connection's place under `upstream.max_connections`.
@@ -149,7 +155,7 @@ impl UpstreamPool {
     /// A pool for `upstream` whose idle connections are closed after its idle timeout by a
     /// reaper task spawned here (so it must be called inside the runtime); the task ends when
     /// the pool is dropped. Fails only when the upstream's `ca_file` cannot be used.
-    pub fn start(upstream: &Upstream, clock: Arc<dyn crate::clock::Clock>) -> Result<Arc<UpstreamPool>, String> {
+    pub fn start(upstream: &Upstream, clock: Arc<dyn jwtgate_base::clock::Clock>) -> Result<Arc<UpstreamPool>, String> {
         let tls = match &upstream.tls {
             None => None,
             Some(t) => {
@@ -158,7 +164,7 @@ impl UpstreamPool {
                     _ => &[b"http/1.1"],
                 };
                 let config = |alpn: &[&[u8]]| {
-                    crate::tls::client_config(t.ca_file.as_deref(), alpn).map_err(|e| format!("upstream.ca_file: {e}"))
+                    jwtgate_tls::client_config(t.ca_file.as_deref(), alpn).map_err(|e| format!("upstream.ca_file: {e}"))
                 };
                 let main = tokio_rustls::TlsConnector::from(config(alpn)?);
                 // A WebSocket upgrade is HTTP/1.1 whatever the requests speak.
@@ -166,7 +172,7 @@ impl UpstreamPool {
                     UpstreamProtocol::H2 => tokio_rustls::TlsConnector::from(config(&[b"http/1.1"])?),
                     _ => main.clone(),
                 };
-                let name = crate::tls::server_name(&t.server_name).map_err(|e| format!("upstream.url: {e}"))?;
+                let name = jwtgate_tls::server_name(&t.server_name).map_err(|e| format!("upstream.url: {e}"))?;
                 Some(UpstreamTlsConnectors { main, http1, name })
             }
         };
@@ -195,7 +201,7 @@ impl UpstreamPool {
     }
 
     /// The reaper tick `clock` is at: its monotonic time in whole periods.
-    fn tick_at(clock: &dyn crate::clock::Clock, period: Duration) -> u64 {
+    fn tick_at(clock: &dyn jwtgate_base::clock::Clock, period: Duration) -> u64 {
         u64::try_from(clock.monotonic().as_nanos() / period.as_nanos().max(1)).unwrap_or(u64::MAX)
     }
 
@@ -216,7 +222,7 @@ impl UpstreamPool {
 
     /// Every `period`: sets the tick from the clock and closes connections idle for longer than
     /// the pool's `idle_ticks`; returns when the pool is dropped.
-    async fn reap_idle(pool: Weak<UpstreamPool>, period: Duration, clock: Arc<dyn crate::clock::Clock>) {
+    async fn reap_idle(pool: Weak<UpstreamPool>, period: Duration, clock: Arc<dyn jwtgate_base::clock::Clock>) {
         loop {
             clock.sleep(period).await;
             let Some(pool) = pool.upgrade() else { return };
@@ -237,7 +243,8 @@ impl UpstreamPool {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(Arc::new(p));
         }
-        match crate::clock::timeout(&*self.clock, self.connect_timeout, self.slots.clone().acquire_owned()).await {
+        match jwtgate_base::clock::timeout(&*self.clock, self.connect_timeout, self.slots.clone().acquire_owned()).await
+        {
             Some(Ok(p)) => Ok(Arc::new(p)),
             _ => Err(UpstreamError::Saturated),
         }
@@ -250,7 +257,7 @@ impl UpstreamPool {
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleConn>> {
         // The critical sections below cannot panic, so a poisoned lock still holds a valid list.
-        crate::sync::lock(&self.idle)
+        jwtgate_base::sync::lock(&self.idle)
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
@@ -289,7 +296,7 @@ impl UpstreamPool {
                     (None, Some(copy)) => {
                         tracing::debug!(
                             "pooled upstream connection failed ({}); sending the request again on a new one",
-                            crate::fetch::error_chain(e.error())
+                            jwtgate_base::error_chain(e.error())
                         );
                         replayed = true;
                         req = copy;
@@ -332,7 +339,7 @@ impl UpstreamPool {
 
     /// Drops the shared HTTP/2 connection if it is still `tx`'s.
     fn forget_h2(&self, tx: &http2::SendRequest<H2Body>) {
-        let mut h2 = crate::sync::lock(&self.h2);
+        let mut h2 = jwtgate_base::sync::lock(&self.h2);
         if h2.as_ref().is_some_and(|cur| cur.is_closed() || std::ptr::eq(cur, tx)) || tx.is_closed() {
             *h2 = None;
         }
@@ -341,7 +348,7 @@ impl UpstreamPool {
     /// The shared HTTP/2 connection's sender, connecting when there is none (or it closed).
     async fn h2_sender(&self) -> Result<http2::SendRequest<H2Body>, UpstreamError> {
         let current = || {
-            let h2 = crate::sync::lock(&self.h2);
+            let h2 = jwtgate_base::sync::lock(&self.h2);
             h2.as_ref().filter(|tx| !tx.is_closed()).cloned()
         };
         if let Some(tx) = current() {
@@ -360,14 +367,14 @@ impl UpstreamPool {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| UpstreamError::Connect(crate::fetch::error_chain(&e)))?;
+            .map_err(|e| UpstreamError::Connect(jwtgate_base::error_chain(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!("upstream HTTP/2 connection ended with an error: {}", crate::fetch::error_chain(&e));
+                tracing::debug!("upstream HTTP/2 connection ended with an error: {}", jwtgate_base::error_chain(&e));
             }
             drop(slot);
         });
-        *crate::sync::lock(&self.h2) = Some(tx.clone());
+        *jwtgate_base::sync::lock(&self.h2) = Some(tx.clone());
         Ok(tx)
     }
 
@@ -386,11 +393,11 @@ impl UpstreamPool {
         let (mut tx, conn) = http1::Builder::new()
             .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(crate::fetch::error_chain(&e)))?;
+            .map_err(|e| UpstreamError::Connect(jwtgate_base::error_chain(&e)))?;
         let held = slot.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream upgrade connection ended with an error: {}", crate::fetch::error_chain(&e));
+                tracing::debug!("upstream upgrade connection ended with an error: {}", jwtgate_base::error_chain(&e));
             }
             drop(held);
         });
@@ -428,7 +435,7 @@ impl UpstreamPool {
 
     async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = match crate::clock::timeout(&*self.clock, self.connect_timeout, connect).await {
+        let stream = match jwtgate_base::clock::timeout(&*self.clock, self.connect_timeout, connect).await {
             None => return Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
             Some(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
             Some(Ok(s)) => s,
@@ -452,7 +459,7 @@ impl UpstreamPool {
                 .await
                 .map_err(|e| UpstreamError::Connect(format!("TLS handshake with the upstream: {e}")))
         };
-        match crate::clock::timeout(&*self.clock, self.connect_timeout, handshake).await {
+        match jwtgate_base::clock::timeout(&*self.clock, self.connect_timeout, handshake).await {
             None => Err(UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))),
             Some(r) => Ok(MaybeTls::Tls(Box::new(r?.into()))),
         }
@@ -464,10 +471,10 @@ impl UpstreamPool {
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(crate::fetch::error_chain(&e)))?;
+            .map_err(|e| UpstreamError::Connect(jwtgate_base::error_chain(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!("upstream connection ended with an error: {}", crate::fetch::error_chain(&e));
+                tracing::debug!("upstream connection ended with an error: {}", jwtgate_base::error_chain(&e));
             }
             drop(slot);
         });

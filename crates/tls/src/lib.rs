@@ -7,6 +7,9 @@
 //! when the listener starts and again on every reload; a file that cannot be used is reported
 //! with its path and the reason, and on reload the running certificate stays.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::mint::SigningKey;
-use crate::proxy::server::{serve, ServerLimits};
+use jwtgate_edge::{serve, ServerLimits};
 
 #[derive(Default)]
 struct State {
@@ -72,9 +72,11 @@ pub struct FakeIssuer {
     origin: String,
     state: Arc<State>,
     stop: watch::Sender<bool>,
+    /// The accept loop, which ends once every connection is closed.
+    serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-use crate::sync::lock;
+use jwtgate_base::sync::lock;
 
 impl FakeIssuer {
     /// Starts on an ephemeral loopback port.
@@ -102,7 +104,7 @@ impl FakeIssuer {
         let st = state.clone();
         let org_owned = org.to_string();
         let base = origin.clone();
-        tokio::spawn(serve(
+        let serving = tokio::spawn(serve(
             listener,
             move |req, _| {
                 let st = st.clone();
@@ -114,9 +116,9 @@ impl FakeIssuer {
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
             tls.map(|c| Arc::new(arc_swap::ArcSwap::new(c))),
-            Arc::new(crate::clock::SystemClock),
+            Arc::new(jwtgate_base::clock::SystemClock),
         ));
-        Ok(FakeIssuer { addr, org: org.to_string(), origin, state, stop })
+        Ok(FakeIssuer { addr, org: org.to_string(), origin, state, stop, serving: Mutex::new(Some(serving)) })
     }
 
     /// The `iss` its tokens carry.
@@ -246,9 +248,14 @@ impl FakeIssuer {
         format!("{}/t/{}/oauth2/introspect", self.origin, self.org)
     }
 
-    /// Stops listening: connections are refused from now on.
-    pub fn stop(&self) {
+    /// Stops listening and returns once every connection is closed: from then on connections
+    /// are refused, and none kept alive by a client can still be answered.
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
+        let serving = lock(&self.serving).take();
+        if let Some(serving) = serving {
+            let _ = serving.await;
+        }
     }
 
     /// Claims in Asgardeo's access-token shape, valid for an hour from `now`.

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::server::{serve, ServerLimits};
+use jwtgate_edge::{serve, ServerLimits};
 
 /// A running echo server.
 pub struct EchoUpstream {
@@ -64,7 +64,7 @@ impl EchoUpstream {
             ServerLimits { drain: Duration::from_millis(200), ..ServerLimits::default() },
             None,
             tls.map(|c| Arc::new(arc_swap::ArcSwap::new(c))),
-            Arc::new(crate::clock::SystemClock),
+            Arc::new(jwtgate_base::clock::SystemClock),
         ));
         Ok(EchoUpstream { addr, hits, body_errors, delay_ms, stop })
     }

@@ -8,6 +8,9 @@
 //! shutdown stops accepting, lets in-flight requests finish within a bound, then closes the
 //! rest. Accept errors (e.g. out of file descriptors) are logged and retried, never fatal.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,8 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::clock::Clock;
-use crate::tls::MaybeTls;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
@@ -27,6 +28,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use jwtgate_base::clock::{self, Clock};
+use jwtgate_tls::MaybeTls;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -156,7 +159,7 @@ impl CoarseClock {
     }
 
     /// A sleep on the gateway's clock.
-    fn sleep(&self, d: Duration) -> crate::clock::Sleep {
+    fn sleep(&self, d: Duration) -> clock::Sleep {
         self.1.sleep(d)
     }
 }
@@ -442,7 +445,7 @@ pub async fn serve<F, Fut, B>(
     let (force_tx, force_rx) = watch::channel(false);
     let (clock, ticker) = CoarseClock::start(clock);
     let mut accept_failures = AcceptFailures::default();
-    let limit_warnings = crate::log_limit::EverySecond::new();
+    let limit_warnings = jwtgate_base::log_limit::EverySecond::new();
     loop {
         let permit = match &cap {
             None => None,
@@ -517,11 +520,11 @@ pub async fn serve<F, Fut, B>(
 #[derive(Default)]
 struct AcceptFailures {
     backoff: Duration,
-    logged: crate::log_limit::EverySecond,
+    logged: jwtgate_base::log_limit::EverySecond,
 }
 
 impl AcceptFailures {
-    async fn failed(&mut self, e: &std::io::Error, metrics: Option<&ConnMetrics>, clock: &dyn crate::clock::Clock) {
+    async fn failed(&mut self, e: &std::io::Error, metrics: Option<&ConnMetrics>, clock: &dyn clock::Clock) {
         if let Some(m) = metrics {
             m.accept_errors.inc();
         }
@@ -573,7 +576,7 @@ impl Connection {
                 // Boxed: the handshake's state is kilobytes, and would otherwise sit in every
                 // connection task.
                 let handshake = Box::pin(acceptor.accept(stream));
-                match crate::clock::timeout(&*self.clock.1, self.limits.header_read_timeout, handshake).await {
+                match clock::timeout(&*self.clock.1, self.limits.header_read_timeout, handshake).await {
                     Some(Ok(stream)) => {
                         self.serve_io(MaybeTls::Tls(Box::new(stream.into())), handler, peer, slot).await
                     }

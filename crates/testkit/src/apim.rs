@@ -287,7 +287,7 @@ impl FakeApim {
     /// The Developer Portal's "Generate Keys" for application `app` against key manager
     /// `key_manager`, as the portal sends it (Basic admin credentials): status and body.
     pub async fn generate_keys(&self, app: &str, key_manager: &str) -> (u16, Value) {
-        jwtgate::tls::install_crypto_provider();
+        jwtgate_tls::install_crypto_provider();
         let r = reqwest::Client::builder()
             .no_proxy()
             .danger_accept_invalid_certs(true)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// One kind of warning's allowance: a line a second.
-pub(crate) struct EverySecond {
+pub struct EverySecond {
     since: Instant,
     /// Milliseconds after `since` from which the next line may be written.
     next_ms: AtomicU64,
@@ -17,13 +17,14 @@ pub(crate) struct EverySecond {
 }
 
 impl EverySecond {
-    pub(crate) fn new() -> EverySecond {
+    /// An allowance whose first line may be written at once.
+    pub fn new() -> EverySecond {
         EverySecond { since: Instant::now(), next_ms: AtomicU64::new(0), held: AtomicU64::new(0) }
     }
 
     /// `Some(n)` when a line may be written now (`n` were held back before it); `None` when
     /// this one is held back.
-    pub(crate) fn admit(&self) -> Option<u64> {
+    pub fn admit(&self) -> Option<u64> {
         let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         let next = self.next_ms.load(Ordering::Relaxed);
         if now >= next
