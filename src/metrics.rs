@@ -476,6 +476,17 @@ impl Metrics {
         }
     }
 
+    /// The key-manager sync's metrics.
+    pub fn km_sync(&self) -> jwtgate_km_sync::SyncMetrics {
+        jwtgate_km_sync::SyncMetrics {
+            runs: self.km_sync_runs.clone(),
+            writes: self.km_sync_writes.clone(),
+            in_sync: self.km_sync_in_sync.clone(),
+            last_success: self.km_sync_last_success.clone(),
+            conflicts: self.km_sync_conflicts.clone(),
+        }
+    }
+
     /// The proxy listener's connection metrics.
     pub fn connections(&self) -> jwtgate_edge::ConnMetrics {
         jwtgate_edge::ConnMetrics {

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,16 +13,18 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::auth::alg::Alg;
-use crate::km_sync::settings::Settings;
+use jwtgate_km_sync::settings::Settings;
 pub use jwtgate_tls::ListenerTls;
 
 // One file per section: the file model, its defaults and its validation side by side. The
 // whole file, the validated `Config`, and what several sections share stay here.
 mod issuers;
+mod km_sync;
 mod routes;
 mod server;
 mod upstream;
 pub use issuers::*;
+pub use km_sync::*;
 pub use routes::*;
 pub use server::*;
 pub use upstream::*;
@@ -100,80 +102,6 @@ pub struct FileConfig {
     pub shared_state: Option<crate::shared_state::settings::SharedStateSection>,
 }
 
-/// `[key_manager_sync]`, as written; see `km_sync::settings` for its validated form.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct KmSyncSection {
-    /// Run the sync inside `serve`.
-    #[serde(default)]
-    pub enabled: bool,
-    /// APIM's base URL, e.g. `https://localhost:9443`.
-    pub apim_url: Option<String>,
-    /// Default `{apim_url}/api/am/admin/v4`.
-    pub admin_api_url: Option<String>,
-    /// Default `{apim_url}/oauth2/token`.
-    pub token_url: Option<String>,
-    /// Default `{apim_url}/client-registration/v0.17/register`.
-    pub dcr_url: Option<String>,
-    /// `password` (default), `client_credentials` or `basic`.
-    pub auth: Option<String>,
-    /// The admin user.
-    pub username: Option<String>,
-    /// Environment variable holding the admin password.
-    pub password_env: Option<String>,
-    /// File holding the admin password.
-    pub password_file: Option<String>,
-    /// Inline password: works, with a startup warning.
-    pub password: Option<String>,
-    /// PEM bundle trusted for APIM's certificate.
-    pub ca_file: Option<String>,
-    /// Skip TLS verification; refused unless `apim_url` is loopback.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// The `[[issuers]]` name the registration describes.
-    pub issuer: Option<String>,
-    /// The registration's name (default `Asgardeo`).
-    pub name: Option<String>,
-    /// Managed only when set.
-    pub display_name: Option<String>,
-    /// Managed only when set.
-    pub description: Option<String>,
-    /// Default: discovery's `grant_types_supported`.
-    pub grant_types: Option<Vec<String>>,
-    /// Default: the `{org}` of the issuer's `/t/{org}/`.
-    pub org_name: Option<String>,
-    /// The Asgardeo management application's client id.
-    pub mgmt_client_id: Option<String>,
-    /// Environment variable holding the management application's secret.
-    pub mgmt_client_secret_env: Option<String>,
-    /// File holding the management application's secret.
-    pub mgmt_client_secret_file: Option<String>,
-    /// Default `{issuer origin}/t/{org}/api/server/v1/api-resources`.
-    pub api_resource_management_endpoint: Option<String>,
-    /// Default `{issuer origin}/t/{org}/scim2/v2/Roles`.
-    pub roles_endpoint: Option<String>,
-    /// `DIRECT` (default), `EXCHANGED` or `BOTH`.
-    pub token_type: Option<String>,
-    /// Seconds between passes (300).
-    pub interval_seconds: Option<u64>,
-    /// Random 0..jitter added to each interval (10% of the interval).
-    pub jitter_seconds: Option<u64>,
-    /// Cap of the retry backoff on 5xx and network errors (30).
-    pub max_backoff_seconds: Option<u64>,
-    /// Timeout of each APIM request (10).
-    pub request_timeout_seconds: Option<u64>,
-    /// `enableOAuthAppCreation` (true): the Developer Portal may create OAuth clients
-    /// ("Generate Keys"). APIM stores `false` when a create body omits it.
-    pub oauth_app_creation: Option<bool>,
-    /// `enableMapOAuthConsumerApps` (true): existing OAuth clients may be mapped.
-    pub map_oauth_consumer_apps: Option<bool>,
-    /// `enableTokenGeneration` (true): the Developer Portal may generate tokens.
-    pub token_generation: Option<bool>,
-    /// The Asgardeo API resource holding the global scopes (`APIM_GLOBAL_SCOPES`); the
-    /// connector looks it up by this name and fails when it does not exist.
-    pub global_scopes_resource: Option<String>,
-}
-
 // === the validated model ===
 
 /// A validated configuration, ready to build the gateway from.
@@ -204,38 +132,6 @@ pub struct Config {
     pub shared_state: Option<crate::shared_state::settings::SharedStateConfig>,
     /// SHA-256 of the file's text, hex (shown on `/status`, logged on reload).
     pub sha256: String,
-}
-
-/// `[key_manager_sync]`, validated once with the rest of the file. A switched-off section
-/// must not block start-up, so its problems are kept (for `check-config`'s warnings and for
-/// `km-sync --once`, which runs either way) instead of failing the file.
-#[derive(Debug, Clone)]
-pub enum KmSyncConfig {
-    /// No `[key_manager_sync]` section.
-    Absent,
-    /// `enabled = false`: the settings if complete, or what they still lack.
-    Off(Result<Box<Settings>, Vec<ConfigProblem>>),
-    /// `enabled = true` (then the section is complete, or the file was refused).
-    On(Box<Settings>),
-}
-
-impl KmSyncConfig {
-    /// The settings the background sync inside `serve` runs with.
-    pub fn for_serve(&self) -> Option<&Settings> {
-        match self {
-            KmSyncConfig::On(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The settings `km-sync --once` runs with, enabled or not; `Ok(None)`: no section.
-    pub fn for_one_pass(&self) -> Result<Option<&Settings>, &[ConfigProblem]> {
-        match self {
-            KmSyncConfig::Absent => Ok(None),
-            KmSyncConfig::Off(Ok(s)) | KmSyncConfig::On(s) => Ok(Some(s)),
-            KmSyncConfig::Off(Err(problems)) => Err(problems),
-        }
-    }
 }
 
 /// One configured claim header: the header name and the index of its claim path in
@@ -487,7 +383,7 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
     // not reported (beyond key names and types, which serde checked).
     let key_manager_sync = match &file.key_manager_sync {
         None => KmSyncConfig::Absent,
-        Some(k) => match (k.enabled, Settings::resolve(k, &base, &issuers)) {
+        Some(k) => match (k.enabled, resolve_km_sync(k, &base, &issuers)) {
             (true, Ok(s)) => KmSyncConfig::On(Box::new(s)),
             (true, Err(mut p)) => {
                 problems.append(&mut p);

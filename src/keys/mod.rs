@@ -4,8 +4,8 @@
 //! up to the configured maximum staleness. Nothing here blocks a reader: the hot path only
 //! loads an `Arc`.
 
-pub mod discovery;
 pub use jwtgate_jose::jwks;
+pub use jwtgate_oidc::discovery;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

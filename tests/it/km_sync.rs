@@ -394,7 +394,7 @@ async fn an_expired_admin_token_is_renewed_once() {
     let status = Arc::new(jwtgate::km_sync::status::SyncStatus::new(jwtgate::km_sync::status::SyncState::Drifted));
     let syncer = jwtgate::km_sync::reconcile::Syncer::new(
         settings,
-        metrics.clone(),
+        metrics.km_sync(),
         status,
         Arc::new(jwtgate::clock::SystemClock),
     )

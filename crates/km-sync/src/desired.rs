@@ -10,8 +10,8 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use url::Url;
 
-use super::settings::Settings;
-use crate::keys::discovery::Discovery;
+use crate::settings::Settings;
+use jwtgate_oidc::discovery::Discovery;
 
 /// What APIM shows instead of a stored secret, and accepts as "keep the stored one".
 pub const MASK: &str = "*****";

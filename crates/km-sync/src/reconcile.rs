@@ -10,12 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use url::Url;
 
-use super::apim::{ApimClient, ApimError, Created};
-use super::desired::{self, Change, ASGARDEO_TYPE};
-use super::settings::Settings;
-use super::status::{SyncState, SyncStatus};
-use crate::keys::discovery::Discovery;
-use crate::metrics::Metrics;
+use crate::apim::{ApimClient, ApimError, Created};
+use crate::desired::{self, Change, ASGARDEO_TYPE};
+use crate::settings::Settings;
+use crate::status::{SyncState, SyncStatus};
+use crate::SyncMetrics;
+use jwtgate_oidc::discovery::Discovery;
 
 /// What a pass found and did.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ pub struct Syncer {
     /// The settings.
     pub settings: Settings,
     client: ApimClient,
-    metrics: Arc<Metrics>,
+    metrics: SyncMetrics,
     /// The status `/status` shows.
     pub status: Arc<SyncStatus>,
     history: Mutex<VecDeque<Vec<String>>>,
@@ -128,7 +128,7 @@ impl Syncer {
     /// A syncer with its own APIM client.
     pub fn new(
         settings: Settings,
-        metrics: Arc<Metrics>,
+        metrics: SyncMetrics,
         status: Arc<SyncStatus>,
         clock: Arc<dyn jwtgate_base::clock::Clock>,
     ) -> Result<Syncer, String> {
@@ -175,7 +175,7 @@ impl Syncer {
                 }
                 match self.client.create(&desired::create_body(name, &desired), &secrets).await? {
                     Created::Created(obj) => {
-                        self.metrics.km_sync_writes.with_label_values(&["create"]).inc();
+                        self.metrics.writes.with_label_values(&["create"]).inc();
                         let id = obj.get("id").and_then(Value::as_str).map(str::to_string);
                         tracing::info!(
                             key_manager = name,
@@ -223,7 +223,7 @@ impl Syncer {
             let rotate = changes.iter().any(|c| c.field == desired::SECRET_FIELD);
             let body = desired::update_body(&actual, &desired, rotate);
             self.client.update(&id, &body, &secrets).await?;
-            self.metrics.km_sync_writes.with_label_values(&["update"]).inc();
+            self.metrics.writes.with_label_values(&["update"]).inc();
             let names: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
             tracing::info!(key_manager = name, %id, fields = ?names, "corrected the APIM key manager");
             return Ok(Outcome::Update { id, changes, applied: true });
@@ -244,17 +244,17 @@ impl Syncer {
             Ok(_) => "ok",
             Err(_) => "error",
         };
-        self.metrics.km_sync_runs.with_label_values(&[run]).inc();
+        self.metrics.runs.with_label_values(&[run]).inc();
         match result {
-            Ok(Outcome::Conflict { .. }) | Err(_) => self.metrics.km_sync_in_sync.set(0),
-            Ok(Outcome::InSync { .. }) => self.metrics.km_sync_in_sync.set(1),
+            Ok(Outcome::Conflict { .. }) | Err(_) => self.metrics.in_sync.set(0),
+            Ok(Outcome::InSync { .. }) => self.metrics.in_sync.set(1),
             Ok(Outcome::Create { applied, .. } | Outcome::Update { applied, .. }) => {
-                self.metrics.km_sync_in_sync.set(i64::from(*applied))
+                self.metrics.in_sync.set(i64::from(*applied))
             }
         }
         if matches!(result, Ok(o) if !matches!(o, Outcome::Conflict { .. })) {
             let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            self.metrics.km_sync_last_success.set(secs);
+            self.metrics.last_success.set(secs);
         }
         self.status.update(|s| {
             s.last_run = Some(rfc3339(now));
@@ -313,7 +313,7 @@ impl Syncer {
                 field = %field,
                 "another writer keeps changing {field}: corrected {FLAP_LIMIT} times within {FLAP_WINDOW} passes"
             );
-            self.metrics.km_sync_conflicts.inc();
+            self.metrics.conflicts.inc();
             for pass in history.iter_mut() {
                 pass.retain(|f| f != &field);
             }

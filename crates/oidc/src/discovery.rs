@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::outbound_url;
+use crate::outbound_url;
 
 /// The parts of a discovery document jwtgate relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]

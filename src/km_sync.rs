@@ -5,11 +5,8 @@
 //! the key refresher sees the discovery document change; it never blocks the hot path and never
 //! panics the process. `km-sync --once` runs one pass from the command line.
 
-pub mod apim;
-pub mod desired;
-pub mod reconcile;
-pub mod settings;
-pub mod status;
+// Reconciling APIM is the `jwtgate-km-sync` crate's job; when to reconcile is the gateway's.
+pub use jwtgate_km_sync::{apim, desired, reconcile, settings, status};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,7 +117,9 @@ pub fn prepare(
     let Some(issuer) = keys.get(settings.issuer_index).cloned() else {
         return Err("key_manager_sync.issuer: no such issuer".into());
     };
-    let syncer = Arc::new(Syncer::new(settings, metrics, status, clock).map_err(|e| format!("key_manager_sync: {e}"))?);
+    let syncer = Arc::new(
+        Syncer::new(settings, metrics.km_sync(), status, clock).map_err(|e| format!("key_manager_sync: {e}"))?,
+    );
     Ok(Some(PreparedSync { syncer, issuer }))
 }
 
@@ -171,8 +170,10 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
         Err(e) => return fail(format!("cannot build the HTTP client: {e}"), 1),
     };
     let metrics = Arc::new(Metrics::new());
-    let keys =
-        IssuerKeys::new(settings.issuer.clone(), fetcher, metrics.clone(), Arc::new(jwtgate_base::clock::SystemClock));
+    let Some(issuer) = config.issuers.get(settings.issuer_index) else {
+        return fail("key_manager_sync.issuer: no such issuer".into(), 2);
+    };
+    let keys = IssuerKeys::new(issuer.clone(), fetcher, metrics.clone(), Arc::new(jwtgate_base::clock::SystemClock));
     let doc = match keys.fetch_discovery().await {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot read the issuer's discovery document: {e}"), 1),
@@ -180,10 +181,11 @@ pub async fn run_once(config: &Config, opts: PassOptions, budget: Duration, cloc
     let url = keys.discovery_url();
     let name = settings.name.clone();
     let max_backoff = settings.max_backoff;
-    let syncer = match Syncer::new(settings, metrics, Arc::new(SyncStatus::new(SyncState::Drifted)), clock.clone()) {
-        Ok(s) => s,
-        Err(e) => return fail(e, 2),
-    };
+    let syncer =
+        match Syncer::new(settings, metrics.km_sync(), Arc::new(SyncStatus::new(SyncState::Drifted)), clock.clone()) {
+            Ok(s) => s,
+            Err(e) => return fail(e, 2),
+        };
     let deadline = clock.monotonic() + budget;
     let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
     loop {

@@ -13,8 +13,8 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::settings::{AdminAuth, Secrets, Settings};
-use crate::fetch::error_chain;
+use crate::settings::{AdminAuth, Secrets, Settings};
+use jwtgate_base::error_chain;
 
 /// The scopes requested for the Admin API token (APIM accepts any one of them per operation).
 pub const ADMIN_SCOPES: &str = "apim:admin apim:admin_operations apim:keymanagers_manage";
