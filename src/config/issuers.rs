@@ -410,21 +410,27 @@ pub(super) fn introspection(
     if s.client_id.trim().is_empty() {
         problems.push(problem(key("client_id"), "must not be empty"));
     }
-    let client_secret = match (&s.client_secret_env, &s.client_secret_file) {
-        (Some(e), None) if !e.is_empty() => Some(jwtgate_base::secret::SecretSource::Env(e.clone())),
-        (None, Some(f)) if !f.is_empty() => Some(jwtgate_base::secret::SecretSource::File(base.join(f))),
-        (Some(_), Some(_)) => {
-            problems.push(problem(key("client_secret_env"), "set only one of client_secret_env, client_secret_file"));
-            None
-        }
-        _ => {
-            problems.push(problem(
-                key("client_secret_env"),
-                "missing: set client_secret_env or client_secret_file (a secret is never written inline)",
-            ));
-            None
-        }
-    };
+    let client_secret =
+        match jwtgate_base::secret::choose(s.client_secret_env.as_deref(), s.client_secret_file.as_deref(), None, base)
+        {
+            Ok(Some(source)) => Some(source),
+            Ok(None) => {
+                problems.push(problem(
+                    key("client_secret_env"),
+                    "missing: set client_secret_env or client_secret_file (a secret is never written inline)",
+                ));
+                None
+            }
+            Err(jwtgate_base::secret::ChoiceProblem::Several) => {
+                problems
+                    .push(problem(key("client_secret_env"), "set only one of client_secret_env, client_secret_file"));
+                None
+            }
+            Err(jwtgate_base::secret::ChoiceProblem::Empty(which)) => {
+                problems.push(problem(key(&format!("client_secret_{which}")), "must not be empty"));
+                None
+            }
+        };
     let checks: [(&str, u64, u64, u64); 5] = [
         ("cache_seconds", s.cache_seconds, 0, 86_400),
         ("negative_cache_seconds", s.negative_cache_seconds, 0, 3600),

@@ -173,17 +173,20 @@ pub(super) fn resolve_km_sync(
     if username.is_empty() {
         problems.push(p("username", "missing"));
     }
-    let secret =
-        |env: &Option<String>, file: &Option<String>, inline: &Option<String>, key: &str| match (env, file, inline) {
-            (Some(e), None, None) => Ok(SecretSource::Env(e.clone())),
-            (None, Some(f), None) => Ok(SecretSource::File(base.join(f))),
-            (None, None, Some(i)) => Ok(SecretSource::Inline(i.clone())),
-            (None, None, None) => Err(p(&format!("{key}_env"), format!("missing: set {key}_env or {key}_file"))),
-            _ => Err(p(
+    let secret = |env: &Option<String>, file: &Option<String>, inline: &Option<String>, key: &str| {
+        match jwtgate_base::secret::choose(env.as_deref(), file.as_deref(), inline.as_deref(), base) {
+            Ok(Some(source)) => Ok(source),
+            Ok(None) => Err(p(&format!("{key}_env"), format!("missing: set {key}_env or {key}_file"))),
+            Err(jwtgate_base::secret::ChoiceProblem::Several) => Err(p(
                 &format!("{key}_env"),
                 format!("set only one of {key}_env, {key}_file{}", if key == "password" { ", password" } else { "" }),
             )),
-        };
+            Err(jwtgate_base::secret::ChoiceProblem::Empty("inline")) => Err(p(key, "must not be empty")),
+            Err(jwtgate_base::secret::ChoiceProblem::Empty(which)) => {
+                Err(p(&format!("{key}_{which}"), "must not be empty"))
+            }
+        }
+    };
     let password = secret(&s.password_env, &s.password_file, &s.password, "password")
         .map_err(|e| problems.push(e))
         .unwrap_or(SecretSource::Inline(String::new()));

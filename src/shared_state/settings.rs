@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::ConfigProblem;
-use jwtgate_base::secret::SecretSource;
+use jwtgate_base::secret::{self, SecretSource};
 
 /// `[shared_state]`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,12 +99,14 @@ impl SharedStateConfig {
                 problems.push(p("ca_file", e));
             }
         }
-        let password = match (&s.password_env, &s.password_file) {
-            (Some(e), None) => Some(SecretSource::Env(e.clone())),
-            (None, Some(f)) => Some(SecretSource::File(base.join(f))),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
+        let password = match secret::choose(s.password_env.as_deref(), s.password_file.as_deref(), None, base) {
+            Ok(source) => source,
+            Err(secret::ChoiceProblem::Several) => {
                 problems.push(p("password_env", "set only one of password_env, password_file".into()));
+                None
+            }
+            Err(secret::ChoiceProblem::Empty(which)) => {
+                problems.push(p(&format!("password_{which}"), "must not be empty".into()));
                 None
             }
         };

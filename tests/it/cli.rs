@@ -324,3 +324,59 @@ async fn outbound_fetches_honour_the_proxy_variables() {
     assert_eq!(run(vec![("HTTP_PROXY", format!("http://{proxy}")), ("NO_PROXY", "127.0.0.1".into())]).await, Some(0));
     assert!(seen.lock().unwrap().is_empty());
 }
+
+#[test]
+fn every_secret_is_named_by_exactly_one_non_empty_source() {
+    // Introspection, the shared store and the key-manager sync choose their secret's source one
+    // way: an empty variable name or path names nothing and is refused where it is written, not
+    // found out at the first request.
+    let base = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[[issuers]]\nname = \"a\"\norganization = \"acme\"\n\
+                audiences = [\"x\"]\n";
+    let introspection = "[issuers.introspection]\nclient_id = \"c\"\n";
+    let store = "[shared_state]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    let sync = "[key_manager_sync]\nenabled = true\napim_url = \"https://127.0.0.1:9443\"\nusername = \"admin\"\n\
+                mgmt_client_id = \"m\"\nmgmt_client_secret_env = \"M\"\n";
+    let cases = [
+        (
+            format!("{base}{introspection}client_secret_env = \"\"\n"),
+            "issuers[0].introspection.client_secret_env: must not be empty",
+        ),
+        (
+            format!("{base}{introspection}client_secret_file = \"\"\n"),
+            "issuers[0].introspection.client_secret_file: must not be empty",
+        ),
+        (
+            format!("{base}{introspection}client_secret_env = \"S\"\nclient_secret_file = \"s\"\n"),
+            "set only one of client_secret_env, client_secret_file",
+        ),
+        (format!("{base}{introspection}"), "issuers[0].introspection.client_secret_env: missing"),
+        (format!("{base}{store}password_env = \"\"\n"), "shared_state.password_env: must not be empty"),
+        (
+            format!("{base}{store}password_env = \"P\"\npassword_file = \"p\"\n"),
+            "set only one of password_env, password_file",
+        ),
+        (format!("{base}{sync}password_file = \"\"\n"), "key_manager_sync.password_file: must not be empty"),
+        (format!("{base}{sync}password = \"\"\n"), "key_manager_sync.password: must not be empty"),
+        (
+            format!("{base}{sync}password_env = \"P\"\npassword = \"p\"\n"),
+            "set only one of password_env, password_file, password",
+        ),
+    ];
+    for (text, said) in cases {
+        let p = temp_file("secrets.toml", &text);
+        let out = bin().args(["check-config", "--config"]).arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{said}: {err}");
+        assert!(err.contains(said), "{said}: {err}");
+    }
+    // And one named source is accepted by every section.
+    let p = temp_file(
+        "secrets.toml",
+        &format!(
+            "{base}{introspection}client_secret_env = \"S\"\n{store}password_env = \"P\"\n{sync}password_env = \"P\"\n"
+        ),
+    );
+    let out =
+        bin().args(["check-config", "--config"]).arg(&p).env("S", "s").env("P", "p").env("M", "m").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
