@@ -30,6 +30,31 @@ pub struct Original<'a> {
     pub client: Option<std::net::IpAddr>,
 }
 
+/// The one `htu` rule (RFC 9449 §4.3: the URI a DPoP proof must name) for every front door:
+/// `server.public_base_url` when configured — the URI clients use, whatever hops are in
+/// between — else the origin the request itself names, then the path as sent. The doors differ
+/// only in where that origin comes from: the proxy's scheme and `Host`; the front proxy's
+/// forwarded scheme and host (else its own `Host`) at the decision listener; `validate`'s
+/// absolute `--route` URL, which names the proof's URI outright and so is used as if no base
+/// were configured.
+#[derive(Debug, Clone, Default)]
+pub struct PublicBase(Option<String>);
+
+impl PublicBase {
+    /// From `server.public_base_url` (its trailing `/` dropped once, here).
+    pub fn new(public_base_url: Option<&str>) -> PublicBase {
+        PublicBase(public_base_url.map(|u| u.trim_end_matches('/').to_string()))
+    }
+
+    /// The `htu` for `path`; `origin` (`scheme://authority`) is asked only without a base.
+    pub fn htu(&self, origin: impl FnOnce() -> String, path: &str) -> String {
+        match &self.0 {
+            Some(base) => format!("{base}{path}"),
+            None => format!("{}{path}", origin()),
+        }
+    }
+}
+
 /// A request allowed on its route.
 pub struct Allowed<'r> {
     /// The route it took.

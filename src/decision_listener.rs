@@ -178,7 +178,8 @@ pub fn original_request<B>(req: &Request<B>, front: FrontProxy) -> Result<Origin
 /// The decision listener's handler state.
 pub struct DecisionService {
     judge: Judge,
-    public_base_url: Option<String>,
+    /// `server.public_base_url`: the `htu` rule's base.
+    public_base: crate::decision::PublicBase,
     max_header_bytes: usize,
     front_proxy: FrontProxy,
 }
@@ -202,7 +203,7 @@ impl DecisionService {
         DecisionService {
             front_proxy,
             judge,
-            public_base_url: server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            public_base: crate::decision::PublicBase::new(server.public_base_url.as_deref()),
             max_header_bytes: server.max_header_bytes(),
         }
     }
@@ -211,15 +212,10 @@ impl DecisionService {
     #[allow(clippy::disallowed_methods)] // latency metrics are real time; a test clock must not bend them
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        let header_bytes = crate::proxy::meaning::header_bytes(req.headers());
         let (resp, metrics) = match original_request(&req, self.front_proxy) {
             _ if header_bytes > self.max_header_bytes => {
-                let (r, m) = self.judge.refuse_unrouted(Refusal::plain(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request_header_fields_too_large",
-                    "the request headers exceed the configured maximum",
-                    Outcome::HeadersTooLarge,
-                ));
+                let (r, m) = self.judge.refuse_unrouted(Refusal::headers_too_large());
                 (r.response(), m)
             }
             Err(why) => {
@@ -233,14 +229,8 @@ impl DecisionService {
             }
             Ok(o) => {
                 let host = crate::proxy::meaning::host(&req);
-                let htu = || {
-                    let base = match (&self.public_base_url, &o.origin) {
-                        (Some(b), _) => b.clone(),
-                        (None, Some(origin)) => origin.clone(),
-                        (None, None) => format!("http://{host}"),
-                    };
-                    format!("{base}{}", o.path)
-                };
+                let htu =
+                    || self.public_base.htu(|| o.origin.clone().unwrap_or_else(|| format!("http://{host}")), &o.path);
                 let client = Some(forwarded_client(req.headers()).unwrap_or(peer.ip()));
                 let original = Original { method: &o.method, path: &o.path, headers: req.headers(), htu: &htu, client };
                 match self.judge.judge(&original).await {

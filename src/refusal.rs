@@ -80,6 +80,18 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// 431: the request's headers (names, values and separators, counted by
+    /// [`crate::proxy::meaning::header_bytes`]) exceed `max_header_bytes` — the same budget and
+    /// the same answer on the proxy and the decision listener.
+    pub fn headers_too_large() -> Refusal {
+        Refusal::plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            "the request headers exceed the configured maximum",
+            Outcome::HeadersTooLarge,
+        )
+    }
+
     /// A refusal without a challenge (400, 404, 405, 408, 431, 501, 502, 504).
     pub fn plain(status: StatusCode, code: &'static str, description: &'static str, outcome: Outcome) -> Refusal {
         Refusal { status, code, description, challenge: None, outcome, auth_error: None, extra_headers: None }

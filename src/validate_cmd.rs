@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{bearer, jwt, AuthError, Authenticator, Rejected, TokenError};
 use crate::config::Config;
-use crate::decision::{Judge, Original};
+use crate::decision::{Judge, Original, PublicBase};
 use crate::fetch::HttpFetcher;
 use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
@@ -206,22 +206,14 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
     if let Some(target) = &req.route {
         // An absolute URL names the URI a DPoP proof's `htu` must match; a path is addressed
         // at `public_base_url` (or http://localhost).
-        let (origin, path) = match url::Url::parse(target) {
+        let configured = PublicBase::new(config.server.public_base_url.as_deref());
+        let (base, origin, path) = match url::Url::parse(target) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {
                 let path =
                     target.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
-                (u.origin().ascii_serialization(), path)
+                (PublicBase::default(), u.origin().ascii_serialization(), path)
             }
-            _ => (
-                config
-                    .server
-                    .public_base_url
-                    .as_deref()
-                    .unwrap_or("http://localhost")
-                    .trim_end_matches('/')
-                    .to_string(),
-                target.as_str(),
-            ),
+            _ => (configured, "http://localhost".to_string(), target.as_str()),
         };
         let path = path.split(['?', '#']).next().unwrap_or("/");
         let judge = Judge::new(&config.routes, auth.clone(), &metrics, "validate");
@@ -241,7 +233,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
         if let Ok(v) = http::HeaderValue::from_str(&credentials) {
             headers.insert(http::header::AUTHORIZATION, v);
         }
-        let htu = || format!("{origin}{path}");
+        let htu = || base.htu(|| origin.clone(), path);
         let original = Original { method: &method, path, headers: &headers, htu: &htu, client: None };
         // The route a refusal happened on (the explanations below name its rules).
         let form = crate::routes::match_form(path).unwrap_or_default();

@@ -138,6 +138,18 @@ impl ProtectedNames {
     }
 }
 
+/// What one header costs of the `max_header_bytes` budget: its name, its value, and the `: `
+/// and CRLF around them, as on the wire of HTTP/1.1.
+fn header_line_bytes(name: &[u8], value: &http::HeaderValue) -> usize {
+    name.len() + value.len() + 4
+}
+
+/// The request's headers measured against `max_header_bytes` (the decision listener's budget;
+/// the proxy gets the same figure from its [`HeaderScan`]).
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| header_line_bytes(n.as_str().as_bytes(), v)).sum()
+}
+
 /// What one pass over the request's header names found.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HeaderScan {
@@ -156,7 +168,7 @@ impl HeaderScan {
         let mut scan = HeaderScan::default();
         for (name, value) in headers {
             let n = name.as_str().as_bytes();
-            scan.bytes += n.len() + value.len() + 4;
+            scan.bytes += header_line_bytes(n, value);
             if n.len() >= 128
                 || protected.lengths & (1 << n.len()) == 0
                 || protected.firsts & (1 << (n.first().copied().unwrap_or(0) & 127)) == 0

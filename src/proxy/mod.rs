@@ -126,8 +126,8 @@ pub struct Gateway {
     access_log_subject: bool,
     /// `server.request_id`.
     request_ids: bool,
-    /// `server.public_base_url` without its trailing `/`.
-    public_base_url: Option<String>,
+    /// `server.public_base_url`: the `htu` rule's base.
+    public_base: crate::decision::PublicBase,
     metrics: Arc<Metrics>,
     /// Upstream failures are logged at most once a second (the metrics count each).
     upstream_warnings: jwtgate_base::log_limit::EverySecond,
@@ -259,13 +259,13 @@ impl Gateway {
             .chain(judge.routes().routes().iter().flat_map(|r| r.cfg.claim_headers.iter()))
             .map(|c| c.name.as_str());
         let protected = meaning::ProtectedNames::new(configured);
-        let public_base_url = server.public_base_url.as_ref().map(|u| u.trim_end_matches('/').to_string());
+        let public_base = crate::decision::PublicBase::new(server.public_base_url.as_deref());
         Gateway {
             scheme: if tls { "https" } else { "http" },
             access_log: server.access_log,
             access_log_subject: server.access_log_subject,
             request_ids: server.request_id,
-            public_base_url,
+            public_base,
             protected,
             judge,
             pool,
@@ -350,13 +350,7 @@ impl Gateway {
     async fn handle_inner(&self, mut req: Request<Incoming>, peer: SocketAddr) -> (Response<ProxyBody>, Served<'_>) {
         let scan = meaning::HeaderScan::of(req.headers(), &self.protected);
         if scan.bytes > self.max_header_bytes {
-            let r = Refusal::plain(
-                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request_header_fields_too_large",
-                "the request headers exceed the configured maximum",
-                Outcome::HeadersTooLarge,
-            );
-            return refused_request(&req, self.judge.refuse_unrouted(r));
+            return refused_request(&req, self.judge.refuse_unrouted(Refusal::headers_too_large()));
         }
         let websocket = tunnel::is_websocket_upgrade(&req);
         if let Err(e) = meaning::check(&req, websocket) {
@@ -439,11 +433,7 @@ impl Gateway {
     /// The URI the client addressed, for a DPoP proof's `htu`: `public_base_url` (or `http://`
     /// and the request's host) and the path as sent.
     fn request_uri<B>(&self, req: &Request<B>) -> String {
-        let path = req.uri().path();
-        match &self.public_base_url {
-            Some(base) => format!("{base}{path}"),
-            None => format!("{}://{}{path}", self.scheme, meaning::host(req)),
-        }
+        self.public_base.htu(|| format!("{}://{}", self.scheme, meaning::host(req)), req.uri().path())
     }
 
     /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
