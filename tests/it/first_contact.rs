@@ -325,10 +325,15 @@ async fn with_the_idp_down_since_start_a_bad_token_is_still_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_stale_key_set_a_bad_token_is_still_401() {
     let h =
-        Harness::start_with("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2", "")
+        Harness::start_manual("jwks_refresh_seconds = 1\njwks_refresh_min_seconds = 1\njwks_max_stale_seconds = 2", "")
             .await;
     h.idp.set_down(true);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // The gateway's clock moves on until the last good key set is stale: a good token's 503.
+    let good = h.token("");
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the key set is stale", || async {
+        status_of(&h.client, h.gw.proxy_addr, &good).await.0 == 503
+    })
+    .await;
     for (what, token) in client_faults(&h.idp, &h.key) {
         let (status, body) = status_of(&h.client, h.gw.proxy_addr, &token).await;
         assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{what}: {body}");

@@ -204,15 +204,17 @@ async fn time_claims_are_checked_with_leeway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_token_is_rechecked_for_expiry() {
-    let h = Harness::start_with("leeway_seconds = 0", "").await;
+    // On the gateway's clock, moved past `exp` instead of waiting for it.
+    let h = Harness::start_manual("leeway_seconds = 0", "").await;
+    let now = jwtgate::clock::Clock::now_unix(h.manual_clock());
     let mut c = h.claims("");
-    c["exp"] = json!(now() + 2);
+    (c["iat"], c["nbf"], c["exp"]) = (json!(now), json!(now), json!(now + 2));
     let t = h.key.token(&c);
     echoed(h.get_with("/api/x", &t).await).await;
     echoed(h.get_with("/api/x", &t).await).await;
     let m = h.metrics().await;
     assert!(metric(&m, "jwtgate_token_cache_total{result=\"hit\"}") >= 1.0, "{m}");
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    h.advance(std::time::Duration::from_secs(2));
     assert_invalid(&h, &t, "expired cached token").await;
 }
 
