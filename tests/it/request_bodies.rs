@@ -13,22 +13,33 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_not_cut_by_the_upstream_timeout() {
-    // The harness's upstream timeout is 2 s; this upload takes about 3 s.
-    let h = Harness::start().await;
-    let chunks = futures_util::stream::unfold(0u32, |i| async move {
-        if i == 12 {
-            return None;
+    // The harness's upstream timeout is 2 s (on the gateway's clock); this upload takes 3 s of
+    // it: the clock moves 250 ms before each of its twelve chunks.
+    let h = Harness::start_manual("", "").await;
+    let clock = h.gw_clock();
+    let chunks = futures_util::stream::unfold(0u32, move |i| {
+        let clock = clock.clone();
+        async move {
+            if i == 12 {
+                return None;
+            }
+            clock.advance(Duration::from_millis(250));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 * 1024])), i + 1))
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 * 1024])), i + 1))
     });
     let r = h.client.post(h.url("/public/upload")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     let echo = echoed(r).await;
     assert_eq!(echo["body_bytes"], 12 * 64 * 1024);
     // Once sent, the upstream timeout applies: a slow answer is still a 504.
-    h.upstream.set_delay(Duration::from_millis(2500));
-    let r = h.client.post(h.url("/public/upload")).body("x").send().await.unwrap();
-    assert_eq!(r.status(), 504);
+    h.upstream.set_delay(Duration::from_secs(60));
+    let pending = tokio::spawn(h.client.post(h.url("/public/upload")).body("x").send());
+    advance_until(h.manual_clock(), Duration::from_millis(250), "the upstream timeout fires", || {
+        let done = pending.is_finished();
+        async move { done }
+    })
+    .await;
+    assert_eq!(pending.await.unwrap().unwrap().status(), 504);
 }
 
 /// Sends `head` + `body` on a fresh connection and returns the status line's code and the text.

@@ -194,6 +194,11 @@ impl Harness {
         h
     }
 
+    /// The gateway's manual clock, to move from inside a task or a stream.
+    pub fn gw_clock(&self) -> Arc<ManualClock> {
+        self.clock.clone().expect("a harness started with start_manual")
+    }
+
     /// Moves the gateway's manual clock forward.
     pub fn advance(&self, d: Duration) {
         self.manual_clock().advance(d);
