@@ -2,7 +2,9 @@
 # User-space instructions per proxied request, for jwtgate and for nginx's plain reverse proxy,
 # counted by valgrind's callgrind. Unlike CPU time on a shared VM these counts repeat to within
 # a percent or two between runs, so they show what a code change bought. Kernel work (about
-# 60% of a hop on loopback, mostly the same for both) is not counted.
+# 60% of a hop on loopback, mostly the same for both) is not counted. Cases: nginx's hop, an
+# anonymous route, a validated route with the token cached, and the same with the cache off
+# (every request verified: the path new tokens take).
 #
 #   benches/instructions.sh              # 5 s of load per case
 #   benches/instructions.sh --keep       # also keep the callgrind.out files (for callgrind_annotate)
@@ -78,7 +80,15 @@ jwtgate_conf "$WORK/jwtgate.toml" "$P_GW" "$P_ADM" "$DISCOVERY" 10000
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no "$BIN" serve --config "$WORK/jwtgate.toml" 2> "$WORK/vg-jwtgate.log" & GW=$!; PIDS+=($GW)
 wait_http "http://127.0.0.1:$P_ADM/readyz" 200
 
+# The same gateway with the verified-token cache off: every request pays the whole check
+# (signature included), the path a flood of new tokens takes.
+P_GW0=$(free_port); P_ADM0=$(free_port)
+jwtgate_conf "$WORK/jwtgate-nocache.toml" "$P_GW0" "$P_ADM0" "$DISCOVERY" 0
+taskset -c 0 valgrind --tool=callgrind --instr-atstart=no "$BIN" serve --config "$WORK/jwtgate-nocache.toml" 2> "$WORK/vg-jwtgate-nocache.log" & GW0=$!; PIDS+=($GW0)
+wait_http "http://127.0.0.1:$P_ADM0/readyz" 200
+
 echo "user-space instructions per request (same token-bearing request for every case):"
 measure nginx_passthrough "$NGX" "http://127.0.0.1:$P_NGX/api/x"
 measure jwtgate_anonymous "$GW" "http://127.0.0.1:$P_GW/anon/x"
 measure jwtgate_one_token "$GW" "http://127.0.0.1:$P_GW/api/x"
+measure jwtgate_cache_off "$GW0" "http://127.0.0.1:$P_GW0/api/x"

@@ -403,7 +403,7 @@ async fn prometheus_scrapes_jwtgate_and_every_dashboard_and_alert_expression_eva
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [{:?}]\n\
+            "global: {{ scrape_interval: 250ms, evaluation_interval: 250ms }}\nrule_files: [{:?}]\n\
              scrape_configs:\n  - job_name: jwtgate\n    static_configs: [{{ targets: [\"{}\"] }}]\n",
             std::fs::canonicalize("deploy/prometheus/jwtgate-alerts.yaml").unwrap(),
             h.gw.admin_addr

@@ -143,9 +143,14 @@ impl FakeIssuer {
 
     /// Publishes `key` in the JWKS.
     pub fn add_key(&self, key: SigningKey) -> Arc<SigningKey> {
-        let k = Arc::new(key);
-        lock(&self.state.keys).push(k.clone());
-        k
+        self.add_shared_key(Arc::new(key))
+    }
+
+    /// Publishes a key another issuer may publish too (a test process's one generated key:
+    /// each issuer's tokens still carry its own `iss`).
+    pub fn add_shared_key(&self, key: Arc<SigningKey>) -> Arc<SigningKey> {
+        lock(&self.state.keys).push(key.clone());
+        key
     }
 
     /// Removes the key with `kid` from the JWKS.

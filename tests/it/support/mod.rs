@@ -83,6 +83,15 @@ where
     poll_until(what, cond, || {}).await
 }
 
+/// Every harness's RS256 key (`k1_RS256`), generated once per test process: an RSA key costs a few
+/// hundred milliseconds in a debug build, and a harness needs *a* key, not a new one — each fake
+/// issuer has its own `iss`, so one harness's tokens never pass another's gateway. Tests about
+/// rotation or foreign keys generate their own.
+pub fn harness_key() -> Arc<SigningKey> {
+    static KEY: std::sync::OnceLock<Arc<SigningKey>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| Arc::new(SigningKey::generate(Alg::RS256, "k1_RS256").expect("key"))).clone()
+}
+
 /// Routes every harness gets unless the test supplies its own.
 pub const ROUTES: &str = r#"
 [[routes]]
@@ -180,7 +189,7 @@ impl Harness {
         edit: fn(String) -> String,
     ) -> Harness {
         let idp = FakeIssuer::start("acme").await.expect("idp");
-        let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").expect("key"));
+        let key = idp.add_shared_key(harness_key());
         let upstream = EchoUpstream::start().await.expect("upstream");
         let text = edit(config_text(&idp.discovery_url(), upstream.addr, issuer_extra, server_extra));
         let config = Config::parse(&text, None).expect("config");
