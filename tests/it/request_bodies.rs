@@ -33,13 +33,10 @@ async fn a_slow_upload_is_not_cut_by_the_upstream_timeout() {
     assert_eq!(echo["body_bytes"], 12 * 64 * 1024);
     // Once sent, the upstream timeout applies: a slow answer is still a 504.
     h.upstream.set_delay(Duration::from_secs(60));
-    let pending = tokio::spawn(h.client.post(h.url("/public/upload")).body("x").send());
-    advance_until(h.manual_clock(), Duration::from_millis(250), "the upstream timeout fires", || {
-        let done = pending.is_finished();
-        async move { done }
-    })
-    .await;
-    assert_eq!(pending.await.unwrap().unwrap().status(), 504);
+    let request = h.client.post(h.url("/public/upload")).body("x").send();
+    let resp =
+        advance_until_answered(h.manual_clock(), Duration::from_millis(250), "the upstream timeout", request).await;
+    assert_eq!(resp.unwrap().status(), 504);
 }
 
 /// Sends `head` + `body` on a fresh connection and returns the status line's code and the text.

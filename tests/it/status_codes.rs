@@ -184,13 +184,9 @@ async fn upstream_too_slow_is_504() {
     let h = Harness::start_manual("", "").await;
     h.upstream.set_delay(Duration::from_secs(60));
     let request = h.client.get(h.url("/api/x")).bearer_auth(h.token("")).send();
-    let pending = tokio::spawn(request);
-    advance_until(h.manual_clock(), Duration::from_millis(250), "the upstream timeout fires", || {
-        let done = pending.is_finished();
-        async move { done }
-    })
-    .await;
-    assert_error(pending.await.unwrap().unwrap(), 504, "gateway_timeout").await;
+    let resp =
+        advance_until_answered(h.manual_clock(), Duration::from_millis(250), "the upstream timeout", request).await;
+    assert_error(resp.unwrap(), 504, "gateway_timeout").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

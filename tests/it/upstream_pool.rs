@@ -330,12 +330,10 @@ async fn beyond_upstream_max_connections_a_request_gets_503_not_another_connecti
     let held: Vec<_> = (0..2).map(|_| tokio::spawn(client.get(url("/public/held")).send())).collect();
     wait_until("both held requests reached the upstream", || async { up.accepted() == 2 }).await;
     // A third: no connection comes free within connect_timeout_seconds (1 s of the gateway's clock).
-    let third = tokio::spawn(client.get(url("/public/x")).send());
-    advance_until(&clock, Duration::from_millis(250), "the third request is answered", || async {
-        third.is_finished()
-    })
-    .await;
-    let r = third.await.unwrap().unwrap();
+    let third = client.get(url("/public/x")).send();
+    let r = advance_until_answered(&clock, Duration::from_millis(250), "the third request is answered", third)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let body: serde_json::Value = r.json().await.unwrap();

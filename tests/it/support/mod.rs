@@ -73,6 +73,19 @@ where
     poll_until(what, cond, || clock.advance(step)).await
 }
 
+/// Runs `request` to its end while moving `clock` forward by `step`: for an answer that a
+/// timer on the gateway's clock produces (a timeout moved past instead of waited for).
+pub async fn advance_until_answered<T: Send + 'static>(
+    clock: &ManualClock,
+    step: Duration,
+    what: &str,
+    request: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let task = tokio::spawn(request);
+    advance_until(clock, step, what, || async { task.is_finished() }).await;
+    task.await.expect("the request's task")
+}
+
 /// Polls `cond` until it holds: for effects that happen over real sockets (a request reaching
 /// the upstream, a connection task ending).
 pub async fn wait_until<F, Fut>(what: &str, cond: F)
