@@ -157,11 +157,8 @@ impl Config {
         if let Some(ca) = self.upstream.tls.as_ref().and_then(|t| t.ca_file.clone()) {
             files.push(ca);
         }
-        let sync = match &self.key_manager_sync {
-            KmSyncConfig::On(s) => Some(&**s),
-            KmSyncConfig::Off(Ok(s)) => Some(&**s),
-            _ => None,
-        };
+        // The sync's files whether it runs here or only in `km-sync --once`.
+        let sync = self.key_manager_sync.for_one_pass().ok().flatten();
         for i in self.issuers.iter().filter_map(|i| i.introspection.as_ref()) {
             if let jwtgate_base::secret::SecretSource::File(f) = &i.client_secret {
                 files.push(f.clone());
