@@ -368,17 +368,11 @@ impl UpstreamPool {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| UpstreamError::Connect(jwtgate_base::error_chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream HTTP/2 connection ended with an error: {}", jwtgate_base::error_chain(&e));
-            }
-            drop(slot);
-        });
+        drive(conn, slot, "upstream HTTP/2 connection");
         *jwtgate_base::sync::lock(&self.h2) = Some(tx.clone());
         Ok(tx)
     }
 
-    /// The most recently returned connection that is ready; closed ones are dropped.
     /// Sends a WebSocket upgrade request on a connection of its own (an upgraded connection is
     /// never pooled) that can hand over its I/O when the upstream switches protocols.
     /// Its slot comes back with the response: a tunnel holds it while it is open.
@@ -394,17 +388,12 @@ impl UpstreamPool {
             .handshake::<_, ClientBody>(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(jwtgate_base::error_chain(&e)))?;
-        let held = slot.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream upgrade connection ended with an error: {}", jwtgate_base::error_chain(&e));
-            }
-            drop(held);
-        });
+        drive(conn.with_upgrades(), slot.clone(), "upstream upgrade connection");
         let resp = tx.send_request(req).await.map_err(UpstreamError::Exchange)?;
         Ok((resp, slot))
     }
 
+    /// The most recently returned connection that is ready; closed ones are dropped.
     fn checkout(&self) -> Option<(SendRequest<UpstreamRequestBody>, u64)> {
         let mut idle = self.lock_idle();
         let mut i = idle.len();
@@ -472,14 +461,24 @@ impl UpstreamPool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(jwtgate_base::error_chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream connection ended with an error: {}", jwtgate_base::error_chain(&e));
-            }
-            drop(slot);
-        });
+        drive(conn, slot, "upstream connection");
         Ok(tx)
     }
+}
+
+/// Runs one upstream connection's task until the connection ends, then gives its slot back
+/// (`upstream.max_connections` counts it until then).
+fn drive(
+    conn: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    slot: UpstreamSlot,
+    what: &'static str,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("{what} ended with an error: {}", jwtgate_base::error_chain(&e));
+        }
+        drop(slot);
+    });
 }
 
 /// TLS to the upstream: the connector requests use, the one upgrades use (ALPN `http/1.1`
