@@ -1,10 +1,14 @@
-//! The one decision: given a request's method, path and headers, which route it takes and
-//! whether it may pass — canonical method, path normalisation (dot segments refused), route
-//! match (404, or 405 for `CONNECT`), then for a protected route the credentials, the token and
-//! the scopes, then the claim headers the upstream will get. The proxy, the decision listener
-//! and `validate` all call [`Judge::judge`]; they differ only in what follows an allow (forward
-//! it, answer 200 with the claim headers, print the verdict). A refusal is a [`Refusal`],
-//! already counted and logged. Nothing here does I/O beyond what the authenticator does.
+//! The one request pipeline: given the facts of a request ([`RequestFacts`]), which route it
+//! takes and whether it may pass. The phases run in [`Phase`] order — framing (the header
+//! budget, then what the door found), target (canonical method, path without dot segments),
+//! route (404, 405 for `CONNECT`, CORS preflights), then for a protected route the credentials,
+//! the token, its binding, scopes, claim rules, step-up, the rate limit and the claim headers the
+//! upstream will get. The proxy, the decision listener and `validate` each build the facts with
+//! a small adapter and call [`Judge::judge`]; they differ only in what follows an allow (forward
+//! it, answer 200 with the claim headers, print the verdict) and in how a refusal is rendered
+//! (HTTP or gRPC, the front proxy's answer, `validate`'s JSON). A refusal is a [`Refused`],
+//! already counted and logged with its phase. Nothing here does I/O beyond what the
+//! authenticator does.
 
 use std::sync::Arc;
 
@@ -13,19 +17,66 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth::{AuthError, AuthRequest, Authenticator, ClaimValue, Rejected, Requirement, TokenError, Verified};
 use crate::metrics::{Metrics, Outcome, RouteMetrics};
+use crate::phase::Phase;
 use crate::refusal::Refusal;
 use crate::routes::{self, Route, RouteTable};
 
-/// The request being judged (for the decision listener: the *original* request).
-pub struct Original<'a> {
+/// What a door found wrong with a request as a message: refused in [`Phase::Framing`], after
+/// the header budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingFault {
+    /// 400 `invalid_request`, with this description.
+    Invalid(&'static str),
+    /// 501 `not_implemented`: a transfer coding the proxy cannot forward.
+    NotImplemented(&'static str),
+}
+
+impl FramingFault {
+    fn refusal(self) -> Refusal {
+        match self {
+            FramingFault::Invalid(why) => {
+                Refusal::plain(StatusCode::BAD_REQUEST, "invalid_request", why, Outcome::InvalidRequest, Phase::Framing)
+            }
+            FramingFault::NotImplemented(why) => Refusal::plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                why,
+                Outcome::NotImplemented,
+                Phase::Framing,
+            ),
+        }
+    }
+}
+
+/// Where the origin of a DPoP proof's `htu` comes from (see [`PublicBase`]).
+#[derive(Clone, Copy)]
+pub enum Origin<'a> {
+    /// The origin the request names (`scheme://authority`), computed only when a proof needs it
+    /// and `public_base_url` is not configured.
+    Request(&'a (dyn Fn() -> String + Sync)),
+    /// An origin the caller named outright (`validate --route https://…`): the proof's URI
+    /// whatever base is configured.
+    Named(&'a str),
+}
+
+/// The facts of one request the pipeline judges — for the decision listener, of the *original*
+/// request. Each door builds them with a small adapter (the proxy from the request itself, the
+/// decision listener from the front proxy's headers, `validate` from its arguments); from there
+/// every door runs the same phases ([`Phase`]).
+pub struct RequestFacts<'a> {
     /// The method, as sent.
     pub method: &'a Method,
     /// The path, as sent (no query).
     pub path: &'a str,
     /// The headers carrying the credentials.
     pub headers: &'a HeaderMap,
-    /// The URI the client addressed, for a DPoP proof's `htu` (computed only then).
-    pub htu: &'a (dyn Fn() -> String + Sync),
+    /// The headers' size as [`crate::proxy::meaning::header_bytes`] counts it: one budget,
+    /// `max_header_bytes`, at every door.
+    pub header_bytes: usize,
+    /// What the door found wrong with the request as a message, if anything.
+    pub framing: Option<FramingFault>,
+    /// The origin for a DPoP proof's `htu`.
+    pub origin: Origin<'a>,
     /// The client's address, for an `ip`-keyed rate limit (`None`: not limited by address).
     pub client: Option<std::net::IpAddr>,
 }
@@ -82,14 +133,39 @@ impl Allowed<'_> {
     }
 }
 
-/// Routes and authentication for one listener (its metrics carry the listener's label).
+/// A refusal as the judge returns it: counted (requests and token rejections) and logged.
+pub struct Refused<'r> {
+    /// The answer.
+    pub refusal: Refusal,
+    /// The metric handles its duration belongs to: its route's, or "no route"'s.
+    pub metrics: &'r RouteMetrics,
+    /// The route it was refused on, once one took it.
+    pub route: Option<&'r Route>,
+    /// The token's issuer, when its `iss` was resolved.
+    pub issuer: Option<usize>,
+    /// The verified token a refusal after [`Phase::Token`] was about — kept only by an
+    /// explaining judge (`validate`'s renderer names the missing scopes, the failed rule or the
+    /// step-up shortfall from it); `None` elsewhere, at no cost.
+    pub verified: Option<Box<Verified>>,
+}
+
+/// Routes and authentication for one listener (its metrics carry the listener's label): the
+/// pipeline's phases, in [`Phase`] order, for every door.
 pub struct Judge {
     routes: RouteTable,
     auth: Arc<Authenticator>,
     /// Every issuer's algorithms, space-separated: the `algs` of a DPoP challenge.
     dpop_algs: String,
+    /// `server.max_header_bytes`: the one header budget.
+    max_header_bytes: usize,
+    /// `server.public_base_url`: the `htu` rule's base.
+    public_base: PublicBase,
     /// Refusals are logged at debug: the listener's access log already has a line for each.
     quiet_refusals: bool,
+    /// Refusals keep the verified token (`validate`).
+    explaining: bool,
+    /// Only tokens of this issuer are accepted (`validate --issuer`).
+    only_issuer: Option<usize>,
 }
 
 /// A refusal's log line: at info, or at debug where the access log already records each
@@ -106,12 +182,14 @@ macro_rules! refusal_line {
 pub(crate) use refusal_line;
 
 impl Judge {
-    /// A judge over `routes` for the listener named `listener` (`proxy`, `decision`).
+    /// A judge over `routes` for the listener named `listener` (`proxy`, `decision`,
+    /// `validate`), with `server`'s header budget and `htu` base.
     pub fn new(
         routes: &[crate::config::RouteConfig],
         auth: Arc<Authenticator>,
         metrics: &Metrics,
         listener: &str,
+        server: &crate::config::ServerSection,
     ) -> Judge {
         // The DPoP challenge names what proofs may be signed with (RFC 9449 §7.1), EdDSA also
         // under its fully-specified name (RFC 9864).
@@ -128,13 +206,25 @@ impl Judge {
             routes: RouteTable::new(routes, metrics, listener, auth.clock(), auth.shared_state()),
             auth,
             dpop_algs: algs.join(" "),
+            max_header_bytes: server.max_header_bytes(),
+            public_base: PublicBase::new(server.public_base_url.as_deref()),
             quiet_refusals: false,
+            explaining: false,
+            only_issuer: None,
         }
     }
 
     /// This listener writes an access log: refusals are logged at debug.
     pub fn with_access_log(mut self, access_log: bool) -> Judge {
         self.quiet_refusals = access_log;
+        self
+    }
+
+    /// For `validate`: refusals keep the verified token, and only `issuer`'s tokens (when
+    /// named) are accepted.
+    pub fn explaining(mut self, issuer: Option<usize>) -> Judge {
+        self.explaining = true;
+        self.only_issuer = issuer;
         self
     }
 
@@ -148,29 +238,39 @@ impl Judge {
         &self.auth
     }
 
-    /// Counts and logs a refusal that happened before routing (framing, limits).
-    pub fn refuse_unrouted(&self, r: Refusal) -> (Refusal, &RouteMetrics) {
+    /// Counts and logs a refusal that happened before routing (framing, method, path, route).
+    fn refuse_unrouted(&self, r: Refusal) -> Refused<'_> {
         self.routes.unmatched.count(r.outcome);
         refusal_line!(
             self.quiet_refusals,
+            phase = r.phase.label(),
             status = r.status.as_u16(),
             error = r.code,
             "request refused: {}",
             r.description
         );
-        (r, &self.routes.unmatched)
+        Refused { refusal: r, metrics: &self.routes.unmatched, route: None, issuer: None, verified: None }
     }
 
-    /// Decides `o`. A refusal comes back counted (requests and token rejections) and logged,
-    /// with the metric handles its duration belongs to; an allow is counted by the caller,
-    /// which knows how the request ended.
-    pub async fn judge(&self, o: &Original<'_>) -> Result<Allowed<'_>, (Refusal, &RouteMetrics)> {
+    /// Runs the phases on `o`. A refusal comes back counted (requests and token rejections)
+    /// and logged, with the metric handles its duration belongs to; an allow is counted by the
+    /// caller, which knows how the request ended.
+    pub async fn judge(&self, o: &RequestFacts<'_>) -> Result<Allowed<'_>, Refused<'_>> {
+        // Framing: the one budget, then the door's own findings.
+        if o.header_bytes > self.max_header_bytes {
+            return Err(self.refuse_unrouted(Refusal::headers_too_large()));
+        }
+        if let Some(fault) = o.framing {
+            return Err(self.refuse_unrouted(fault.refusal()));
+        }
+        // Target.
         if o.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
             return Err(self.refuse_unrouted(Refusal::plain(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the method name must be upper case",
                 Outcome::InvalidRequest,
+                Phase::Target,
             )));
         }
         let form = match routes::match_form(o.path) {
@@ -181,11 +281,12 @@ impl Judge {
                     "invalid_request",
                     e.description(),
                     Outcome::InvalidRequest,
+                    Phase::Target,
                 )))
             }
         };
-        // A CORS preflight is about the method it names, on a route with [routes.cors]: answered
-        // from there, without a token. Any other OPTIONS is judged like any request.
+        // Route. A CORS preflight is about the method it names, on a route with [routes.cors]:
+        // answered from there, without a token. Any other OPTIONS is judged like any request.
         if let Some(asked) = crate::cors::preflight_method(o.method, o.headers) {
             if let Some((route, cors)) = self.routes.find(&form, &asked).and_then(|r| r.cors.as_ref().map(|c| (r, c))) {
                 let headers = cors.preflight(o.headers);
@@ -205,6 +306,7 @@ impl Judge {
                     "method_not_allowed",
                     "CONNECT is not allowed on this path",
                     Outcome::MethodNotAllowed,
+                    Phase::Route,
                 )
             } else {
                 Refusal::plain(
@@ -212,6 +314,7 @@ impl Judge {
                     "no_route",
                     "no route matches this path and method",
                     Outcome::NoRoute,
+                    Phase::Route,
                 )
             };
             return Err(self.refuse_unrouted(r));
@@ -226,33 +329,43 @@ impl Judge {
                     a.cors = headers;
                     Ok(a)
                 }
-                (Err((mut r, m)), Some(headers)) => {
-                    r.extra_headers.get_or_insert_with(Default::default).extend(*headers);
-                    Err((r, m))
+                (Err(mut refused), Some(headers)) => {
+                    refused.refusal.extra_headers.get_or_insert_with(Default::default).extend(*headers);
+                    Err(refused)
                 }
                 (Err(refused), None) => Err(refused),
             },
         }
     }
 
-    /// The route's checks, in order: the token, scopes, claim rules, step-up, the rate limit.
-    async fn judge_on<'r>(
-        &self,
-        route: &'r Route,
-        o: &Original<'_>,
-    ) -> Result<Allowed<'r>, (Refusal, &'r RouteMetrics)> {
+    /// The URI a DPoP proof must name for `o` (RFC 9449 §4.3).
+    fn htu(&self, o: &RequestFacts<'_>) -> String {
+        match o.origin {
+            Origin::Request(origin) => self.public_base.htu(origin, o.path),
+            Origin::Named(origin) => format!("{origin}{}", o.path),
+        }
+    }
+
+    /// The route's phases, in order: credentials, token and binding; scopes, claim rules and
+    /// step-up; the rate limit; the claim headers.
+    async fn judge_on<'r>(&self, route: &'r Route, o: &RequestFacts<'_>) -> Result<Allowed<'r>, Refused<'r>> {
         if route.cfg.anonymous {
             if let Some(limiter) = &route.limiter {
                 self.rate_limit(limiter, route, o, None).await?;
             }
             return Ok(Allowed { route, verified: None, claim_headers: Vec::new(), cors: None, preflight: false });
         }
-        let req = AuthRequest { headers: o.headers, method: o.method.as_str(), htu: o.htu };
-        let need = Requirement::of(&route.cfg);
-        let verified = match self.auth.authorize_request(&req, &need).await {
+        let htu = || self.htu(o);
+        let req = AuthRequest { headers: o.headers, method: o.method.as_str(), htu: &htu };
+        let mut need = Requirement::of(&route.cfg);
+        need.issuer = self.only_issuer;
+        let verified = match self.auth.authenticate(&req, &need).await {
             Ok(v) => v,
-            Err(r) => return Err(self.refuse(r, route, o.headers)),
+            Err(r) => return Err(self.refuse(r, route, o.headers, None)),
         };
+        if let Err(r) = self.auth.permit(&verified, &need) {
+            return Err(self.refuse(r, route, o.headers, Some(verified)));
+        }
         if let Some(limiter) = &route.limiter {
             self.rate_limit(limiter, route, o, Some(&verified)).await?;
         }
@@ -260,7 +373,7 @@ impl Judge {
             Ok(claim_headers) => {
                 Ok(Allowed { route, verified: Some(verified), claim_headers, cors: None, preflight: false })
             }
-            Err(r) => Err(self.refuse(r, route, o.headers)),
+            Err(r) => Err(self.refuse(r, route, o.headers, Some(verified))),
         }
     }
 
@@ -272,9 +385,9 @@ impl Judge {
         &self,
         limiter: &crate::rate_limit::RateLimiter,
         route: &'r Route,
-        o: &Original<'_>,
+        o: &RequestFacts<'_>,
         verified: Option<&crate::auth::Verified>,
-    ) -> Result<(), (Refusal, &'r RouteMetrics)> {
+    ) -> Result<(), Refused<'r>> {
         let verdict = match limiter.is_shared() {
             false => {
                 let mut ip = [0u8; 16];
@@ -300,6 +413,7 @@ impl Judge {
             "rate_limited",
             "too many requests from this caller on this route; retry later",
             Outcome::RateLimited,
+            Phase::RateLimit,
         );
         // Digits, quotes and separators only: always valid header values.
         let value = |v: String| http::HeaderValue::from_str(&v).unwrap_or(http::HeaderValue::from_static("1"));
@@ -312,15 +426,23 @@ impl Judge {
             (http::HeaderName::from_static("ratelimit"), value(format!("\"route\";r=0;t={retry_after}"))),
         ]));
         route.metrics.count(r.outcome);
-        refusal_line!(self.quiet_refusals, route = %route.cfg.name, status = 429, error = r.code, "request refused: {}", r.description);
-        Err((r, &route.metrics))
+        refusal_line!(
+            self.quiet_refusals,
+            route = %route.cfg.name,
+            phase = r.phase.label(),
+            status = 429,
+            error = r.code,
+            "request refused: {}",
+            r.description
+        );
+        Err(Refused { refusal: r, metrics: &route.metrics, route: Some(route), issuer: None, verified: None })
     }
 
     /// Whose bucket a request counts against (`None`: the route's key does not apply to it —
     /// no client address, or no token on an anonymous route).
     fn limit_key<'a>(
         route: &Route,
-        o: &'a Original<'_>,
+        o: &'a RequestFacts<'_>,
         verified: Option<&'a crate::auth::Verified>,
         ip: &'a mut [u8; 16],
     ) -> Option<&'a [u8]> {
@@ -348,13 +470,22 @@ impl Judge {
         })
     }
 
-    fn refuse<'r>(&self, r: Rejected, route: &'r Route, headers: &HeaderMap) -> (Refusal, &'r RouteMetrics) {
+    /// Counts and logs an authentication refusal on `route`; `verified`: the token it was
+    /// about, past the token phase (kept for an explaining judge).
+    fn refuse<'r>(
+        &self,
+        r: Rejected,
+        route: &'r Route,
+        headers: &HeaderMap,
+        verified: Option<Verified>,
+    ) -> Refused<'r> {
         self.auth.count_rejection(&r);
         let refusal = Refusal::auth(r.error, route, self.dpop_challenge(headers, route));
         route.metrics.count(refusal.outcome);
         refusal_line!(
             self.quiet_refusals,
             route = %route.cfg.name,
+            phase = refusal.phase.label(),
             status = refusal.status.as_u16(),
             error = refusal.code,
             reason = r.error.reason(),
@@ -362,7 +493,8 @@ impl Judge {
             "request refused: {}",
             refusal.description
         );
-        (refusal, &route.metrics)
+        let verified = verified.filter(|_| self.explaining).map(Box::new);
+        Refused { refusal, metrics: &route.metrics, route: Some(route), issuer: r.issuer, verified }
     }
 
     /// The `algs` of a DPoP challenge when the request used the DPoP scheme or the route

@@ -23,10 +23,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::FrontProxy;
-use crate::decision::{Allowed, Judge, Original};
-use crate::metrics::Outcome;
+use crate::decision::{Allowed, FramingFault, Judge, Origin, RequestFacts};
 use crate::proxy::{X_JWT_PAYLOAD, X_JWT_SUB};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Shape};
 
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
@@ -178,70 +177,61 @@ pub fn original_request<B>(req: &Request<B>, front: FrontProxy) -> Result<Origin
 /// The decision listener's handler state.
 pub struct DecisionService {
     judge: Judge,
-    /// `server.public_base_url`: the `htu` rule's base.
-    public_base: crate::decision::PublicBase,
-    max_header_bytes: usize,
     front_proxy: FrontProxy,
 }
 
 /// The answer when no decision service is configured in the running generation (cannot
-/// happen while `[decision]` stays; adding or removing it needs a restart).
+/// happen while `[decision]` stays; adding or removing it needs a restart): there is no route
+/// table to judge with.
 pub fn unavailable() -> Response<Full<Bytes>> {
     Refusal::plain(
         StatusCode::SERVICE_UNAVAILABLE,
         "temporarily_unavailable",
         "the decision listener is being reconfigured; restart jwtgate",
         crate::metrics::Outcome::Unavailable,
+        crate::phase::Phase::Route,
     )
-    .response()
+    .render(Shape::Http)
 }
 
 impl DecisionService {
-    /// A service judging with `judge` (whose metrics say `listener="decision"`), with the
-    /// proxy's header limit.
-    pub fn new(judge: Judge, server: &crate::config::ServerSection, front_proxy: FrontProxy) -> DecisionService {
-        DecisionService {
-            front_proxy,
-            judge,
-            public_base: crate::decision::PublicBase::new(server.public_base_url.as_deref()),
-            max_header_bytes: server.max_header_bytes(),
-        }
+    /// A service judging with `judge` (whose metrics say `listener="decision"`, and whose header
+    /// budget and `htu` base are the proxy's).
+    pub fn new(judge: Judge, front_proxy: FrontProxy) -> DecisionService {
+        DecisionService { front_proxy, judge }
     }
 
-    /// Answers one subrequest.
+    /// Answers one subrequest: the decision listener's adapter builds the original request's
+    /// facts from the front proxy's headers, and the judge runs the phases on them.
     #[allow(clippy::disallowed_methods)] // latency metrics are real time; a test clock must not bend them
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let header_bytes = crate::proxy::meaning::header_bytes(req.headers());
-        let (resp, metrics) = match original_request(&req, self.front_proxy) {
-            _ if header_bytes > self.max_header_bytes => {
-                let (r, m) = self.judge.refuse_unrouted(Refusal::headers_too_large());
-                (r.response(), m)
+        let original = original_request(&req, self.front_proxy);
+        let host = crate::proxy::meaning::host(&req);
+        // Headers that do not name an original request are refused in the framing phase; the
+        // subrequest's own method and path stand in for it until then (never judged).
+        let (method, path, framing, named) = match &original {
+            Ok(o) => (&o.method, o.path.as_str(), None, o.origin.as_deref()),
+            Err(why) => (req.method(), req.uri().path(), Some(FramingFault::Invalid(why)), None),
+        };
+        let origin = || named.map_or_else(|| format!("http://{host}"), str::to_string);
+        let facts = RequestFacts {
+            method,
+            path,
+            headers: req.headers(),
+            header_bytes: crate::proxy::meaning::header_bytes(req.headers()),
+            framing,
+            origin: Origin::Request(&origin),
+            client: Some(forwarded_client(req.headers()).unwrap_or(peer.ip())),
+        };
+        // The front proxy reads an HTTP answer, whatever the original request was.
+        let (resp, metrics) = match self.judge.judge(&facts).await {
+            Ok(allowed) => {
+                allowed.route.metrics.count(allowed.outcome());
+                let metrics = &allowed.route.metrics;
+                (allowed_response(allowed), metrics)
             }
-            Err(why) => {
-                let (r, m) = self.judge.refuse_unrouted(Refusal::plain(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    why,
-                    Outcome::InvalidRequest,
-                ));
-                (r.response(), m)
-            }
-            Ok(o) => {
-                let host = crate::proxy::meaning::host(&req);
-                let htu =
-                    || self.public_base.htu(|| o.origin.clone().unwrap_or_else(|| format!("http://{host}")), &o.path);
-                let client = Some(forwarded_client(req.headers()).unwrap_or(peer.ip()));
-                let original = Original { method: &o.method, path: &o.path, headers: req.headers(), htu: &htu, client };
-                match self.judge.judge(&original).await {
-                    Ok(allowed) => {
-                        allowed.route.metrics.count(allowed.outcome());
-                        let metrics = &allowed.route.metrics;
-                        (allowed_response(allowed), metrics)
-                    }
-                    Err((r, m)) => (r.response(), m),
-                }
-            }
+            Err(r) => (r.refusal.render(Shape::Http), r.metrics),
         };
         metrics.duration.observe(started.elapsed().as_secs_f64());
         resp

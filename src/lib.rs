@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod keys;
 pub mod km_sync;
 pub mod metrics;
+pub mod phase;
 pub mod proxy;
 pub mod rate_limit;
 pub mod refusal;

@@ -12,6 +12,7 @@ use http_body_util::Full;
 
 use crate::auth::AuthError;
 use crate::metrics::Outcome;
+use crate::phase::Phase;
 use crate::routes::Route;
 
 static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
@@ -29,6 +30,27 @@ pub fn grpc_code(status: StatusCode) -> &'static str {
         413 | 431 => "8",        // RESOURCE_EXHAUSTED
         429 | 502 | 503 => "14", // UNAVAILABLE
         _ => "2",                // UNKNOWN
+    }
+}
+
+/// How jwtgate's own answers to a request are shaped: decided once per request, from its
+/// `content-type`, and used for every synthetic answer to it (refusals, upstream failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A JSON body.
+    Http,
+    /// gRPC's Trailers-Only answer.
+    Grpc,
+}
+
+impl Shape {
+    /// The shape a request with these headers reads.
+    pub fn of(headers: &http::HeaderMap) -> Shape {
+        if is_grpc(headers) {
+            Shape::Grpc
+        } else {
+            Shape::Http
+        }
     }
 }
 
@@ -71,6 +93,8 @@ pub struct Refusal {
     pub challenge: Option<HeaderValue>,
     /// The `outcome` label it counts under.
     pub outcome: Outcome,
+    /// The pipeline phase that refused (logged as `phase`).
+    pub phase: Phase,
     /// The authentication failure behind it, when it is one (`validate` explains it).
     pub auth_error: Option<AuthError>,
     /// More headers: a 429's `Retry-After` and `RateLimit` fields; CORS headers on a route with
@@ -89,12 +113,19 @@ impl Refusal {
             "request_header_fields_too_large",
             "the request headers exceed the configured maximum",
             Outcome::HeadersTooLarge,
+            Phase::Framing,
         )
     }
 
-    /// A refusal without a challenge (400, 404, 405, 408, 431, 501, 502, 504).
-    pub fn plain(status: StatusCode, code: &'static str, description: &'static str, outcome: Outcome) -> Refusal {
-        Refusal { status, code, description, challenge: None, outcome, auth_error: None, extra_headers: None }
+    /// A refusal without a challenge (400, 404, 405, 408, 429, 431, 501, 502, 503, 504) by `phase`.
+    pub fn plain(
+        status: StatusCode,
+        code: &'static str,
+        description: &'static str,
+        outcome: Outcome,
+        phase: Phase,
+    ) -> Refusal {
+        Refusal { status, code, description, challenge: None, outcome, phase, auth_error: None, extra_headers: None }
     }
 
     /// The refusal for an authentication failure on `route`. With `dpop_algs` (the request used
@@ -161,8 +192,18 @@ impl Refusal {
             description: err.description(),
             challenge,
             outcome,
+            phase: err.phase(),
             auth_error: Some(err),
             extra_headers: None,
+        }
+    }
+
+    /// The answer in the shape the request reads — the one renderer every synthetic answer
+    /// goes through.
+    pub fn render(&self, shape: Shape) -> Response<Full<Bytes>> {
+        match shape {
+            Shape::Http => self.response(),
+            Shape::Grpc => self.grpc_response(),
         }
     }
 

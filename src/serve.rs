@@ -327,12 +327,12 @@ fn build(
     };
     let decision = config.decision.as_ref().map(|d| {
         Arc::new(DecisionService::new(
-            Judge::new(&config.routes, auth.clone(), &parts.metrics, "decision"),
-            &config.server,
+            Judge::new(&config.routes, auth.clone(), &parts.metrics, "decision", &config.server),
             d.front_proxy,
         ))
     });
-    let judge = Judge::new(&config.routes, auth, &parts.metrics, "proxy").with_access_log(config.server.access_log);
+    let judge = Judge::new(&config.routes, auth, &parts.metrics, "proxy", &config.server)
+        .with_access_log(config.server.access_log);
     let gateway = Arc::new(Gateway::new(
         judge,
         config.upstream.clone(),
@@ -954,7 +954,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         metrics.export_km_sync(km.is_some());
         b.km = km.map(|p| start_km(p, shutdown_rx.clone(), clock.clone()));
     }
-    tracing::info!(%proxy_addr, %admin_addr, upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
+    tracing::info!(%proxy_addr, %admin_addr, decision_addr = decision_addr.map(|a| a.to_string()).as_deref(), upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
     Ok(Running {
         proxy_addr,
         admin_addr,

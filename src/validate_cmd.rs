@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{bearer, jwt, AuthError, Authenticator, Rejected, TokenError};
 use crate::config::Config;
-use crate::decision::{Judge, Original, PublicBase};
+use crate::decision::{Judge, Origin, Refused, RequestFacts};
 use crate::fetch::HttpFetcher;
 use crate::keys::jwks::SigCheck;
 use crate::keys::KeyRegistry;
@@ -161,10 +161,6 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
     }
     let header = format!("Bearer {}", req.token.trim());
     let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
-    let verified = match bearer::parse(header.as_bytes()) {
-        Ok(token) => auth.verify(token, only_issuer, None).await,
-        Err(e) => Err(Rejected::from(e)),
-    };
     let unavailable_detail = |error: AuthError| {
         if error == AuthError::IntrospectionUnavailable {
             let last = auth.introspector().map(|x| x.status_json()["last_error"].clone()).unwrap_or_default();
@@ -177,7 +173,9 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
             .collect();
         format!("{}; {}", AuthError::Unavailable.description(), errors.join("; "))
     };
-    let explained = |mut out: Verdict, error: AuthError| {
+    // A refused token, explained: why a claim check failed (decoded once more, for a human).
+    let refused = |error: AuthError, issuer: Option<usize>| {
+        let mut out = refused_verdict(error, issuer.and_then(name), unavailable_detail);
         if let AuthError::InvalidToken(t) = error {
             if let Some(e) = explain(&keys, req.token.trim(), t, now) {
                 out.json["detail"] = json!(format!("{} ({})", out.json["detail"].as_str().unwrap_or(""), e.why));
@@ -191,179 +189,154 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
         out
     };
 
-    // Judged against a route, the token's audiences are the route's when it names its own.
-    let route_verified = |route: &crate::config::RouteConfig| {
-        let audiences = route.audiences.clone();
-        let (auth, header) = (auth.clone(), header.clone());
-        async move {
-            match bearer::parse(header.as_bytes()) {
-                Ok(token) => auth.verify(token, only_issuer, audiences.as_deref()).await,
-                Err(e) => Err(Rejected::from(e)),
-            }
-        }
-    };
-    // The request, judged by the same code as the proxy's (`decision`).
-    if let Some(target) = &req.route {
-        // An absolute URL names the URI a DPoP proof's `htu` must match; a path is addressed
-        // at `public_base_url` (or http://localhost).
-        let configured = PublicBase::new(config.server.public_base_url.as_deref());
-        let (base, origin, path) = match url::Url::parse(target) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                let path =
-                    target.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
-                (PublicBase::default(), u.origin().ascii_serialization(), path)
-            }
-            _ => (configured, "http://localhost".to_string(), target.as_str()),
+    // No route: the token phase alone.
+    let Some(target) = &req.route else {
+        let verified = match bearer::parse(header.as_bytes()) {
+            Ok(token) => auth.verify(token, only_issuer, None).await,
+            Err(e) => Err(Rejected::from(e)),
         };
-        let path = path.split(['?', '#']).next().unwrap_or("/");
-        let judge = Judge::new(&config.routes, auth.clone(), &metrics, "validate");
-        let mut headers = http::HeaderMap::new();
-        let credentials = match &req.dpop {
-            Some(proof) => {
-                match http::HeaderValue::from_str(proof.trim()) {
-                    Ok(v) => {
-                        headers.insert("dpop", v);
-                    }
-                    Err(_) => return usage_error("--dpop: the proof is not a valid header value".into()),
-                }
-                format!("DPoP {}", req.token.trim())
-            }
-            None => header.clone(),
-        };
-        if let Ok(v) = http::HeaderValue::from_str(&credentials) {
-            headers.insert(http::header::AUTHORIZATION, v);
-        }
-        let htu = || base.htu(|| origin.clone(), path);
-        let original = Original { method: &method, path, headers: &headers, htu: &htu, client: None };
-        // The route a refusal happened on (the explanations below name its rules).
-        let form = crate::routes::match_form(path).unwrap_or_default();
-        let refused_on = judge.routes().find(&form, &method);
-        return match judge.judge(&original).await {
-            Ok(allowed) if allowed.verified.is_none() => verdict(
+        return match verified {
+            Ok(v) => verdict(
                 200,
                 None,
-                format!("route {:?} is anonymous: requests pass without a token check", allowed.route.cfg.name),
-                None,
-                None,
+                "the token is valid (issuer, signature, claims); pass --route to judge a route's scopes".into(),
+                name(v.issuer()),
+                v.claims_json(),
             ),
-            Ok(allowed) => match (&route_verified(&allowed.route.cfg).await, allowed.verified) {
-                (Err(r), _) => {
-                    let e = Rejected { error: r.error, issuer: r.issuer };
-                    refused_verdict(e.error, e.issuer.and_then(name), unavailable_detail)
+            Err(r) => refused(r.error, r.issuer),
+        };
+    };
+
+    // validate's adapter: the request's facts from the arguments; then the judge's phases, as
+    // the proxy runs them. An absolute URL names the URI a DPoP proof's `htu` must match; a
+    // path is addressed at `public_base_url` (or http://localhost).
+    let (named_origin, path) = match url::Url::parse(target) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            let path = target.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
+            (Some(u.origin().ascii_serialization()), path)
+        }
+        _ => (None, target.as_str()),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    let mut headers = http::HeaderMap::new();
+    let credentials = match &req.dpop {
+        Some(proof) => {
+            match http::HeaderValue::from_str(proof.trim()) {
+                Ok(v) => {
+                    headers.insert("dpop", v);
                 }
-                (Ok(_), Some(v)) => verdict(
+                Err(_) => return usage_error("--dpop: the proof is not a valid header value".into()),
+            }
+            format!("DPoP {}", req.token.trim())
+        }
+        None => header.clone(),
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&credentials) {
+        headers.insert(http::header::AUTHORIZATION, v);
+    }
+    let localhost = || "http://localhost".to_string();
+    let facts = RequestFacts {
+        method: &method,
+        path,
+        headers: &headers,
+        header_bytes: crate::proxy::meaning::header_bytes(&headers),
+        framing: None,
+        origin: match &named_origin {
+            Some(origin) => Origin::Named(origin),
+            None => Origin::Request(&localhost),
+        },
+        client: None,
+    };
+    let judge = Judge::new(&config.routes, auth.clone(), &metrics, "validate", &config.server).explaining(only_issuer);
+    let refusal = match judge.judge(&facts).await {
+        Ok(allowed) => {
+            let route = &allowed.route.cfg.name;
+            return match allowed.verified {
+                None => verdict(
                     200,
                     None,
-                    format!("the token is valid for {method} {path} (route {:?})", allowed.route.cfg.name),
+                    format!("route {route:?} is anonymous: requests pass without a token check"),
+                    None,
+                    None,
+                ),
+                Some(v) => verdict(
+                    200,
+                    None,
+                    format!("the token is valid for {method} {path} (route {route:?})"),
                     name(v.issuer()),
                     v.claims_json(),
                 ),
-                (Ok(_), None) => unreachable_anonymous(),
-            },
-            Err((refusal, _)) => match (refusal.auth_error, &{
-                match refused_on {
-                    Some(r) if r.cfg.audiences.is_some() => route_verified(&r.cfg).await,
-                    _ => verified,
-                }
-            }) {
-                (Some(AuthError::InsufficientScope), Ok(v)) => {
-                    let route = refused_on;
-                    let scopes = route.map(|r| r.cfg.scopes.clone()).unwrap_or_default();
-                    let missing: Vec<&str> =
-                        scopes.iter().filter(|s| !v.has_scopes(std::slice::from_ref(s))).map(String::as_str).collect();
-                    verdict(
-                        403,
-                        Some("insufficient_scope"),
-                        format!(
-                            "the token lacks the scope(s) {} required by route {:?}",
-                            missing.join(" "),
-                            route.map_or("", |r| r.cfg.name.as_str())
-                        ),
-                        name(v.issuer()),
-                        v.claims_json(),
-                    )
-                }
-                (Some(AuthError::InsufficientClaims), Ok(v)) => {
-                    let route = refused_on;
-                    let rules = route.map(|r| r.cfg.require_claims.as_slice()).unwrap_or_default();
-                    let mut out = verdict(
-                        403,
-                        Some("insufficient_claims"),
-                        format!(
-                            "the token fails a claim rule of route {:?}",
-                            route.map_or("", |r| r.cfg.name.as_str())
-                        ),
-                        name(v.issuer()),
-                        v.claims_json(),
-                    );
-                    if let Some((rule, actual)) = crate::auth::policy::first_failed_rule(&v.verdict, rules) {
-                        let (test, expected) = match &rule.test {
-                            crate::config::ClaimTest::AnyOf(l) => ("any_of", json!(l)),
-                            crate::config::ClaimTest::AllOf(l) => ("all_of", json!(l)),
-                            crate::config::ClaimTest::Equals(e) => ("equals", e.clone()),
-                        };
-                        out.json["detail"] = json!(format!(
-                            "the token's {} claim fails {test} (expected {expected}, actual {actual})",
-                            rule.claim
-                        ));
-                        out.json["explain"] =
-                            json!({"claim": rule.claim, "test": test, "expected": expected, "actual": actual});
-                    }
-                    out
-                }
-                (Some(AuthError::InsufficientUserAuthentication), Ok(v)) => {
-                    let route = refused_on;
-                    let step_up = route.and_then(|r| r.cfg.step_up.as_ref());
-                    let claims = v.claims_json().unwrap_or_default();
-                    let mut out = verdict(
-                        401,
-                        Some("insufficient_user_authentication"),
-                        format!(
-                            "route {:?} requires a stronger or more recent sign-in",
-                            route.map_or("", |r| r.cfg.name.as_str())
-                        ),
-                        name(v.issuer()),
-                        Some(claims.clone()),
-                    );
-                    if let Some(s) = step_up {
-                        out.json["explain"] = json!({
-                            "expected": {"acr_values": s.acr_values, "max_age_seconds": s.max_age_seconds},
-                            "actual": {"acr": claims["acr"], "auth_time": claims["auth_time"], "now": now},
-                        });
-                    }
-                    out
-                }
-                (Some(error), judged) => explained(
-                    refused_verdict(
-                        error,
-                        judged.as_ref().err().and_then(|r| r.issuer).and_then(name),
-                        unavailable_detail,
-                    ),
-                    error,
-                ),
-                (None, _) => {
-                    verdict(refusal.status.as_u16(), Some(refusal.code), capitalised(refusal.description), None, None)
-                }
-            },
-        };
-    }
+            };
+        }
+        Err(refusal) => refusal,
+    };
 
-    // No route: the token alone.
-    match verified {
-        Ok(v) => verdict(
-            200,
-            None,
-            "the token is valid (issuer, signature, claims); pass --route to judge a route's scopes".into(),
-            name(v.issuer()),
-            v.claims_json(),
-        ),
-        Err(r) => explained(refused_verdict(r.error, r.issuer.and_then(name), unavailable_detail), r.error),
+    // The renderer: the refusal, with what the route asked for beside what the token had.
+    let Refused { refusal, route, issuer, verified, .. } = refusal;
+    let route_name = route.map_or("", |r| r.cfg.name.as_str());
+    match (refusal.auth_error, verified, route) {
+        (Some(AuthError::InsufficientScope), Some(v), Some(route)) => {
+            let missing: Vec<&str> = route
+                .cfg
+                .scopes
+                .iter()
+                .filter(|s| !v.has_scopes(std::slice::from_ref(s)))
+                .map(String::as_str)
+                .collect();
+            verdict(
+                403,
+                Some("insufficient_scope"),
+                format!("the token lacks the scope(s) {} required by route {route_name:?}", missing.join(" ")),
+                name(v.issuer()),
+                v.claims_json(),
+            )
+        }
+        (Some(AuthError::InsufficientClaims), Some(v), Some(route)) => {
+            let mut out = verdict(
+                403,
+                Some("insufficient_claims"),
+                format!("the token fails a claim rule of route {route_name:?}"),
+                name(v.issuer()),
+                v.claims_json(),
+            );
+            if let Some((rule, actual)) = crate::auth::policy::first_failed_rule(&v.verdict, &route.cfg.require_claims)
+            {
+                let (test, expected) = match &rule.test {
+                    crate::config::ClaimTest::AnyOf(l) => ("any_of", json!(l)),
+                    crate::config::ClaimTest::AllOf(l) => ("all_of", json!(l)),
+                    crate::config::ClaimTest::Equals(e) => ("equals", e.clone()),
+                };
+                out.json["detail"] = json!(format!(
+                    "the token's {} claim fails {test} (expected {expected}, actual {actual})",
+                    rule.claim
+                ));
+                out.json["explain"] =
+                    json!({"claim": rule.claim, "test": test, "expected": expected, "actual": actual});
+            }
+            out
+        }
+        (Some(AuthError::InsufficientUserAuthentication), Some(v), Some(route)) => {
+            let claims = v.claims_json().unwrap_or_default();
+            let mut out = verdict(
+                401,
+                Some("insufficient_user_authentication"),
+                format!("route {route_name:?} requires a stronger or more recent sign-in"),
+                name(v.issuer()),
+                Some(claims.clone()),
+            );
+            if let Some(s) = &route.cfg.step_up {
+                out.json["explain"] = json!({
+                    "expected": {"acr_values": s.acr_values, "max_age_seconds": s.max_age_seconds},
+                    "actual": {"acr": claims["acr"], "auth_time": claims["auth_time"], "now": now},
+                });
+            }
+            out
+        }
+        (Some(error), _, _) => refused(error, issuer),
+        (None, _, _) => {
+            verdict(refusal.status.as_u16(), Some(refusal.code), capitalised(refusal.description), None, None)
+        }
     }
-}
-
-/// An allowed, protected route always carries its verified token.
-fn unreachable_anonymous() -> Verdict {
-    usage_error("internal error: an allowed protected route without a token".into())
 }
 
 fn capitalised(s: &str) -> String {

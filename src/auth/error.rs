@@ -4,6 +4,8 @@
 
 use http::StatusCode;
 
+use crate::phase::Phase;
+
 pub use jwtgate_jose::error::TokenError;
 
 /// Why a request is refused before it reaches the upstream.
@@ -110,6 +112,24 @@ impl AuthError {
             }
             AuthError::ReplayCacheFull => jwtgate_jose::dpop::ProofError::ReplayCacheFull.description(),
             AuthError::InvalidDpopProof(p) => p.description(),
+        }
+    }
+
+    /// The pipeline phase that refuses with this error: each error arises in exactly one.
+    pub fn phase(self) -> Phase {
+        match self {
+            AuthError::MissingToken
+            | AuthError::InvalidRequest(_)
+            | AuthError::InvalidToken(TokenError::DpopRequired) => Phase::Credentials,
+            AuthError::InvalidToken(TokenError::SenderConstrained | TokenError::NotDpopBound)
+            | AuthError::InvalidDpopProof(_)
+            | AuthError::ReplayCacheFull
+            | AuthError::SharedStateUnavailable => Phase::Binding,
+            AuthError::InvalidToken(TokenError::UnforwardableClaim) => Phase::ClaimHeaders,
+            AuthError::InvalidToken(_) | AuthError::Unavailable | AuthError::IntrospectionUnavailable => Phase::Token,
+            AuthError::InsufficientScope => Phase::Scope,
+            AuthError::InsufficientClaims => Phase::Claims,
+            AuthError::InsufficientUserAuthentication => Phase::StepUp,
         }
     }
 

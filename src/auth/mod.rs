@@ -224,12 +224,14 @@ pub struct Requirement<'a> {
     pub claims: &'a [crate::config::ClaimRule],
     /// RFC 9470 step-up.
     pub step_up: Option<&'a crate::config::StepUp>,
+    /// Only tokens of this issuer (`validate --issuer`); `None`: any configured issuer.
+    pub issuer: Option<usize>,
 }
 
 impl Requirement<'_> {
     /// Scopes only (no audience override, no claim rules, no step-up).
     pub fn scopes(scopes: &[String]) -> Requirement<'_> {
-        Requirement { scopes, sender_constrained: false, audiences: None, claims: &[], step_up: None }
+        Requirement { scopes, sender_constrained: false, audiences: None, claims: &[], step_up: None, issuer: None }
     }
 
     /// What `route` requires.
@@ -240,6 +242,7 @@ impl Requirement<'_> {
             audiences: route.audiences.as_deref(),
             claims: &route.require_claims,
             step_up: route.step_up.as_ref(),
+            issuer: None,
         }
     }
 }
@@ -407,13 +410,22 @@ impl Authenticator {
     }
 
     /// Verifies the request's credentials (`Bearer`, or `DPoP` with its proof) against the
-    /// route's requirement. A DPoP proof is checked on every request, cached verdict or not.
+    /// route's requirement: [`Authenticator::authenticate`], then [`Authenticator::permit`] (the
+    /// judge calls the two apart). A DPoP proof is checked on every request, cached verdict or not.
     pub async fn authorize_request(&self, req: &AuthRequest<'_>, need: &Requirement<'_>) -> Result<Verified, Rejected> {
+        let verified = self.authenticate(req, need).await?;
+        self.permit(&verified, need)?;
+        Ok(verified)
+    }
+
+    /// The credentials, token and binding phases: who sent the request, proven (the scheme and
+    /// token, the token itself, a DPoP proof for a bound token).
+    pub async fn authenticate(&self, req: &AuthRequest<'_>, need: &Requirement<'_>) -> Result<Verified, Rejected> {
         let (scheme, token) = bearer::credentials(req.headers)?;
         if scheme == bearer::Scheme::Bearer && need.sender_constrained {
             return Err(AuthError::InvalidToken(TokenError::DpopRequired).into());
         }
-        let verified = self.verify(token, None, need.audiences).await?;
+        let verified = self.verify(token, need.issuer, need.audiences).await?;
         let issuer = Some(verified.issuer());
         let refuse = |error| Err(Rejected { error, issuer });
         match (scheme, &verified.verdict.binding) {
@@ -434,23 +446,25 @@ impl Authenticator {
                 }
             }
         }
-        let scopes = need.scopes;
-        if !verified.has_scopes(scopes) {
-            return Err(Rejected { error: AuthError::InsufficientScope, issuer: Some(verified.issuer()) });
+        Ok(verified)
+    }
+
+    /// The scope, claim-rule and step-up phases: what the proven caller may do on the route.
+    pub fn permit(&self, verified: &Verified, need: &Requirement<'_>) -> Result<(), Rejected> {
+        let issuer = Some(verified.issuer());
+        if !verified.has_scopes(need.scopes) {
+            return Err(Rejected { error: AuthError::InsufficientScope, issuer });
         }
         // Authorisation before step-up: a token that may never pass is not sent to sign in again.
         if !need.claims.is_empty() && policy::first_failed_rule(&verified.verdict, need.claims).is_some() {
-            return Err(Rejected { error: AuthError::InsufficientClaims, issuer: Some(verified.issuer()) });
+            return Err(Rejected { error: AuthError::InsufficientClaims, issuer });
         }
         if let Some(step_up) = need.step_up {
             if policy::step_up_shortfall(&verified.verdict, step_up, self.clock.now_unix()).is_some() {
-                return Err(Rejected {
-                    error: AuthError::InsufficientUserAuthentication,
-                    issuer: Some(verified.issuer()),
-                });
+                return Err(Rejected { error: AuthError::InsufficientUserAuthentication, issuer });
             }
         }
-        Ok(verified)
+        Ok(())
     }
 
     /// Every check of a DPoP request's proof; the replay check too when proofs are remembered

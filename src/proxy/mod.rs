@@ -25,9 +25,10 @@ use hyper::body::Incoming;
 
 use crate::auth::{Authenticator, Verified};
 use crate::config::Upstream;
-use crate::decision::{Allowed, Judge, Original};
+use crate::decision::{Allowed, FramingFault, Judge, Origin, Refused, RequestFacts};
 use crate::metrics::{Metrics, Outcome};
-use crate::refusal::Refusal;
+use crate::phase::Phase;
+use crate::refusal::{Refusal, Shape};
 use client_body::{BodyFailure, BodyProgress, ClientBody};
 use upstream::{UpstreamBody, UpstreamError, UpstreamPool};
 
@@ -56,28 +57,20 @@ struct Served<'a> {
     metrics: &'a crate::metrics::RouteMetrics,
     /// Its outcome.
     outcome: Outcome,
+    /// The phase that refused it (`None`: it was answered by the upstream, or tunnelled).
+    phase: Option<Phase>,
     /// Why, for a refusal (the metric reason, or the error code).
     reason: &'static str,
     /// `x-jwt-sub`, captured only when the access log asks for it.
     sub: Option<HeaderValue>,
 }
 
-/// A refusal as the proxy answers it, with how it ended.
-fn refused((r, metrics): (Refusal, &crate::metrics::RouteMetrics)) -> (Response<ProxyBody>, Served<'_>) {
+/// A refusal as the proxy answers it, in the request's shape, with how it ended.
+fn refused(refused: Refused<'_>, shape: Shape) -> (Response<ProxyBody>, Served<'_>) {
+    let r = refused.refusal;
     let reason = r.auth_error.map_or(r.code, |e| e.reason());
-    (r.response().map(Either::Right), Served { metrics, outcome: r.outcome, reason, sub: None })
-}
-
-/// A refusal of `req`: gRPC-shaped for a gRPC request (looked at only when refusing).
-fn refused_request<'a, B>(
-    req: &Request<B>,
-    (r, metrics): (Refusal, &'a crate::metrics::RouteMetrics),
-) -> (Response<ProxyBody>, Served<'a>) {
-    if !crate::refusal::is_grpc(req.headers()) {
-        return refused((r, metrics));
-    }
-    let reason = r.auth_error.map_or(r.code, |e| e.reason());
-    (r.grpc_response().map(Either::Right), Served { metrics, outcome: r.outcome, reason, sub: None })
+    let served = Served { metrics: refused.metrics, outcome: r.outcome, phase: Some(r.phase), reason, sub: None };
+    (r.render(shape).map(Either::Right), served)
 }
 
 /// The answer to a CORS preflight on a route with `[routes.cors]`: 204 and its headers.
@@ -94,11 +87,11 @@ fn preflight_answer(cors: Option<Box<crate::cors::CorsHeaders>>) -> Response<Pro
 /// The upstream did not answer in time.
 struct Elapsed;
 
-/// How the upstream exchange is answered: when it was sent, and whether jwtgate's own answers
-/// take the gRPC shape.
+/// How the upstream exchange is answered: when it was sent, and the shape jwtgate's own
+/// answers take.
 struct Answered {
     asked: Instant,
-    grpc: bool,
+    shape: Shape,
 }
 
 /// What an exchange with the upstream gave: its response head, its failure, or nothing in time.
@@ -116,7 +109,6 @@ pub struct Gateway {
     upstream: Upstream,
     /// `Host` for requests that arrive without one (HTTP/1.0).
     upstream_host: HeaderValue,
-    max_header_bytes: usize,
     body_read_timeout: std::time::Duration,
     tunnel_limits: tunnel::TunnelLimits,
     protected: meaning::ProtectedNames,
@@ -126,8 +118,6 @@ pub struct Gateway {
     access_log_subject: bool,
     /// `server.request_id`.
     request_ids: bool,
-    /// `server.public_base_url`: the `htu` rule's base.
-    public_base: crate::decision::PublicBase,
     metrics: Arc<Metrics>,
     /// Upstream failures are logged at most once a second (the metrics count each).
     upstream_warnings: jwtgate_base::log_limit::EverySecond,
@@ -242,7 +232,6 @@ impl Gateway {
         tls: bool,
         metrics: Arc<Metrics>,
     ) -> Gateway {
-        let max_header_bytes = server.max_header_bytes();
         let body_read_timeout = std::time::Duration::from_secs(server.body_read_timeout_seconds);
         let tunnel_limits = tunnel::TunnelLimits {
             lifetime: std::time::Duration::from_secs(server.tunnel_max_lifetime_seconds),
@@ -259,19 +248,16 @@ impl Gateway {
             .chain(judge.routes().routes().iter().flat_map(|r| r.cfg.claim_headers.iter()))
             .map(|c| c.name.as_str());
         let protected = meaning::ProtectedNames::new(configured);
-        let public_base = crate::decision::PublicBase::new(server.public_base_url.as_deref());
         Gateway {
             scheme: if tls { "https" } else { "http" },
             access_log: server.access_log,
             access_log_subject: server.access_log_subject,
             request_ids: server.request_id,
-            public_base,
             protected,
             judge,
             pool,
             upstream,
             upstream_host,
-            max_header_bytes,
             body_read_timeout,
             tunnel_limits,
             metrics,
@@ -333,6 +319,7 @@ impl Gateway {
                     route = %served.metrics.route,
                     status = resp.status().as_u16(),
                     outcome = served.outcome.label(),
+                    phase = served.phase.map(Phase::label),
                     reason = served.reason,
                     upstream_status = forwarded.then(|| resp.status().as_u16()),
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -348,52 +335,43 @@ impl Gateway {
 
     #[allow(clippy::disallowed_methods)] // latency metrics are real time; a test clock must not bend them
     async fn handle_inner(&self, mut req: Request<Incoming>, peer: SocketAddr) -> (Response<ProxyBody>, Served<'_>) {
+        // The proxy's adapter: the request's facts, and its shape (HTTP or gRPC), decided once.
         let scan = meaning::HeaderScan::of(req.headers(), &self.protected);
-        if scan.bytes > self.max_header_bytes {
-            return refused_request(&req, self.judge.refuse_unrouted(Refusal::headers_too_large()));
-        }
+        let shape = Shape::of(req.headers());
         let websocket = tunnel::is_websocket_upgrade(&req);
-        if let Err(e) = meaning::check(&req, websocket) {
-            let r = match e {
-                meaning::MeaningError::UnsupportedTransferCoding => Refusal::plain(
-                    http::StatusCode::NOT_IMPLEMENTED,
-                    "not_implemented",
-                    e.description(),
-                    Outcome::NotImplemented,
-                ),
-                _ => Refusal::plain(
-                    http::StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    e.description(),
-                    Outcome::InvalidRequest,
-                ),
-            };
-            let (mut resp, served) = refused_request(&req, self.judge.refuse_unrouted(r));
-            if req.version() < Version::HTTP_2 {
-                // The framing is in doubt: whatever follows on this connection is not read as
-                // another request (nginx closes here too).
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return (resp, served);
-        }
-        let htu = || self.request_uri(&req);
-        let original = Original {
+        let meaning = meaning::check(&req, websocket).err();
+        let origin = || format!("{}://{}", self.scheme, meaning::host(&req));
+        let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
             headers: req.headers(),
-            htu: &htu,
+            header_bytes: scan.bytes,
+            framing: meaning.map(|e| match e {
+                meaning::MeaningError::UnsupportedTransferCoding => FramingFault::NotImplemented(e.description()),
+                _ => FramingFault::Invalid(e.description()),
+            }),
+            origin: Origin::Request(&origin),
             client: Some(peer.ip()),
         };
-        let allowed = match self.judge.judge(&original).await {
+        let allowed = match self.judge.judge(&facts).await {
             Ok(a) => a,
-            Err(refusal) => return refused_request(&req, refusal),
+            Err(r) => {
+                let framing_in_doubt = meaning.is_some() && r.refusal.outcome != Outcome::HeadersTooLarge;
+                let (mut resp, served) = refused(r, shape);
+                if framing_in_doubt && req.version() < Version::HTTP_2 {
+                    // The framing is in doubt: whatever follows on this connection is not read
+                    // as another request (nginx closes here too).
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return (resp, served);
+            }
         };
         let Allowed { route, verified, claim_headers, cors, preflight } = allowed;
         if preflight {
             route.metrics.count(Outcome::Preflight);
             return (
                 preflight_answer(cors),
-                Served { metrics: &route.metrics, outcome: Outcome::Preflight, reason: "", sub: None },
+                Served { metrics: &route.metrics, outcome: Outcome::Preflight, phase: None, reason: "", sub: None },
             );
         }
         let outcome = if verified.is_some() { Outcome::Allowed } else { Outcome::Anonymous };
@@ -405,12 +383,10 @@ impl Gateway {
         if websocket {
             // Boxed: waiting for an upstream connection's slot (a timer and a semaphore wait)
             // would otherwise sit in, and be copied with, every request's future.
-            let (resp, outcome, reason) = Box::pin(self.upgrade(req, peer, verified, route, outcome)).await;
-            return (resp, Served { metrics: &route.metrics, outcome, reason, sub });
+            let (resp, outcome, phase, reason) =
+                Box::pin(self.upgrade(req, peer, verified, route, outcome, shape)).await;
+            return (resp, Served { metrics: &route.metrics, outcome, phase, reason, sub });
         }
-        // HTTP or gRPC, decided once: jwtgate's own answers from here on (408, 502, 504) take
-        // the shape the client reads.
-        let grpc = crate::refusal::is_grpc(req.headers());
         self.upstream_request(&mut req, peer, verified);
         let (parts, body) = req.into_parts();
         let (body, progress) = ClientBody::new(body, self.body_read_timeout);
@@ -423,17 +399,12 @@ impl Gateway {
         let asked = Instant::now();
         let sent = self.exchange(req, progress.as_deref()).await;
         let client_fault = progress.as_deref().and_then(|p| p.failure());
-        let (mut resp, outcome, reason) = self.answer(sent, client_fault, route, outcome, Answered { asked, grpc });
+        let (mut resp, outcome, phase, reason) =
+            self.answer(sent, client_fault, route, outcome, Answered { asked, shape });
         if let Some(cors) = &cors {
             crate::cors::apply(cors, resp.headers_mut());
         }
-        (resp, Served { metrics: &route.metrics, outcome, reason, sub })
-    }
-
-    /// The URI the client addressed, for a DPoP proof's `htu`: `public_base_url` (or `http://`
-    /// and the request's host) and the path as sent.
-    fn request_uri<B>(&self, req: &Request<B>) -> String {
-        self.public_base.htu(|| format!("{}://{}", self.scheme, meaning::host(req)), req.uri().path())
+        (resp, Served { metrics: &route.metrics, outcome, phase, reason, sub })
     }
 
     /// A judged and allowed WebSocket upgrade: sent upstream on a connection of its own; a
@@ -446,7 +417,8 @@ impl Gateway {
         verified: Option<Verified>,
         route: &crate::routes::Route,
         outcome: Outcome,
-    ) -> (Response<ProxyBody>, Outcome, &'static str) {
+        shape: Shape,
+    ) -> (Response<ProxyBody>, Outcome, Option<Phase>, &'static str) {
         let client_upgrade = hyper::upgrade::on(&mut req);
         self.upstream_request(&mut req, peer, verified);
         tunnel::restore_upgrade_headers(req.headers_mut());
@@ -471,7 +443,7 @@ impl Gateway {
                 self.metrics.count_upstream_response(resp.status());
                 route.metrics.count(outcome);
                 route.metrics.observe_upstream(asked);
-                return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, "");
+                return (tunnel::switching_protocols(&resp, Either::Right(Full::new(Bytes::new()))), outcome, None, "");
             }
             Ok(Ok((resp, _))) => {
                 self.metrics.upgrades.with_label_values(&["declined"]).inc();
@@ -486,26 +458,28 @@ impl Gateway {
                 Err(Elapsed)
             }
         };
-        self.answer(sent, None, route, outcome, Answered { asked, grpc: false })
+        self.answer(sent, None, route, outcome, Answered { asked, shape })
     }
 
     /// The client's answer for an exchange with the upstream: its response, or the refusal for
-    /// a body the client broke, or 502/504.
+    /// a body the client broke, or 502/503/504 — the upstream phase's refusals, in the request's
+    /// shape.
     fn answer(
         &self,
         sent: Exchanged,
         client_fault: Option<BodyFailure>,
         route: &crate::routes::Route,
         outcome: Outcome,
-        Answered { asked, grpc }: Answered,
-    ) -> (Response<ProxyBody>, Outcome, &'static str) {
-        let render = |r: Refusal| if grpc { r.grpc_response() } else { r.response() }.map(Either::Right);
+        Answered { asked, shape }: Answered,
+    ) -> (Response<ProxyBody>, Outcome, Option<Phase>, &'static str) {
+        let render = |r: Refusal| r.render(shape).map(Either::Right);
+        let upstream = Some(Phase::Upstream);
         match (self.upstream_outcome(sent), client_fault) {
             (Ok(resp), _) => {
                 route.metrics.count(outcome);
                 route.metrics.observe_upstream(asked);
                 self.metrics.count_upstream_response(resp.status());
-                (resp.map(Either::Left), outcome, "")
+                (resp.map(Either::Left), outcome, None, "")
             }
             (Err(_), Some(fault)) => {
                 let (status, outcome, code, desc) = match fault {
@@ -526,10 +500,11 @@ impl Gateway {
                 crate::decision::refusal_line!(
                     self.access_log,
                     route = %route.cfg.name,
+                    phase = Phase::Upstream.label(),
                     status = status.as_u16(),
                     "request refused: {desc}; the upstream request was aborted"
                 );
-                (render(Refusal::plain(status, code, desc, outcome)), outcome, code)
+                (render(Refusal::plain(status, code, desc, outcome, Phase::Upstream)), outcome, upstream, code)
             }
             (Err(failure), None) => {
                 route.metrics.count(failure);
@@ -544,7 +519,7 @@ impl Gateway {
                     ),
                     _ => (http::StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached"),
                 };
-                (render(Refusal::plain(status, code, desc, failure)), failure, code)
+                (render(Refusal::plain(status, code, desc, failure, Phase::Upstream)), failure, upstream, code)
             }
         }
     }

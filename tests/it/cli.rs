@@ -103,6 +103,37 @@ async fn validate(s: &Setup, args: &[&str], stdin: Option<&str>) -> (i32, Value)
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// `--issuer` holds with `--route` too: the judge is asked for that issuer's tokens only. (Before
+/// `validate` became judge + renderer it judged the route with every issuer and verified again
+/// apart; the flag held because only the named issuer's keys were loaded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_issuer_holds_on_a_route() {
+    let s = setup().await;
+    let other = FakeIssuer::start("globex").await.unwrap();
+    let other_key = other.add_shared_key(harness_key());
+    let second = format!(
+        "[[issuers]]\nname = \"globex\"\ndiscovery_url = \"{}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"RS256\"]\n\n[[routes]]",
+        other.discovery_url()
+    );
+    let text = std::fs::read_to_string(&s.config).unwrap().replacen("[[routes]]", &second, 1);
+    let config = temp_file("two-issuers.toml", &text);
+    let run = |args: Vec<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = bin().arg("validate").arg("--config").arg(&config).args(&args).output().unwrap();
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (out.status.code().unwrap_or(-1), v)
+        })
+    };
+    let globex = other_key.token(&other.claims(now(), "carol", AUD, "orders:read"));
+    let args =
+        |issuer: &str| vec!["--issuer".into(), issuer.into(), "--route".into(), "/orders/1".into(), globex.clone()];
+    let (code, v) = run(args("globex")).await.unwrap();
+    assert_eq!((code, v["issuer"].as_str()), (0, Some("globex")), "{v}");
+    let (code, v) = run(args("asgardeo")).await.unwrap();
+    assert_eq!((code, v["status"].as_u64(), v["error"].as_str()), (1, Some(401), Some("invalid_token")), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_gives_verdicts_and_exit_codes() {
     let s = setup().await;

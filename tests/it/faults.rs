@@ -307,10 +307,14 @@ async fn a_failing_upstream_is_logged_once_a_second_and_a_refusal_once() {
             let refused: Vec<_> = access.iter().filter(|v| v["fields"]["status"] == 401).collect();
             assert_eq!(refused.len(), 1, "{access:?}");
             assert_eq!(refused[0]["fields"]["reason"], "opaque_token", "{refused:?}");
-            assert_eq!(access.iter().filter(|v| v["fields"]["status"] == 502).count(), 31);
+            assert_eq!(refused[0]["fields"]["phase"], "token", "{refused:?}");
+            let failed: Vec<_> = access.iter().filter(|v| v["fields"]["status"] == 502).collect();
+            assert_eq!(failed.len(), 31);
+            assert!(failed.iter().all(|v| v["fields"]["phase"] == "upstream"), "{failed:?}");
         } else {
             assert_eq!(refusals.len(), 1, "{refusals:?}");
             assert_eq!(refusals[0]["level"], "INFO");
+            assert_eq!(refusals[0]["fields"]["phase"], "token", "{refusals:?}");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

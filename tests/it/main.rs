@@ -24,6 +24,7 @@ mod keys;
 mod km_sync;
 mod nginx_auth_request;
 mod oidc_provider;
+mod phases;
 mod production;
 mod properties;
 mod proxy;

@@ -11,7 +11,7 @@ use jwtgate::auth::alg::Alg;
 use jwtgate::auth::Authenticator;
 use jwtgate::clock::SystemClock;
 use jwtgate::config::Config;
-use jwtgate::decision::{Judge, Original};
+use jwtgate::decision::{Judge, Origin, RequestFacts};
 use jwtgate::fetch::HttpFetcher;
 use jwtgate::keys::KeyRegistry;
 use jwtgate::metrics::Metrics;
@@ -42,7 +42,7 @@ fn world() -> World {
     ));
     rt.block_on(registry.issuers[0].refresh()).unwrap();
     let auth = Arc::new(Authenticator::new(registry, Arc::new(SystemClock), 0, 16384, metrics.clone()));
-    let judge = Judge::new(&config.routes, auth.clone(), &metrics, "proxy");
+    let judge = Judge::new(&config.routes, auth.clone(), &metrics, "proxy", &config.server);
     let claims = idp.claims(now(), "alice", AUD, "orders:read orders:write");
     let token = key.token(&claims);
     // Another key under the published key's kid: a forgery.
@@ -56,11 +56,19 @@ fn verify(w: &World, token: &[u8]) -> bool {
 }
 
 fn status(w: &World, method: &Method, path: &str, headers: &HeaderMap) -> (u16, &'static str) {
-    let htu = || format!("http://gw{path}");
-    let o = Original { method, path, headers, htu: &htu, client: None };
+    let origin = || "http://gw".to_string();
+    let o = RequestFacts {
+        method,
+        path,
+        headers,
+        header_bytes: jwtgate::proxy::meaning::header_bytes(headers),
+        framing: None,
+        origin: Origin::Request(&origin),
+        client: None,
+    };
     match w.rt.block_on(w.judge.judge(&o)) {
         Ok(_) => (200, ""),
-        Err((r, _)) => (r.status.as_u16(), r.code),
+        Err(r) => (r.refusal.status.as_u16(), r.refusal.code),
     }
 }
 

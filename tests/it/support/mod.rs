@@ -368,6 +368,7 @@ pub async fn spawn_serve_with(
     let addrs = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
             let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            log.lock().unwrap().push(line);
             let addr = |k: &str| v["fields"][k].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
             if let (Some(p), Some(a)) = (addr("proxy_addr"), addr("admin_addr")) {
                 return (p, a);
