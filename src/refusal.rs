@@ -20,7 +20,7 @@ static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-
 
 /// The gRPC status code for a refusal's HTTP status: gRPC's own HTTP mapping for 401, 403,
 /// 404, 429, 502, 503 and 504; the closest code for the refusals it does not list.
-pub fn grpc_code(status: StatusCode) -> &'static str {
+fn grpc_code(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "3",              // INVALID_ARGUMENT
         401 => "16",             // UNAUTHENTICATED
@@ -55,7 +55,7 @@ impl Shape {
 }
 
 /// True for a gRPC request (`application/grpc`, `application/grpc+proto`, …).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes();
         v.len() >= 16
@@ -208,7 +208,7 @@ impl Refusal {
     }
 
     /// The response: the JSON body, `no-store`, the challenge, and `Retry-After` on a 503.
-    pub fn response(&self) -> Response<Full<Bytes>> {
+    fn response(&self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({ "error": self.code, "error_description": self.description }).to_string();
         self.with_body(Bytes::from(body), HeaderValue::from_static("application/json"))
     }
@@ -218,7 +218,7 @@ impl Refusal {
     /// UNAUTHENTICATED and 403 into PERMISSION_DENIED for clients that look only at it),
     /// `grpc-status` and `grpc-message` for those that read them, no body (a JSON body would
     /// be read as a malformed gRPC frame).
-    pub fn grpc_response(&self) -> Response<Full<Bytes>> {
+    fn grpc_response(&self) -> Response<Full<Bytes>> {
         let mut resp = self.with_body(Bytes::new(), HeaderValue::from_static("application/grpc"));
         let h = resp.headers_mut();
         h.insert(&GRPC_STATUS, HeaderValue::from_static(grpc_code(self.status)));

@@ -33,6 +33,9 @@ requests_per_second = 1
 burst = 1
 "#;
 
+/// Headers for a subrequest.
+type Headers = Vec<(&'static str, String)>;
+
 /// The JSON log lines so far whose message is `message`.
 fn logged(log: &Arc<Mutex<Vec<String>>>, message: &str) -> Vec<Value> {
     let lines = log.lock().unwrap().clone();
@@ -134,7 +137,7 @@ async fn every_refusal_names_its_phase_at_both_doors() {
     }
 
     // The decision listener (no access log: one refusal line at info) refuses in the same phases.
-    let ask = |headers: Vec<(&'static str, String)>| {
+    let ask = |headers: Headers| {
         let client = client.clone();
         async move {
             let mut r = client.get(format!("http://{decision}/_auth"));
@@ -145,11 +148,11 @@ async fn every_refusal_names_its_phase_at_both_doors() {
         }
     };
     let original = |uri: &str| vec![("x-original-uri", uri.to_string()), ("x-original-method", "GET".to_string())];
-    let with = |mut h: Vec<(&'static str, String)>, extra: (&'static str, String)| {
+    let with = |mut h: Headers, extra: (&'static str, String)| {
         h.push(extra);
         h
     };
-    let decision_cases: Vec<(&str, Vec<(&'static str, String)>, u16, &str)> = vec![
+    let decision_cases: Vec<(&str, Headers, u16, &str)> = vec![
         ("two conventions", with(original("/orders/1"), ("x-forwarded-uri", "/public/x".into())), 400, "framing"),
         ("a dot segment", original("/public/../orders/1"), 400, "target"),
         ("no token", original("/orders/1"), 401, "credentials"),
