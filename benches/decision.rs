@@ -223,7 +223,7 @@ fn benches(c: &mut Criterion) {
             Arc::new(KeyRegistry::new(&config.issuers, HttpFetcher::new().unwrap(), metrics.clone(), clock.clone()));
         s._rt.block_on(registry.issuers[0].refresh()).unwrap();
         let introspector = jwtgate::auth::introspection::Introspector::new(
-            0,
+            jwtgate::keys::IssuerId::at(0),
             registry.issuers[0].clone(),
             &config,
             "bench-secret".into(),

@@ -123,7 +123,7 @@ impl AdminState {
                     "max_stale_seconds": k.cfg.max_stale.as_secs(),
                     "last_error": k.last_error(),
                 });
-                if let Some(x) = introspector.filter(|x| x.issuer() == i) {
+                if let Some(x) = introspector.filter(|x| x.issuer().position() == i) {
                     issuer["introspection"] = x.status_json();
                 }
                 issuer

@@ -16,6 +16,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth::{AuthError, AuthRequest, Authenticator, ClaimValue, Rejected, Requirement, TokenError, Verified};
+use crate::keys::IssuerId;
 use crate::metrics::{Metrics, Outcome, RouteMetrics};
 use crate::phase::Phase;
 use crate::refusal::Refusal;
@@ -142,7 +143,7 @@ pub struct Refused<'r> {
     /// The route it was refused on, once one took it.
     pub route: Option<&'r Route>,
     /// The token's issuer, when its `iss` was resolved.
-    pub issuer: Option<usize>,
+    pub issuer: Option<IssuerId>,
     /// The verified token a refusal after [`Phase::Token`] was about — kept only by an
     /// explaining judge (`validate`'s renderer names the missing scopes, the failed rule or the
     /// step-up shortfall from it); `None` elsewhere, at no cost.
@@ -165,7 +166,7 @@ pub struct Judge {
     /// Refusals keep the verified token (`validate`).
     explaining: bool,
     /// Only tokens of this issuer are accepted (`validate --issuer`).
-    only_issuer: Option<usize>,
+    only_issuer: Option<IssuerId>,
 }
 
 /// A refusal's log line: at info, or at debug where the access log already records each
@@ -222,7 +223,7 @@ impl Judge {
 
     /// For `validate`: refusals keep the verified token, and only `issuer`'s tokens (when
     /// named) are accepted.
-    pub fn explaining(mut self, issuer: Option<usize>) -> Judge {
+    pub fn explaining(mut self, issuer: Option<IssuerId>) -> Judge {
         self.explaining = true;
         self.only_issuer = issuer;
         self
@@ -489,7 +490,7 @@ impl Judge {
             status = refusal.status.as_u16(),
             error = refusal.code,
             reason = r.error.reason(),
-            issuer = r.issuer.and_then(|i| self.auth.keys().issuers.get(i)).map(|k| k.name()).unwrap_or(""),
+            issuer = r.issuer.map_or("", |i| self.auth.keys().name(i)),
             "request refused: {}",
             refusal.description
         );
@@ -510,7 +511,7 @@ impl Judge {
     /// route's, which win on a shared name); a claim that cannot be a header refuses the
     /// request. Nothing is allocated when none are configured.
     fn claim_headers(&self, v: &Verified, route: &Route) -> Result<Vec<(HeaderName, HeaderValue)>, Rejected> {
-        let issuer = &self.auth.keys().issuers[v.issuer()].cfg.claim_headers;
+        let issuer = &self.auth.keys()[v.issuer()].cfg.claim_headers;
         let on_route = &route.cfg.claim_headers;
         if issuer.is_empty() && on_route.is_empty() {
             return Ok(Vec::new());

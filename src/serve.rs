@@ -379,7 +379,7 @@ fn introspector(
         return Ok(None);
     };
     crate::auth::introspection::Introspector::new(
-        i,
+        crate::keys::IssuerId::at(i),
         keys.issuers[i].clone(),
         config,
         secret,

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::decision::{Judge, Origin, Refused, RequestFacts};
 use crate::fetch::HttpFetcher;
 use crate::keys::jwks::SigCheck;
-use crate::keys::KeyRegistry;
+use crate::keys::{IssuerId, KeyRegistry};
 use crate::metrics::Metrics;
 use jwtgate_base::clock::{Clock, FixedClock, SystemClock};
 
@@ -95,7 +95,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
     let only_issuer = match &req.issuer {
         None => None,
         Some(name) => match config.issuers.iter().position(|i| &i.name == name) {
-            Some(i) => Some(i),
+            Some(i) => Some(IssuerId::at(i)),
             None => return usage_error(format!("--issuer {name:?} is not a configured [[issuers]] name")),
         },
     };
@@ -116,7 +116,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
         }
     }
     let (results, duplicate) = match only_issuer {
-        Some(i) => (vec![keys.issuers[i].refresh().await], None),
+        Some(i) => (vec![keys[i].refresh().await], None),
         None => keys.load_all_once().await,
     };
     if let Some(dup) = duplicate {
@@ -132,7 +132,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
         Some(i) => {
             let built = match config.issuers[i].introspection.as_ref().map(|x| x.client_secret.read()) {
                 Some(Ok(secret)) => crate::auth::introspection::Introspector::new(
-                    i,
+                    IssuerId::at(i),
                     keys.issuers[i].clone(),
                     &config,
                     secret,
@@ -160,7 +160,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
         );
     }
     let header = format!("Bearer {}", req.token.trim());
-    let name = |i: usize| keys.issuers.get(i).map(|k| k.name().to_string());
+    let name = |i: IssuerId| keys.get(i).map(|k| k.name().to_string());
     let unavailable_detail = |error: AuthError| {
         if error == AuthError::IntrospectionUnavailable {
             let last = auth.introspector().map(|x| x.status_json()["last_error"].clone()).unwrap_or_default();
@@ -174,7 +174,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
         format!("{}; {}", AuthError::Unavailable.description(), errors.join("; "))
     };
     // A refused token, explained: why a claim check failed (decoded once more, for a human).
-    let refused = |error: AuthError, issuer: Option<usize>| {
+    let refused = |error: AuthError, issuer: Option<IssuerId>| {
         let mut out = refused_verdict(error, issuer.and_then(name), unavailable_detail);
         if let AuthError::InvalidToken(t) = error {
             if let Some(e) = explain(&keys, req.token.trim(), t, now) {
@@ -367,7 +367,7 @@ struct Explanation {
 fn explain(keys: &KeyRegistry, token: &str, error: TokenError, now: i64) -> Option<Explanation> {
     let d = jwt::decode(token).ok()?;
     let (idx, loaded) = keys.by_iss(d.claims.iss.as_deref()?)?;
-    let cfg = &keys.issuers[idx].cfg;
+    let cfg = &keys[idx].cfg;
     let signature_valid = d
         .alg
         .is_some_and(|alg| loaded.keys.verify(d.kid.as_deref(), alg, d.signing_input, &d.signature) == SigCheck::Valid);

@@ -119,7 +119,7 @@ mod tests {
     fn verdict(key: u128, exp: f64) -> Arc<Verdict> {
         Arc::new(Verdict {
             key,
-            issuer: 0,
+            issuer: crate::keys::IssuerId::at(0),
             generation: 1,
             exp,
             nbf: None,

@@ -26,7 +26,7 @@ use super::{
     Verdict, Verified,
 };
 use crate::config::{Config, IntrospectionAuth, IntrospectionConfig};
-use crate::keys::IssuerKeys;
+use crate::keys::{IssuerId, IssuerKeys};
 use crate::metrics::Metrics;
 use jwtgate_base::clock::Clock;
 use jwtgate_base::sync::lock;
@@ -70,7 +70,7 @@ struct AnswerCache {
 
 /// One issuer's introspection client.
 pub struct Introspector {
-    issuer: usize,
+    issuer: IssuerId,
     keys: Arc<IssuerKeys>,
     cfg: IntrospectionConfig,
     /// The client secret (read at start and on each reload); only ever sent to the endpoint.
@@ -140,7 +140,7 @@ impl Introspector {
     /// with `secret` (read by the caller from `client_secret_env`/`_file`). Fails when the
     /// secret cannot be sent in a header or the issuer's `ca_file` cannot be used.
     pub fn new(
-        issuer: usize,
+        issuer: IssuerId,
         keys: Arc<IssuerKeys>,
         config: &Config,
         secret: String,
@@ -208,8 +208,8 @@ impl Introspector {
         }
     }
 
-    /// The index of the issuer that introspects.
-    pub fn issuer(&self) -> usize {
+    /// The issuer that introspects.
+    pub fn issuer(&self) -> IssuerId {
         self.issuer
     }
 
@@ -219,7 +219,7 @@ impl Introspector {
     pub(crate) async fn verify(
         &self,
         token: &[u8],
-        only_issuer: Option<usize>,
+        only_issuer: Option<IssuerId>,
         audiences: Option<&[String]>,
     ) -> Result<Verified, Rejected> {
         let issuer = Some(self.issuer);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 
 use crate::keys::jwks::SigCheck;
-use crate::keys::KeyRegistry;
+use crate::keys::{IssuerId, KeyRegistry};
 use crate::metrics::Metrics;
 use alg::Alg;
 pub use error::{AuthError, TokenError};
@@ -33,8 +33,8 @@ use jwtgate_base::clock::Clock;
 pub struct Verdict {
     /// The cache key: the token's keyed digest (0 when the cache is off).
     pub key: u128,
-    /// Index of the issuer in the configuration.
-    pub issuer: usize,
+    /// The issuer.
+    pub issuer: IssuerId,
     /// The issuer's key generation it was verified against.
     pub generation: u64,
     /// `exp`.
@@ -111,8 +111,8 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// The issuer index.
-    pub fn issuer(&self) -> usize {
+    /// The issuer.
+    pub fn issuer(&self) -> IssuerId {
         self.verdict.issuer
     }
 
@@ -225,7 +225,7 @@ pub struct Requirement<'a> {
     /// RFC 9470 step-up.
     pub step_up: Option<&'a crate::config::StepUp>,
     /// Only tokens of this issuer (`validate --issuer`); `None`: any configured issuer.
-    pub issuer: Option<usize>,
+    pub issuer: Option<IssuerId>,
 }
 
 impl Requirement<'_> {
@@ -253,7 +253,7 @@ pub struct Rejected {
     /// Why.
     pub error: AuthError,
     /// The issuer index, when the token's `iss` was resolved.
-    pub issuer: Option<usize>,
+    pub issuer: Option<IssuerId>,
 }
 
 impl From<AuthError> for Rejected {
@@ -474,11 +474,11 @@ impl Authenticator {
         req: &AuthRequest<'_>,
         token: &[u8],
         jkt: &str,
-        issuer_index: usize,
+        issuer_index: IssuerId,
     ) -> Result<Option<dpop::Unreplayed>, Rejected> {
         let issuer = Some(issuer_index);
         let refuse = |error| Err(Rejected { error, issuer });
-        let cfg = &self.keys.issuers[issuer_index].cfg;
+        let cfg = &self.keys[issuer_index].cfg;
         let mut proofs = req.headers.get_all("dpop").iter();
         let proof = match (proofs.next(), proofs.next()) {
             (None, _) => return refuse(AuthError::InvalidDpopProof(dpop::ProofError::Missing)),
@@ -530,7 +530,7 @@ impl Authenticator {
     /// Remembers a checked proof in the store every replica shares (`SET NX PX` for as long as
     /// it could be accepted): seen before anywhere is a replay; no answer is a 503, never an
     /// unchecked proof.
-    async fn first_use_shared(&self, jkt: &str, fresh: dpop::Unreplayed, issuer: usize) -> Result<(), Rejected> {
+    async fn first_use_shared(&self, jkt: &str, fresh: dpop::Unreplayed, issuer: IssuerId) -> Result<(), Rejected> {
         let refuse = |error| Err(Rejected { error, issuer: Some(issuer) });
         let Some(store) = &self.shared else { return Ok(()) };
         let ttl = std::time::Duration::from_secs((fresh.remember_until - self.clock.now_unix()).max(1) as u64);
@@ -543,7 +543,7 @@ impl Authenticator {
 
     /// Counts a refusal in `jwtgate_token_rejections_total`.
     pub fn count_rejection(&self, r: &Rejected) {
-        let issuer = r.issuer.and_then(|i| self.keys.issuers.get(i)).map_or("", |k| k.name());
+        let issuer = r.issuer.map_or("", |i| self.keys.name(i));
         self.metrics.rejections.with_label_values(&[issuer, r.error.reason()]).inc();
     }
 
@@ -554,10 +554,10 @@ impl Authenticator {
     pub async fn verify(
         &self,
         token: &[u8],
-        only_issuer: Option<usize>,
+        only_issuer: Option<IssuerId>,
         audiences: Option<&[String]>,
     ) -> Result<Verified, Rejected> {
-        let invalid = |t: TokenError, issuer: Option<usize>| Rejected { error: AuthError::InvalidToken(t), issuer };
+        let invalid = |t: TokenError, issuer: Option<IssuerId>| Rejected { error: AuthError::InvalidToken(t), issuer };
         if token.len() > self.max_token_bytes {
             return Err(invalid(TokenError::TooLong, None));
         }
@@ -575,7 +575,7 @@ impl Authenticator {
         };
         if let Some((cache, _)) = self.cache.as_deref() {
             if let Some(v) = cache.get(key) {
-                if let Some(k) = self.keys.issuers.get(v.issuer) {
+                if let Some(k) = self.keys.get(v.issuer) {
                     if k.generation() == v.generation {
                         self.cache_hit.inc();
                         // The cache skips decoding and the signature, never the order: the
@@ -635,8 +635,8 @@ impl Authenticator {
     /// client's fault whether or not it was seen before.
     fn ordered_checks(
         &self,
-        issuer: usize,
-        only_issuer: Option<usize>,
+        issuer: IssuerId,
+        only_issuer: Option<IssuerId>,
         claims: impl FnOnce() -> Result<(), TokenError>,
         keys_fresh: impl FnOnce() -> bool,
     ) -> Result<(), Rejected> {
@@ -652,7 +652,7 @@ impl Authenticator {
     }
 
     fn check_time(&self, v: &Verdict) -> Result<(), TokenError> {
-        let leeway = self.keys.issuers.get(v.issuer).map_or(0, |k| k.cfg.leeway);
+        let leeway = self.keys.get(v.issuer).map_or(0, |k| k.cfg.leeway);
         time_claims(v.exp, v.nbf, v.iat, leeway, self.clock.now_unix())
     }
 
@@ -685,10 +685,10 @@ impl Authenticator {
         &self,
         token: &str,
         key: u128,
-        only_issuer: Option<usize>,
+        only_issuer: Option<IssuerId>,
         audiences: Option<&[String]>,
     ) -> Result<(Arc<Verdict>, HeaderValue), Rejected> {
-        let invalid = |t: TokenError, issuer: Option<usize>| Rejected { error: AuthError::InvalidToken(t), issuer };
+        let invalid = |t: TokenError, issuer: Option<IssuerId>| Rejected { error: AuthError::InvalidToken(t), issuer };
         let d = jwt::decode(token).map_err(|t| invalid(t, None))?;
         let iss = d.claims.iss.as_deref().ok_or(invalid(TokenError::MissingIssuer, None))?;
 
@@ -728,7 +728,7 @@ impl Authenticator {
                 }
             }
         };
-        let issuer = &self.keys.issuers[idx];
+        let issuer = &self.keys[idx];
         let mut alg = None;
         let (claim_values, rule_values) = self.claim_values(d.payload_b64);
         self.ordered_checks(

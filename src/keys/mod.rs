@@ -380,7 +380,53 @@ pub struct KeyRegistry {
     pub issuers: Vec<Arc<IssuerKeys>>,
 }
 
+/// An issuer as verdicts, refusals and the judge name it: its place among `[[issuers]]`, in
+/// file order — a number, not a name, so the hot path carries and compares no strings. It means
+/// something only in the generation that made it; a reload keeps the verified-token cache only
+/// when no issuer moved (`Authenticator::keep_token_cache_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IssuerId(u32);
+
+impl IssuerId {
+    /// The issuer at `position` in `[[issuers]]` (validated configurations have far fewer than
+    /// 2³² issuers).
+    pub fn at(position: usize) -> IssuerId {
+        IssuerId(u32::try_from(position).unwrap_or(u32::MAX))
+    }
+
+    /// Its place in `[[issuers]]`.
+    pub fn position(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for IssuerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Index<IssuerId> for KeyRegistry {
+    type Output = Arc<IssuerKeys>;
+
+    /// The issuer's store; an id is only ever made from this registry's configuration, so it
+    /// is in range (a stray id panics like any out-of-range index).
+    fn index(&self, id: IssuerId) -> &Arc<IssuerKeys> {
+        &self.issuers[id.position()]
+    }
+}
+
 impl KeyRegistry {
+    /// The issuer's store, if `id` names one.
+    pub fn get(&self, id: IssuerId) -> Option<&Arc<IssuerKeys>> {
+        self.issuers.get(id.position())
+    }
+
+    /// Its name (`""` for an id naming none).
+    pub fn name(&self, id: IssuerId) -> &str {
+        self.get(id).map_or("", |k| k.name())
+    }
+
     /// Stores for the configured issuers, nothing loaded.
     pub fn new(
         cfgs: &[IssuerConfig],
@@ -398,11 +444,11 @@ impl KeyRegistry {
 
     /// The issuer whose discovered `issuer` equals `iss` byte for byte, with its loaded state
     /// (usable or stale).
-    pub fn by_iss(&self, iss: &str) -> Option<(usize, Arc<Loaded>)> {
+    pub fn by_iss(&self, iss: &str) -> Option<(IssuerId, Arc<Loaded>)> {
         self.issuers
             .iter()
             .enumerate()
-            .find_map(|(i, k)| k.loaded().filter(|l| l.discovery.issuer == iss).map(|l| (i, l)))
+            .find_map(|(i, k)| k.loaded().filter(|l| l.discovery.issuer == iss).map(|l| (IssuerId::at(i), l)))
     }
 
     /// True when every issuer has a usable key set.
