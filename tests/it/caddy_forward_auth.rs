@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -61,13 +60,8 @@ async fn start_caddy(upstream: SocketAddr, decision: SocketAddr) -> Caddy {
             .unwrap(),
         socket,
     };
-    for _ in 0..400 {
-        if tokio::net::UnixStream::connect(&caddy.socket).await.is_ok() {
-            return caddy;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("caddy did not start");
+    wait_until("caddy listens", || async { tokio::net::UnixStream::connect(&caddy.socket).await.is_ok() }).await;
+    caddy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
-use jwtgate::auth::alg::Alg;
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -79,7 +78,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let idp = FakeIssuer::start("acme").await.unwrap();
-    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     let upstream = EchoUpstream::start().await.unwrap();
     let config = temp_file("jwtgate.toml", &config_text(&idp.discovery_url(), upstream.addr, "", "worker_threads = 1"));
     Setup { idp, _upstream: upstream, key, config }

@@ -297,7 +297,7 @@ async fn next_access(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_has_one_line_per_request_and_never_the_token() {
     let idp = FakeIssuer::start("acme").await.unwrap();
-    let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     let upstream = EchoUpstream::start().await.unwrap();
     for with_subject in [false, true] {
         let server =

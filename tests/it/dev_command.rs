@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::wait_until;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,15 +42,9 @@ async fn dev_prints_working_curl_lines() {
     let client = crate::support::http_client();
     let mut statuses = Vec::new();
     for (t, u) in tokens.iter().zip(&urls) {
-        let mut status = 0;
-        for _ in 0..100 {
-            status = client.get(u).bearer_auth(t).send().await.unwrap().status().as_u16();
-            if status != 503 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        statuses.push(status);
+        let status = || async { client.get(u).bearer_auth(t).send().await.unwrap().status().as_u16() };
+        wait_until("the dev gateway has its keys", || async { status().await != 503 }).await;
+        statuses.push(status().await);
     }
     assert_eq!(statuses, vec![200, 403, 200, 403]);
     // dev runs from the file it wrote: a reload re-reads it.

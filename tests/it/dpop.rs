@@ -235,7 +235,11 @@ async fn tokens_signed_with_the_fully_specified_ed25519_name_verify() {
     claims["sub"] = json!("ed-user");
     let token = ed.sign_json(&json!({"typ": "at+jwt", "alg": "Ed25519", "kid": "ed"}), &claims);
     // An unknown kid: one refetch finds the new key.
-    assert_eq!(h.get_with("/api/x", &token).await.status(), 200);
+    let r = h.get_with("/api/x", &token).await;
+    let status = r.status();
+    let jwks: Vec<String> =
+        h.metrics().await.lines().filter(|l| l.contains("jwtgate_jwks_")).map(String::from).collect();
+    assert_eq!(status, 200, "{:?} {jwks:?}", r.headers().get("www-authenticate"));
     let refused = ed.sign_json(&json!({"typ": "at+jwt", "alg": "Ed448", "kid": "ed"}), &claims);
     assert_eq!(h.get_with("/api/x", &refused).await.status(), 401);
 }

@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
-use jwtgate::auth::alg::Alg;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -80,7 +79,7 @@ fn switched_off_config(idp: &FakeIssuer, upstream: std::net::SocketAddr, two_iss
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_accepts_a_switched_off_sync_section() {
     let idp = FakeIssuer::start("acme").await.unwrap();
-    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     let upstream = EchoUpstream::start().await.unwrap();
     let token = key.token(&idp.claims(now(), "alice", AUD, "orders:read"));
     for two in [false, true] {
@@ -287,7 +286,7 @@ async fn status_of(client: &reqwest::Client, addr: std::net::SocketAddr, token: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_idp_down_since_start_a_bad_token_is_still_401() {
     let idp = FakeIssuer::start("acme").await.unwrap();
-    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     idp.set_down(true);
     let upstream = EchoUpstream::start().await.unwrap();
     let text = config_text(&idp.discovery_url(), upstream.addr, "", "");

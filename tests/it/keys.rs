@@ -202,15 +202,10 @@ async fn legacy_discovery_path_falls_back_to_the_token_form() {
     .await
     .unwrap();
     let client = http_client();
-    let mut ok = false;
-    for _ in 0..100 {
-        if client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.unwrap().status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ok, "never ready");
+    wait_until("ready", || async {
+        client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.unwrap().status() == 200
+    })
+    .await;
     let status: serde_json::Value =
         client.get(format!("http://{}/status", gw.admin_addr)).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["issuers"][0]["discovery_url"], idp.discovery_url());

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::support::apim::{FakeApim, Fault, ADMIN_PASSWORD};
 use crate::support::*;
-use jwtgate::auth::alg::Alg;
 use jwtgate::config::Config;
 use jwtgate::km_sync::desired::fingerprint;
 use jwtgate::km_sync::{run_once, OnceResult, PassOptions};
@@ -39,7 +38,7 @@ impl Km {
 
     async fn start_on(apim: FakeApim, ca_pem: Option<&str>, km_extra: &str, issuer_extra: &str) -> Km {
         let idp = FakeIssuer::start("acme").await.unwrap();
-        let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+        let key = idp.add_shared_key(harness_key());
         let upstream = EchoUpstream::start().await.unwrap();
         let dir = std::env::temp_dir().join(format!("jwtgate-km-{:x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();

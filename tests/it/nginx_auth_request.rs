@@ -74,13 +74,13 @@ async fn start_nginx_with(conf_text: &str, upstream: SocketAddr, decision: Socke
         child: Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stderr(Stdio::inherit()).spawn().unwrap(),
         socket,
     };
-    for _ in 0..200 {
-        if tokio::net::UnixStream::connect(&nginx.socket).await.is_ok() {
-            return nginx;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    wait_until_or(
+        "nginx listens",
+        || async { tokio::net::UnixStream::connect(&nginx.socket).await.is_ok() },
+        || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default(),
+    )
+    .await;
+    nginx
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

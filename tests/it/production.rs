@@ -59,14 +59,24 @@ struct Setup {
 
 impl Setup {
     async fn start(tag: &str, routes_extra: &str, server_extra: &str) -> Setup {
+        Setup::start_on(tag, routes_extra, server_extra, Arc::new(SystemClock)).await
+    }
+
+    /// [`Setup::start`] with the gateway on `clock`.
+    async fn start_on(
+        tag: &str,
+        routes_extra: &str,
+        server_extra: &str,
+        clock: Arc<dyn jwtgate::clock::Clock>,
+    ) -> Setup {
         let idp = FakeIssuer::start("acme").await.unwrap();
-        let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+        let key = idp.add_shared_key(harness_key());
         let upstream = EchoUpstream::start().await.unwrap();
         let dir = temp_dir(tag);
         let path = dir.join("jwtgate.toml");
         let text = config_text(&idp.discovery_url(), upstream.addr, "", server_extra) + routes_extra;
         std::fs::write(&path, text).unwrap();
-        let gw = jwtgate::serve::start(Config::load(&path).unwrap(), Arc::new(SystemClock)).await.unwrap();
+        let gw = jwtgate::serve::start(Config::load(&path).unwrap(), clock).await.unwrap();
         let s = Setup { idp, key, upstream, dir, path, gw, client: http_client() };
         s.wait_ready().await;
         s
@@ -302,29 +312,46 @@ fn kubelet_publish(dir: &Path, generation: u32, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_update_reaches_the_running_gateway() {
     let idp = FakeIssuer::start("acme").await.unwrap();
-    let _key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+    let _key = idp.add_shared_key(harness_key());
     let upstream = EchoUpstream::start().await.unwrap();
     let dir = temp_dir("kubelet");
     let text = |routes: &str| config_text(&idp.discovery_url(), upstream.addr, "", "watch_config_seconds = 1") + routes;
     kubelet_publish(&dir, 1, &text(""));
-    let gw =
-        jwtgate::serve::start(Config::load(&dir.join("jwtgate.toml")).unwrap(), Arc::new(SystemClock)).await.unwrap();
+    // The watcher polls on the gateway's clock: moved here, not waited for.
+    let clock = Arc::new(ManualClock::at_system_now());
+    let gw = jwtgate::serve::start(Config::load(&dir.join("jwtgate.toml")).unwrap(), clock.clone()).await.unwrap();
     wait_ready_at(gw.admin_addr).await;
     let client = http_client();
     let url = format!("http://{}/reports/q3", gw.proxy_addr);
+    let step = Duration::from_millis(250);
     assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
     // kubelet swaps the symlink: no signal, no restart.
     kubelet_publish(&dir, 2, &text(REPORTS_ROUTE));
-    wait_until("the new route is live", || async { client.get(&url).send().await.unwrap().status() == 200 }).await;
+    advance_until(&clock, step, "the new route is live", || async {
+        client.get(&url).send().await.unwrap().status() == 200
+    })
+    .await;
     // A broken update is refused as a whole, once, and the running configuration stays.
     kubelet_publish(&dir, 3, &(text(REPORTS_ROUTE) + "\n[[routes]]\npath_prefix = \"no-slash\"\n"));
     let status = || async {
         client.get(format!("http://{}/status", gw.admin_addr)).send().await.unwrap().json::<Value>().await.unwrap()
     };
-    wait_until("the broken update is refused", || async { status().await["config"]["reloads"]["failed"] == 1 }).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(status().await["config"]["reloads"]["failed"], 1, "not retried while nothing changes");
+    let failed = || async { status().await["config"]["reloads"]["failed"].as_u64() };
+    advance_until(&clock, step, "the broken update is refused", || async { failed().await == Some(1) }).await;
+    // Three more periods with nothing changed: not tried again.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed().await, Some(1), "not retried while nothing changes");
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    // And the watcher still watches: a good update (the report route gone) applies.
+    kubelet_publish(&dir, 4, &text(""));
+    advance_until(&clock, step, "the next good update is live", || async {
+        client.get(&url).send().await.unwrap().status() == 404
+    })
+    .await;
+    assert_eq!(failed().await, Some(1));
     gw.shutdown().await;
 }
 
@@ -484,24 +511,12 @@ async fn sighup_reloads_the_running_binary() {
     .unwrap();
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    let mut after = before.clone();
-    for _ in 0..200 {
-        after = status().await["config"]["sha256"].as_str().unwrap().to_string();
-        if after != before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_ne!(after, before, "SIGHUP re-read the file");
+    wait_until("SIGHUP re-read the file", || async { status().await["config"]["sha256"] != before.as_str() }).await;
+    let after = status().await["config"]["sha256"].as_str().unwrap().to_string();
     // A broken file on SIGHUP: the process stays up on the old configuration.
     std::fs::write(&path, "[server]\nlisten = 3\n").unwrap();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    for _ in 0..200 {
-        if status().await["config"]["reloads"]["failed"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until("the broken file is refused", || async { status().await["config"]["reloads"]["failed"] == 1 }).await;
     let st = status().await;
     assert_eq!(st["config"]["reloads"]["failed"], 1, "{st}");
     assert_eq!(st["config"]["sha256"].as_str().unwrap(), after);
@@ -621,13 +636,10 @@ async fn the_decision_listener_serves_tls_of_its_own() {
         }
         r.send()
     };
-    for _ in 0..200 {
-        if ask(Some(base.token("orders:read"))).await.unwrap().status() == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(ask(Some(base.token("orders:read"))).await.unwrap().status(), 200);
+    wait_until("the decision listener has its keys", || async {
+        ask(Some(base.token("orders:read"))).await.unwrap().status() == 200
+    })
+    .await;
     assert_eq!(ask(None).await.unwrap().status(), 401);
     // The proxy listener stays plain HTTP.
     let r = http_client().get(format!("http://{}/orders/1", gw.proxy_addr)).send().await.unwrap();
@@ -860,7 +872,8 @@ scopes = ["health:read"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_refusal_is_a_trailers_only_response_with_the_http_status() {
-    let s = Setup::start("grpc-raw", "", "").await;
+    let clock = Arc::new(ManualClock::at_system_now());
+    let s = Setup::start_on("grpc-raw", "", "", clock.clone()).await;
     let r = s
         .client
         .post(format!("http://{}/orders/1", s.gw.proxy_addr))
@@ -889,8 +902,9 @@ async fn a_grpc_refusal_is_a_trailers_only_response_with_the_http_status() {
             .header("te", "trailers")
             .send()
     };
-    s.upstream.set_delay(Duration::from_secs(3));
-    let r = grpc_call().await.unwrap();
+    // The upstream's timeout (2 s) runs on the gateway's clock: moved past, not waited for.
+    s.upstream.set_delay(Duration::from_secs(30));
+    let r = advance_until_answered(&clock, Duration::from_millis(250), "the 504", grpc_call()).await.unwrap();
     assert_eq!((r.status().as_u16(), r.headers().get("grpc-status").cloned()), (504, Some("4".parse().unwrap())));
     assert_eq!(r.headers()["content-type"], "application/grpc");
     assert!(r.bytes().await.unwrap().is_empty());
@@ -947,7 +961,7 @@ async fn an_idp_behind_a_private_ca_is_trusted_through_its_ca_file() {
     write_pki(&dir, "idp");
     let tls = server_tls(&dir, "idp", &[b"http/1.1"]);
     let idp = FakeIssuer::start_with("127.0.0.1:0".parse().unwrap(), "acme", Some(tls)).await.unwrap();
-    let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     assert!(idp.discovery_url().starts_with("https://127.0.0.1:"));
     let upstream = EchoUpstream::start().await.unwrap();
     let start = |extra: &str| {

@@ -30,7 +30,7 @@ struct World {
 fn world() -> World {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let idp = rt.block_on(FakeIssuer::start("prop")).unwrap();
-    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     let text = format!("{}\n", config_text(&idp.discovery_url(), "127.0.0.1:9".parse().unwrap(), "", ""));
     let config = Config::parse(&text, None).unwrap();
     let metrics = Arc::new(Metrics::new());

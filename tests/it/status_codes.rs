@@ -207,16 +207,11 @@ async fn issuer_never_loaded_is_503_with_retry_after() {
     assert_eq!(upstream.hits(), 0);
     // The IdP comes back: the same token is accepted (the background refresher retries).
     idp.set_down(false);
-    let mut ok = false;
-    for _ in 0..100 {
+    wait_until("the gateway recovers after the IdP came back", || async {
         let r = client.get(format!("http://{}/orders/1", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
-        if r.status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "never recovered after the IdP came back");
+        r.status() == 200
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
-use jwtgate::auth::alg::Alg;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -56,18 +55,16 @@ struct Ws {
 
 async fn start(server_extra: &str) -> Ws {
     let idp = FakeIssuer::start("acme").await.unwrap();
-    let key = idp.add_key(SigningKey::generate(Alg::RS256, "k1_RS256").unwrap());
+    let key = idp.add_shared_key(harness_key());
     let upstream = ws_upstream().await;
     let text = config_text(&idp.discovery_url(), upstream, "", server_extra)
         + "\n[[routes]]\nname = \"chat\"\npath_prefix = \"/chat\"\nmethods = [\"GET\"]\nscopes = [\"chat\"]\n";
     let gw = start_gateway(&text).await;
     let client = http_client();
-    for _ in 0..200 {
-        if client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until("ready", || async {
+        client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     Ws { idp, key, gw }
 }
 

@@ -43,9 +43,9 @@ pub struct Harness {
 
 pub use jwtgate::clock::ManualClock;
 
-/// Polls `cond` every 5 ms until it holds, calling `between` after each miss; panics after 10 s
-/// of real time, naming `what`.
-async fn poll_until<F, Fut>(what: &str, mut cond: F, mut between: impl FnMut())
+/// Polls `cond` every 5 ms until it holds, calling `between` after each miss; false after 10 s
+/// of real time.
+async fn poll_until<F, Fut>(mut cond: F, mut between: impl FnMut()) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -53,12 +53,12 @@ where
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         if cond().await {
-            return;
+            return true;
         }
         between();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("timed out waiting until {what}");
+    false
 }
 
 /// Moves `clock` forward by `step` and polls `cond`, again and again, until it holds. For
@@ -70,7 +70,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    poll_until(what, cond, || clock.advance(step)).await
+    if !poll_until(cond, || clock.advance(step)).await {
+        panic!("timed out waiting until {what}");
+    }
 }
 
 /// Runs `request` to its end while moving `clock` forward by `step`: for an answer that a
@@ -87,13 +89,24 @@ pub async fn advance_until_answered<T: Send + 'static>(
 }
 
 /// Polls `cond` until it holds: for effects that happen over real sockets (a request reaching
-/// the upstream, a connection task ending).
+/// the upstream, a connection task ending). The one way the tests wait.
 pub async fn wait_until<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    poll_until(what, cond, || {}).await
+    wait_until_or(what, cond, String::new).await
+}
+
+/// [`wait_until`], with `context` (a process's own log, say) in the panic when it never holds.
+pub async fn wait_until_or<F, Fut>(what: &str, cond: F, context: impl FnOnce() -> String)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if !poll_until(cond, || {}).await {
+        panic!("timed out waiting until {what} {}", context());
+    }
 }
 
 /// Every harness's RS256 key (`k1_RS256`), generated once per test process: an RSA key costs a few
@@ -238,15 +251,10 @@ impl Harness {
 
     /// Waits until `/readyz` says 200 (keys loaded).
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.client.get(self.admin("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("gateway never became ready");
+        wait_until("the gateway is ready", || async {
+            self.client.get(self.admin("/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
