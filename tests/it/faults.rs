@@ -356,14 +356,14 @@ async fn a_stalled_log_reader_does_not_stall_requests() {
         }
     };
     let client = http_client();
-    // About 300 bytes of access log each: 8,000 requests write some 2.4 MB, far more than the
+    // About 300 bytes of access log each: 2,400 requests write some 720 KB, eleven times what the
     // pipe holds (a writer on the request path would block after a couple of hundred lines).
     let served = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (client, served) = (client.clone(), served.clone());
         tasks.push(tokio::spawn(async move {
-            for _ in 0..1000 {
+            for _ in 0..300 {
                 let r = client.get(format!("http://{proxy}/public/x")).send().await.unwrap();
                 assert_eq!(r.status(), 200);
                 served.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +373,7 @@ async fn a_stalled_log_reader_does_not_stall_requests() {
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(60), t).await.expect("requests kept being served").unwrap();
     }
-    assert_eq!(served.load(Ordering::Relaxed), 8000);
+    assert_eq!(served.load(Ordering::Relaxed), 2400);
     let m = client.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("jwtgate_log_lines_dropped_total"), "{m}");
     drop(stderr);

@@ -200,7 +200,8 @@ async fn a_thousand_concurrent_requests_for_one_new_token_make_one_call() {
     let m = h.metrics().await;
     assert_eq!(metric(&m, "jwtgate_introspection_requests_total{issuer=\"asgardeo\",result=\"active\"}"), 1.0);
 
-    // Ten new tokens at once, two calls at a time at most.
+    // Ten new tokens at once, two calls at a time at most (each call 100 ms: five rounds).
+    h.idp.set_delay(Duration::from_millis(100));
     let tokens: Vec<String> = (0..10).map(|_| opaque(&h, "orders:read", json!({}))).collect();
     let mut tasks = Vec::new();
     for t in &tokens {

@@ -192,11 +192,14 @@ async fn upstream_too_slow_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_never_loaded_is_503_with_retry_after() {
     let idp = FakeIssuer::start("down").await.unwrap();
-    let key = idp.add_key(SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k").unwrap());
+    let key = idp.add_shared_key(harness_key());
     idp.set_down(true);
     let upstream = EchoUpstream::start().await.unwrap();
     let text = config_text(&idp.discovery_url(), upstream.addr, "", "");
-    let gw = start_gateway(&text).await;
+    // The refresher's retries run on the gateway's clock: moved, not waited for.
+    let clock = std::sync::Arc::new(ManualClock::at_system_now());
+    let config = jwtgate::config::Config::parse(&text, None).unwrap();
+    let gw = jwtgate::serve::start(config, clock.clone()).await.unwrap();
     let client = http_client();
     let ready = client.get(format!("http://{}/readyz", gw.admin_addr)).send().await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -207,7 +210,7 @@ async fn issuer_never_loaded_is_503_with_retry_after() {
     assert_eq!(upstream.hits(), 0);
     // The IdP comes back: the same token is accepted (the background refresher retries).
     idp.set_down(false);
-    wait_until("the gateway recovers after the IdP came back", || async {
+    advance_until(&clock, Duration::from_millis(250), "the gateway recovers after the IdP came back", || async {
         let r = client.get(format!("http://{}/orders/1", gw.proxy_addr)).bearer_auth(&token).send().await.unwrap();
         r.status() == 200
     })
