@@ -1,15 +1,17 @@
-//! Replays every checked-in fuzz corpus and regression input (`fuzz/corpus/<target>/`)
-//! through the fuzz targets' own checks (`fuzz/fuzz_targets/checks.rs`), so that `cargo test`
-//! keeps every finding fixed without needing cargo-fuzz. Coverage-guided runs are
-//! `fuzz/run.sh SECONDS` (README, "Security model").
+//! Replays every checked-in fuzz corpus and regression input through the fuzz targets' own
+//! checks, so that `cargo test` keeps every finding fixed without needing cargo-fuzz: the JOSE
+//! core's (`crates/jose/fuzz/`, over `jwtgate-jose` alone) and the gateway's (`fuzz/`).
+//! Coverage-guided runs are `fuzz/run.sh SECONDS` (README, "Security model").
 
 #[path = "../../fuzz/fuzz_targets/checks.rs"]
-mod checks;
+mod gateway;
+#[path = "../../crates/jose/fuzz/fuzz_targets/checks.rs"]
+mod jose;
 
 use std::path::Path;
 
-fn replay(target: &str, check: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+fn replay(corpora: &str, target: &str, check: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(corpora).join("corpus").join(target);
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
@@ -23,30 +25,58 @@ fn replay(target: &str, check: fn(&[u8])) {
 
 #[test]
 fn jwt_decode_corpus() {
-    replay("jwt_decode", checks::jwt_decode);
+    replay("crates/jose/fuzz", "jwt_decode", jose::jwt_decode);
 }
 
 #[test]
 fn jwks_parse_corpus_and_regressions() {
-    replay("jwks_parse", checks::jwks_parse);
+    replay("crates/jose/fuzz", "jwks_parse", jose::jwks_parse);
+}
+
+#[test]
+fn dpop_proof_corpus() {
+    replay("crates/jose/fuzz", "dpop_proof", jose::dpop_proof);
 }
 
 #[test]
 fn discovery_parse_corpus() {
-    replay("discovery_parse", checks::discovery_parse);
+    replay("fuzz", "discovery_parse", gateway::discovery_parse);
 }
 
 #[test]
 fn match_form_corpus() {
-    replay("match_form", checks::match_form);
+    replay("fuzz", "match_form", gateway::match_form);
 }
 
 #[test]
 fn config_parse_corpus() {
-    replay("config_parse", checks::config_parse);
+    replay("fuzz", "config_parse", gateway::config_parse);
 }
 
 #[test]
-fn dpop_verify_corpus() {
-    replay("dpop_verify", checks::dpop_verify);
+fn front_door_corpus() {
+    replay("fuzz", "front_door", gateway::front_door);
+}
+
+/// Every target of both fuzz packages has a corpus here, and every corpus a target.
+#[test]
+fn every_fuzz_target_is_replayed() {
+    for (package, replayed) in [
+        ("crates/jose/fuzz", &["jwt_decode", "jwks_parse", "dpop_proof"][..]),
+        ("fuzz", &["discovery_parse", "match_form", "config_parse", "front_door"][..]),
+    ] {
+        let manifest = std::fs::read_to_string(Path::new(package).join("Cargo.toml")).unwrap();
+        let mut targets: Vec<&str> =
+            manifest.lines().filter_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"')).skip(1).collect();
+        let mut corpora: Vec<String> = std::fs::read_dir(Path::new(package).join("corpus"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut replayed = replayed.to_vec();
+        targets.sort_unstable();
+        corpora.sort_unstable();
+        replayed.sort_unstable();
+        assert_eq!(targets, replayed, "{package}: the targets in Cargo.toml");
+        assert_eq!(corpora, replayed, "{package}: the corpus folders");
+    }
 }
