@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::km_sync::status::SyncStatus;
 use crate::metrics::Metrics;
-use crate::serve::Reloader;
+use crate::reload::Reloader;
 
 /// Which paths a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

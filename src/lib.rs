@@ -23,6 +23,8 @@ pub mod phase;
 pub mod proxy;
 pub mod rate_limit;
 pub mod refusal;
+pub mod reload;
+pub mod revocation;
 pub mod routes;
 pub mod serve;
 pub mod shared_state;

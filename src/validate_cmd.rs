@@ -109,7 +109,7 @@ async fn judge(config: Config, req: ValidateRequest) -> Verdict {
     // Revoked tokens are judged as `serve` judges them.
     for k in &keys.issuers {
         if let Some(d) = &k.cfg.deny_list {
-            match crate::auth::revocation::DenyList::read(&d.file) {
+            match crate::revocation::DenyList::read(&d.file) {
                 Ok(list) => k.revoked.store(Arc::new(list)),
                 Err(e) => return usage_error(format!("configuration error: deny_list_file: {e}")),
             }

@@ -13,7 +13,6 @@ pub mod error;
 pub mod introspection;
 pub use jwtgate_jose::jwt;
 pub mod policy;
-pub mod revocation;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::auth::alg::Alg;
+use jwtgate_jose::alg::Alg;
 use jwtgate_km_sync::settings::Settings;
 pub use jwtgate_tls::ListenerTls;
 
@@ -22,6 +22,7 @@ mod issuers;
 mod km_sync;
 mod routes;
 mod server;
+pub mod shared_state;
 mod upstream;
 pub use issuers::*;
 pub use km_sync::*;
@@ -99,7 +100,7 @@ pub struct FileConfig {
     /// `[decision]`: the listener answering auth subrequests (absent = off).
     pub decision: Option<DecisionSection>,
     /// `[shared_state]`: what every replica shares (absent = each process on its own).
-    pub shared_state: Option<crate::shared_state::settings::SharedStateSection>,
+    pub shared_state: Option<shared_state::SharedStateSection>,
 }
 
 // === the validated model ===
@@ -129,7 +130,7 @@ pub struct Config {
     /// `[server.tls]`, resolved: the proxy listener serves TLS when present.
     pub server_tls: Option<ListenerTls>,
     /// `[shared_state]`, validated.
-    pub shared_state: Option<crate::shared_state::settings::SharedStateConfig>,
+    pub shared_state: Option<shared_state::SharedStateConfig>,
     /// SHA-256 of the file's text, hex (shown on `/status`, logged on reload).
     pub sha256: String,
 }
@@ -390,11 +391,10 @@ fn validate(file: FileConfig, source: Option<&Path>) -> Result<Config, Vec<Confi
         },
     };
 
-    let shared_state = file.shared_state.as_ref().and_then(|s| {
-        crate::shared_state::settings::SharedStateConfig::resolve(s, &base)
-            .map_err(|mut p| problems.append(&mut p))
-            .ok()
-    });
+    let shared_state = file
+        .shared_state
+        .as_ref()
+        .and_then(|s| shared_state::SharedStateConfig::resolve(s, &base).map_err(|mut p| problems.append(&mut p)).ok());
 
     match upstream {
         Some(upstream) if problems.is_empty() => Ok(Config {

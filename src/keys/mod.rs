@@ -62,7 +62,7 @@ pub struct IssuerKeys {
     /// Its configuration.
     pub cfg: IssuerConfig,
     /// Its deny list (`deny_list_file`), swapped when the file changes or on reload.
-    pub revoked: arc_swap::ArcSwap<crate::auth::revocation::DenyList>,
+    pub revoked: arc_swap::ArcSwap<crate::revocation::DenyList>,
     state: ArcSwapOption<Loaded>,
     discovery_url: Mutex<Url>,
     refetch_gate: tokio::sync::Mutex<Option<Duration>>,

@@ -13,7 +13,8 @@
 //! values are random per proof, so a digest hides them as well as a MAC would, and every replica
 //! computes the same one without sharing a key), a bucket's is a SHA-256 of the caller's key.
 
-pub mod settings;
+/// `[shared_state]`'s settings live with the rest of the file model (`config::shared_state`).
+pub use crate::config::shared_state as settings;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -19,6 +19,7 @@ mod faults;
 mod first_contact;
 mod fuzz_corpus;
 mod hostile_tokens;
+mod house;
 mod introspection;
 mod keys;
 mod km_sync;

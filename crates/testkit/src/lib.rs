@@ -2,7 +2,7 @@
 //! behaving as the real services do per their published documents — an Asgardeo-like
 //! organization ([`issuer`]: discovery, JWKS, introspection, with faults to inject), an echo
 //! upstream ([`echo`]), a fake WSO2 API Manager admin API checked against `admin-api.yaml`
-//! ([`apim`], feature `apim`), and the token minter ([`mint`], which signs and never verifies).
+//! (`apim`, behind the feature of that name), and the token minter ([`mint`], which signs and never verifies).
 //! The integration tests and benches take it as a dev-dependency; the gateway takes it only
 //! behind its `dev` feature, for `jwtgate dev`.
 #![forbid(unsafe_code)]
