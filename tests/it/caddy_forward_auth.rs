@@ -36,8 +36,7 @@ fn caddy_available() -> bool {
 }
 
 async fn start_caddy(upstream: SocketAddr, decision: SocketAddr) -> Caddy {
-    let dir = std::env::temp_dir().join(format!("jwtgate-caddy-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("caddy");
     let socket = dir.join("caddy.sock");
     let text = CADDYFILE
         .replace("reverse_proxy 127.0.0.1:9000", &format!("reverse_proxy {upstream}"))

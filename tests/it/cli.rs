@@ -1,7 +1,7 @@
 //! The command line as an operator uses it: the real binary, real files, real sockets.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -14,17 +14,10 @@ fn bin() -> Command {
 }
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jwtgate-test-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("test");
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
 }
 
 #[test]
@@ -84,24 +77,6 @@ async fn setup() -> Setup {
     Setup { idp, _upstream: upstream, key, config }
 }
 
-async fn validate(s: &Setup, args: &[&str], stdin: Option<&str>) -> (i32, Value) {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
-    c.env_remove("JWTGATE_CONFIG").arg("validate").arg("--config").arg(&s.config).args(args);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(text) = stdin {
-        use tokio::io::AsyncWriteExt;
-        let mut si = child.stdin.take().unwrap();
-        si.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|_| panic!("not JSON: {stdout:?} / {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap_or(-1), v)
-}
-
 /// `--issuer` holds with `--route` too: the judge is asked for that issuer's tokens only. (Before
 /// `validate` became judge + renderer it judged the route with every issuer and verified again
 /// apart; the flag held because only the named issuer's keys were loaded.)
@@ -118,18 +93,17 @@ async fn validate_issuer_holds_on_a_route() {
     let config = temp_file("two-issuers.toml", &text);
     let run = |args: Vec<String>| {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = bin().arg("validate").arg("--config").arg(&config).args(&args).output().unwrap();
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            (out.status.code().unwrap_or(-1), v)
-        })
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            validate(&config, &args, None).await
+        }
     };
     let globex = other_key.token(&other.claims(now(), "carol", AUD, "orders:read"));
     let args =
         |issuer: &str| vec!["--issuer".into(), issuer.into(), "--route".into(), "/orders/1".into(), globex.clone()];
-    let (code, v) = run(args("globex")).await.unwrap();
+    let (code, v) = run(args("globex")).await;
     assert_eq!((code, v["issuer"].as_str()), (0, Some("globex")), "{v}");
-    let (code, v) = run(args("asgardeo")).await.unwrap();
+    let (code, v) = run(args("asgardeo")).await;
     assert_eq!((code, v["status"].as_u64(), v["error"].as_str()), (1, Some(401), Some("invalid_token")), "{v}");
 }
 
@@ -137,7 +111,7 @@ async fn validate_issuer_holds_on_a_route() {
 async fn validate_gives_verdicts_and_exit_codes() {
     let s = setup().await;
     let ok = s.key.token(&s.idp.claims(now(), "alice", AUD, "openid orders:read"));
-    let (code, v) = validate(&s, &["--route", "/orders/1", &ok], None).await;
+    let (code, v) = validate(&s.config, &["--route", "/orders/1", &ok], None).await;
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["allowed"], true);
     assert_eq!(v["status"], 200);
@@ -145,31 +119,31 @@ async fn validate_gives_verdicts_and_exit_codes() {
     assert_eq!(v["issuer"], "asgardeo");
     assert_eq!(v["claims"]["sub"], "alice");
 
-    let (code, v) = validate(&s, &["--route", "/orders/1", "--method", "POST", &ok], None).await;
+    let (code, v) = validate(&s.config, &["--route", "/orders/1", "--method", "POST", &ok], None).await;
     assert_eq!((code, v["status"].clone(), v["error"].clone()), (1, 403.into(), "insufficient_scope".into()), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("orders:write"), "{v}");
 
-    let (code, v) = validate(&s, &["--route", "/nowhere", &ok], None).await;
+    let (code, v) = validate(&s.config, &["--route", "/nowhere", &ok], None).await;
     assert_eq!((code, v["status"].clone(), v["error"].clone()), (1, 404.into(), "no_route".into()), "{v}");
 
     // --at moves the clock: two hours later the token has expired.
     let later = (now() + 7200).to_string();
-    let (code, v) = validate(&s, &["--route", "/api", "--at", &later, &ok], None).await;
+    let (code, v) = validate(&s.config, &["--route", "/api", "--at", &later, &ok], None).await;
     assert_eq!((code, v["status"].clone(), v["error"].clone()), (1, 401.into(), "invalid_token".into()), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("expired"), "{v}");
 
-    let (code, v) = validate(&s, &["--route", "/api", "not.a.jwt"], None).await;
+    let (code, v) = validate(&s.config, &["--route", "/api", "not.a.jwt"], None).await;
     assert_eq!((code, v["status"].clone()), (1, 401.into()), "{v}");
     assert_eq!(v["claims"], Value::Null);
 
-    let (code, v) = validate(&s, &["--route", "/api", "-"], Some(&format!("{ok}\n"))).await;
+    let (code, v) = validate(&s.config, &["--route", "/api", "-"], Some(&format!("{ok}\n"))).await;
     assert_eq!(code, 0, "{v}");
 
-    let (code, v) = validate(&s, &["--issuer", "nobody", &ok], None).await;
+    let (code, v) = validate(&s.config, &["--issuer", "nobody", &ok], None).await;
     assert_eq!(code, 2, "{v}");
 
     s.idp.set_down(true);
-    let (code, v) = validate(&s, &["--route", "/api", &ok], None).await;
+    let (code, v) = validate(&s.config, &["--route", "/api", &ok], None).await;
     assert_eq!(
         (code, v["status"].clone(), v["error"].clone()),
         (3, 503.into(), "temporarily_unavailable".into()),

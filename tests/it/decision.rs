@@ -178,23 +178,16 @@ async fn a_client_cannot_name_the_path_that_is_judged() {
     assert_eq!(r.status(), 404);
 }
 
-/// Runs `jwtgate validate --config <cfg> --route PATH --method M TOKEN`.
-async fn validate(cfg: &std::path::Path, path: &str, method: &str, token: &str) -> (u16, Value) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
-    cmd.env_remove("JWTGATE_CONFIG")
-        .args(["validate", "--config"])
-        .arg(cfg)
-        .args(["--route", path, "--method", method, token]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+/// `validate`'s status and error for `method path` with `token`.
+async fn validated(cfg: &std::path::Path, path: &str, method: &str, token: &str) -> (u16, Value) {
+    let (_, v) = validate(cfg, &["--route", path, "--method", method, token], None).await;
     (v["status"].as_u64().unwrap_or(0) as u16, v["error"].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_the_proxy_and_the_decision_listener_agree() {
     let h = Harness::start_with("", DECISION).await;
-    let dir = std::env::temp_dir().join(format!("jwtgate-diff-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("diff");
     let cfg = dir.join("jwtgate.toml");
     std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, "", "")).unwrap();
     let mut expired = h.claims("orders:read");
@@ -226,7 +219,7 @@ async fn validate_the_proxy_and_the_decision_listener_agree() {
                 .unwrap();
             let decision_status = decision.status().as_u16();
             let decision_error = decision.json::<Value>().await.map(|v| v["error"].clone()).unwrap_or(Value::Null);
-            let (validate_status, validate_error) = validate(&cfg, path, method, token).await;
+            let (validate_status, validate_error) = validated(&cfg, path, method, token).await;
             // The proxy's allowed answers are the upstream's (200, no error body).
             let proxy_error = if proxy_status == 200 { Value::Null } else { proxy_error };
             let seen =

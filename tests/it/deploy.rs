@@ -14,8 +14,7 @@ fn the_kubernetes_configmap_passes_check_config() {
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
         let Some(toml) = v["data"]["jwtgate.toml"].as_str() else { continue };
-        let dir = std::env::temp_dir().join(format!("jwtgate-deploy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("deploy");
         let path = dir.join("jwtgate.toml");
         std::fs::write(&path, toml).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
@@ -239,13 +238,13 @@ async fn every_metric_on_the_dashboard_is_exported() {
 }
 
 /// Starts `jwtgate serve` on `config_text` (JSON logs) and returns the child, its proxy address
-/// and the receiver of its log lines.
+/// and the receiver of its log lines. Not `support::spawn_serve_with`: that one sets
+/// `RUST_LOG=info`, and this test is about what the default level writes.
 async fn serve_with_json_logs(
     config_text: &str,
 ) -> (tokio::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
     use tokio::io::AsyncBufReadExt;
-    let dir = std::env::temp_dir().join(format!("jwtgate-deploy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("deploy");
     let path = dir.join(format!("{:x}.toml", rand::random::<u64>()));
     std::fs::write(&path, config_text).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
@@ -398,8 +397,7 @@ async fn prometheus_scrapes_jwtgate_and_every_dashboard_and_alert_expression_eva
         return;
     }
     let h = Harness::start().await;
-    let dir = std::env::temp_dir().join(format!("jwtgate-prom-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("prom");
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(

@@ -247,17 +247,15 @@ async fn tokens_signed_with_the_fully_specified_ed25519_name_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_judges_a_bound_token_with_its_proof() {
     let h = Harness::start_with(ISSUER, "").await;
-    let dir = std::env::temp_dir().join(format!("jwtgate-vdpop-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("vdpop");
     let cfg = dir.join("jwtgate.toml");
     std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, ISSUER, "")).unwrap();
     let c = DpopClient::new(&h);
     let run = |args: Vec<String>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
-        cmd.env_remove("JWTGATE_CONFIG").arg("validate").arg("--config").arg(&cfg).args(args);
+        let cfg = cfg.clone();
         async move {
-            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-            (out.status.code().unwrap_or(-1), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            validate(&cfg, &args, None).await
         }
     };
     let url = "https://api.example.com/bound/1";

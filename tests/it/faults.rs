@@ -171,8 +171,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn ten_thousand_idle_connections_keep_memory_bounded_and_all_close() {
     let idp = FakeIssuer::start("acme").await.unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("jwtgate-faults-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("faults");
     let path = dir.join("jwtgate.toml");
     let server = "log_format = \"json\"\nheader_read_timeout_seconds = 300\nmax_connections = 10000";
     std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", server)).unwrap();
@@ -226,8 +225,7 @@ async fn ten_thousand_idle_connections_keep_memory_bounded_and_all_close() {
 async fn out_of_descriptors_the_listener_backs_off_and_logs_once_a_second() {
     let idp = FakeIssuer::start("acme").await.unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("jwtgate-fds-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("fds");
     let path = dir.join("jwtgate.toml");
     let server = "log_format = \"json\"\nheader_read_timeout_seconds = 300\nmax_connections = 10000";
     std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", server)).unwrap();
@@ -262,8 +260,7 @@ async fn a_failing_upstream_is_logged_once_a_second_and_a_refusal_once() {
     let down = upstream.addr;
     upstream.stop();
     drop(upstream);
-    let dir = std::env::temp_dir().join(format!("jwtgate-loglimit-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("loglimit");
     let path = dir.join("jwtgate.toml");
     for access_log in [true, false] {
         let server = format!("log_format = \"json\"\naccess_log = {access_log}");
@@ -330,8 +327,7 @@ async fn a_stalled_log_reader_does_not_stall_requests() {
     use tokio::io::AsyncBufReadExt;
     let idp = FakeIssuer::start("acme").await.unwrap();
     let upstream = EchoUpstream::start().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("jwtgate-logpipe-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("logpipe");
     let path = dir.join("jwtgate.toml");
     let server = "log_format = \"json\"\naccess_log = true";
     std::fs::write(&path, config_text(&idp.discovery_url(), upstream.addr, "", server)).unwrap();

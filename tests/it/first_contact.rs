@@ -15,11 +15,9 @@ fn bin() -> Command {
     c
 }
 
-/// Writes `text` to a new file in this test process's one temporary folder.
+/// Writes `text` to a new file in a fresh temporary folder.
 fn temp_config(text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jwtgate-first-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{:016x}.toml", rand::random::<u64>()));
+    let p = temp_dir("first").join("jwtgate.toml");
     std::fs::write(&p, text).unwrap();
     p
 }

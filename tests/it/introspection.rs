@@ -14,8 +14,7 @@ const SECRET: &str = "s3cr3t:with/odd&chars";
 
 /// A folder holding the introspection client's secret file.
 fn secret_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("jwtgate-introspect-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("introspect");
     let f = dir.join("client-secret");
     std::fs::write(&f, format!("{SECRET}\n")).unwrap();
     f
@@ -374,8 +373,7 @@ require_claims = [{ claim = "aut", equals = "APPLICATION_USER" }]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_introspects_a_reload_keeps_the_answers_and_bad_settings_are_refused() {
-    let dir = std::env::temp_dir().join(format!("jwtgate-introspect-reload-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("introspect-reload");
     let h = harness("", "", "").await;
     let token = opaque(&h, "orders:read", json!({}));
     assert_eq!(h.get_with("/orders/1", &token).await.status(), 200);

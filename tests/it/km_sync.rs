@@ -40,8 +40,7 @@ impl Km {
         let idp = FakeIssuer::start("acme").await.unwrap();
         let key = idp.add_shared_key(harness_key());
         let upstream = EchoUpstream::start().await.unwrap();
-        let dir = std::env::temp_dir().join(format!("jwtgate-km-{:x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("km");
         write(&dir, "admin-password", &format!("{ADMIN_PASSWORD}\n"));
         write(&dir, "mgmt-secret", SECRET);
         if let Some(pem) = ca_pem {

@@ -52,8 +52,7 @@ fn ingress_nginx_shaped() -> String {
 }
 
 async fn start_nginx_with(conf_text: &str, upstream: SocketAddr, decision: SocketAddr) -> Nginx {
-    let dir = std::env::temp_dir().join(format!("jwtgate-nginx-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("nginx");
     let socket = dir.join("nginx.sock");
     let server = conf_text
         .replace("server 127.0.0.1:9000;", &format!("server {upstream};"))

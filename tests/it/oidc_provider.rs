@@ -72,8 +72,7 @@ async fn token(client: &reqwest::Client, issuer: &str, id: &str, secret: &str, s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opaque_tokens_of_a_real_provider_are_introspected() {
     let Some((mut provider, issuer)) = start_provider().await else { return };
-    let dir = std::env::temp_dir().join(format!("jwtgate-oidc-provider-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("oidc-provider");
     std::fs::write(dir.join("secret"), SECRET).unwrap();
     let upstream = EchoUpstream::start().await.expect("upstream");
     let issuer_extra = format!(

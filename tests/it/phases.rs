@@ -69,8 +69,7 @@ async fn every_refusal_names_its_phase_at_both_doors() {
     let idp = FakeIssuer::start("acme").await.unwrap();
     let key = idp.add_shared_key(harness_key());
     let upstream = EchoUpstream::start().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("jwtgate-phases-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("phases");
     let path = dir.join("jwtgate.toml");
     let server = "log_format = \"json\"\naccess_log = true\nmax_header_bytes = 4096";
     let text = format!(

@@ -16,13 +16,6 @@ use jwtgate::clock::SystemClock;
 use jwtgate::config::Config;
 use serde_json::Value;
 
-/// A fresh folder for one test's files.
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jwtgate-{tag}-{}-{:x}", std::process::id(), rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A server config for `{name}-cert.pem`/`{name}-key.pem` in `dir`, offering `alpn`.
 fn server_tls(dir: &Path, name: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     let t = jwtgate::config::ListenerTls {

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_token_is_refused_within_a_second_of_the_file_changing() {
-    let dir = std::env::temp_dir().join(format!("jwtgate-deny-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("deny");
     let deny = dir.join("revoked.txt");
     std::fs::write(&deny, "# nothing revoked yet\n").unwrap();
     let issuer_extra = format!("deny_list_file = {:?}", deny.display().to_string());

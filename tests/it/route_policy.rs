@@ -50,16 +50,12 @@ async fn judged(h: &Harness, cfg: &std::path::Path, path: &str, token: &str) -> 
 }
 
 async fn validate_json(cfg: &std::path::Path, path: &str, token: &str) -> Value {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
-    cmd.env_remove("JWTGATE_CONFIG").args(["validate", "--config"]).arg(cfg).args(["--route", path, token]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    validate(cfg, &["--route", path, token], None).await.1
 }
 
 async fn setup() -> (Harness, std::path::PathBuf) {
     let h = Harness::start_with(ROUTES, DECISION).await;
-    let dir = std::env::temp_dir().join(format!("jwtgate-policy-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("policy");
     let cfg = dir.join("jwtgate.toml");
     std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, ROUTES, "")).unwrap();
     (h, cfg)

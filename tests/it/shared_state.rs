@@ -49,8 +49,7 @@ burst = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_dpop_proofs_and_rate_limits_through_redis() {
-    let dir = std::env::temp_dir().join(format!("jwtgate-shared-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("shared");
     let Some(mut redis) = start_redis(&dir) else { return };
     wait_for_socket(&dir).await;
     let h = Harness::start().await;
@@ -162,8 +161,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_and_a_password_from_a_file() {
-    let dir = std::env::temp_dir().join(format!("jwtgate-shared-tls-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("shared-tls");
     write_pki(&dir, "redis");
     std::fs::write(dir.join("redis-password"), "pa55-word\n").unwrap();
     let port = free_port();

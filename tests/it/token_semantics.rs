@@ -159,37 +159,26 @@ fn claim_headers_cannot_take_names_jwtgate_sets() {
     }
 }
 
-/// Runs `jwtgate validate --config <file> <args>` off the runtime's threads.
-async fn validate(config: &std::path::Path, args: &[&str]) -> (i32, Value) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
-    cmd.env_remove("JWTGATE_CONFIG").arg("validate").arg("--config").arg(config).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    let v: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap(), v)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_explains_what_is_wrong_and_what_to_change() {
     let h = Harness::start().await;
-    let dir = std::env::temp_dir().join(format!("jwtgate-sem-{:x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("sem");
     let cfg = dir.join("jwtgate.toml");
     std::fs::write(&cfg, config_text(&h.idp.discovery_url(), h.upstream.addr, "", "")).unwrap();
 
     // Without --route: the token alone (no `no_route` for `/`).
-    let (code, v) = validate(&cfg, &[&h.token("")]).await;
+    let (code, v) = validate(&cfg, &[&h.token("")], None).await;
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["allowed"], true);
     assert!(v["detail"].as_str().unwrap().contains("--route"), "{v}");
     // With --route: the route's scopes too.
-    let (code, v) = validate(&cfg, &["--route", "/orders/1", &h.token("")]).await;
+    let (code, v) = validate(&cfg, &["--route", "/orders/1", &h.token("")], None).await;
     assert_eq!((code, v["status"].as_i64()), (1, Some(403)), "{v}");
 
     // A claim check failed on a genuine signature: claims printed, expected beside actual.
     let mut claims = h.claims("");
     claims["aud"] = json!("another-client");
-    let (code, v) = validate(&cfg, &[&h.key.token(&claims)]).await;
+    let (code, v) = validate(&cfg, &[&h.key.token(&claims)], None).await;
     assert_eq!(code, 1);
     assert!(
         v["detail"].as_str().unwrap().contains("aud expected one of [\"test-client\"], got [\"another-client\"]"),
@@ -201,27 +190,27 @@ async fn validate_explains_what_is_wrong_and_what_to_change() {
     // One reading of the clock: two could straddle a second.
     let exp = now() - 600;
     claims["exp"] = json!(exp);
-    let (_, v) = validate(&cfg, &[&h.key.token(&claims)]).await;
+    let (_, v) = validate(&cfg, &[&h.key.token(&claims)], None).await;
     assert!(v["detail"].as_str().unwrap().contains(&format!("exp was {exp}")), "{v}");
     assert_eq!(v["explain"]["actual"]["exp"], exp);
     // A forged signature: explained, but its claims are not shown as if verified.
     let forged = SigningKey::generate(jwtgate::auth::alg::Alg::RS256, "k1_RS256").unwrap().token(&claims);
-    let (_, v) = validate(&cfg, &[&forged]).await;
+    let (_, v) = validate(&cfg, &[&forged], None).await;
     assert_eq!(v["explain"]["signature_valid"], false, "{v}");
     assert!(v["claims"].is_null(), "{v}");
 
     // Wrong token type: says what to change.
     let no_typ = h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256"}), &h.claims(""));
-    let (code, v) = validate(&cfg, &[&no_typ]).await;
+    let (code, v) = validate(&cfg, &[&no_typ], None).await;
     assert_eq!(code, 1);
     assert!(v["detail"].as_str().unwrap().contains("access_token_typ = \"any\""), "{v}");
     let mut id = h.claims("");
     id["nonce"] = json!("n");
     let (_, v) =
-        validate(&cfg, &[&h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256", "typ": "JWT"}), &id)]).await;
+        validate(&cfg, &[&h.key.sign_json(&json!({"alg": "RS256", "kid": "k1_RS256", "typ": "JWT"}), &id)], None).await;
     assert!(v["detail"].as_str().unwrap().contains("ID token"), "{v}");
     // An opaque token.
-    let (code, v) = validate(&cfg, &["6a1c5f3e-2b8d-4c1e-9f7a-0d2e4b6c8a10"]).await;
+    let (code, v) = validate(&cfg, &["6a1c5f3e-2b8d-4c1e-9f7a-0d2e4b6c8a10"], None).await;
     assert_eq!(code, 1);
     assert!(v["detail"].as_str().unwrap().contains("access token type to JWT"), "{v}");
 }

@@ -109,6 +109,14 @@ where
     }
 }
 
+/// A fresh folder for one test's files (named after `tag`, the process and a random number):
+/// the one way the tests make one.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("jwtgate-{tag}-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    dir
+}
+
 /// Every harness's RS256 key (`k1_RS256`), generated once per test process: an RSA key costs a few
 /// hundred milliseconds in a debug build, and a harness needs *a* key, not a new one — each fake
 /// issuer has its own `iss`, so one harness's tokens never pass another's gateway. Tests about
@@ -333,6 +341,26 @@ pub fn www_authenticate(h: &reqwest::header::HeaderMap) -> String {
 }
 
 /// Runs the jwtgate binary with `args` to its end (no `JWTGATE_CONFIG` from the environment).
+/// `jwtgate validate --config <config> <args>`, `stdin` written to its input: its exit code and
+/// the JSON verdict it printed (panics, with its stderr, on anything else). The one way the
+/// tests ask `validate`.
+pub async fn validate(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, Value) {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+    c.env_remove("JWTGATE_CONFIG").arg("validate").arg("--config").arg(config).args(args);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("jwtgate validate");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).await.expect("validate's stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().await.expect("validate's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("not JSON: {stdout:?} / {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
 pub fn run_jwtgate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate")).env_remove("JWTGATE_CONFIG").args(args).output().unwrap()
 }
