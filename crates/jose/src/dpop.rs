@@ -333,16 +333,8 @@ pub fn check(proof: &str, e: &Expected<'_>) -> Result<Unreplayed, ProofError> {
     if PRIVATE_MEMBERS.iter().any(|m| jwk.get(m).is_some()) {
         return Err(ProofError::PrivateKey);
     }
-    // The key is parsed exactly as a JWKS key is (sizes, curves, `alg` pinning).
-    let mut key = jwk.clone();
-    if let Some(obj) = key.as_object_mut() {
-        obj.remove("kid");
-    }
-    let jwks = serde_json::json!({ "keys": [key] }).to_string();
-    let set = KeySet::parse(jwks.as_bytes(), &[alg]).map_err(|_| ProofError::Jwk)?.set;
-    if set.len() != 1 {
-        return Err(ProofError::Jwk);
-    }
+    // The key is parsed exactly as a JWKS key is (sizes, curves, `alg` pinning), in place.
+    let set = KeySet::single(jwk, &[alg]).ok_or(ProofError::Jwk)?;
     if set.verify(None, alg, &proof.as_bytes()[..h.len() + 1 + p.len()], &signature) != SigCheck::Valid {
         return Err(ProofError::Signature);
     }

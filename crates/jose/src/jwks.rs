@@ -120,6 +120,13 @@ impl KeySet {
         Ok(ParsedJwks { set: KeySet { keys, by_kid }, skipped })
     }
 
+    /// A set of the one key `jwk` (a DPoP proof's `jwk` header), parsed exactly as a JWKS key
+    /// is (sizes, curves, `use`, `alg` pinning); `None` when it is not usable with `allowed`.
+    /// No `kid` index: `verify(None, …)` uses it whatever `kid` it names.
+    pub fn single(jwk: &Value, allowed: &[Alg]) -> Option<KeySet> {
+        parse_key(jwk, allowed).ok().map(|key| KeySet { keys: vec![key], by_kid: HashMap::new() })
+    }
+
     /// Number of usable keys.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -101,27 +101,9 @@ pub struct Syncer {
     clock: Arc<dyn jwtgate_base::clock::Clock>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant), enough for log-grade timestamps without a time crate.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// An RFC 3339 UTC timestamp.
+/// An RFC 3339 UTC timestamp, to the second.
 pub fn timestamp(t: SystemTime) -> String {
-    rfc3339(t)
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl Syncer {
@@ -257,7 +239,7 @@ impl Syncer {
             self.metrics.last_success.set(secs);
         }
         self.status.update(|s| {
-            s.last_run = Some(rfc3339(now));
+            s.last_run = Some(timestamp(now));
             match result {
                 Ok(Outcome::InSync { id }) => {
                     s.state = SyncState::InSync;
@@ -327,7 +309,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
     }
 }
