@@ -278,14 +278,7 @@ async fn a_failing_upstream_is_logged_once_a_second_and_a_refusal_once() {
         assert_eq!(client.get(format!("http://{proxy}/public/x")).send().await.unwrap().status(), 502);
         let r = client.get(format!("http://{proxy}/api/x")).bearer_auth("not-a-jwt").send().await.unwrap();
         assert_eq!(r.status(), 401);
-        let lines = |log: &Arc<std::sync::Mutex<Vec<String>>>, what: &str| -> Vec<Value> {
-            let lines = log.lock().unwrap().clone();
-            lines
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["fields"]["message"].as_str().is_some_and(|m| m.contains(what)))
-                .collect()
-        };
+        let lines = |log: &std::sync::Mutex<Vec<String>>, what: &str| logged(log, |m| m.contains(what));
         // The refusal came last: once its line is in, every line before it is too.
         wait_until("the refusal is logged", || async {
             match access_log {

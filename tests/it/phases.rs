@@ -5,7 +5,7 @@
 
 use crate::support::*;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const EXTRA_ROUTES: &str = r#"
 [[routes]]
@@ -36,30 +36,13 @@ burst = 1
 /// Headers for a subrequest.
 type Headers = Vec<(&'static str, String)>;
 
-/// The JSON log lines so far whose message is `message`.
-fn logged(log: &Arc<Mutex<Vec<String>>>, message: &str) -> Vec<Value> {
-    let lines = log.lock().unwrap().clone();
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
-}
-
 /// A request through the proxy, answered; then its access-log line (the n-th so far).
-async fn phase_of(proxy: std::net::SocketAddr, log: &Arc<Mutex<Vec<String>>>, request: &str) -> (u16, Value) {
-    let before = logged(log, "access").len();
+async fn phase_of(proxy: std::net::SocketAddr, log: &Mutex<Vec<String>>, request: &str) -> (u16, Value) {
+    let access = || logged(log, |m| m == "access");
+    let before = access().len();
     let (status, _, _) = raw(proxy, request).await;
-    let mut line = Value::Null;
-    wait_until("the access line is written", || {
-        let found = logged(log, "access").get(before).cloned();
-        let done = found.is_some();
-        if let Some(l) = found {
-            line = l;
-        }
-        async move { done }
-    })
-    .await;
+    wait_until("the access line is written", || async { access().len() > before }).await;
+    let line = access().swap_remove(before);
     assert_eq!(line["fields"]["status"], status, "{line}");
     (status, line["fields"]["phase"].clone())
 }
@@ -83,7 +66,7 @@ async fn every_refusal_names_its_phase_at_both_doors() {
         client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let listening = logged(&log, "jwtgate listening");
+    let listening = logged(&log, |m| m == "jwtgate listening");
     let decision: std::net::SocketAddr = listening[0]["fields"]["decision_addr"]
         .as_str()
         .expect("the listening line names the decision listener")
@@ -156,29 +139,16 @@ async fn every_refusal_names_its_phase_at_both_doors() {
         ("a dot segment", original("/public/../orders/1"), 400, "target"),
         ("no token", original("/orders/1"), 401, "credentials"),
         ("a forged signature", with(original("/orders/1"), ("authorization", bearer(&forged))), 401, "token"),
-        ("a missing scope", with(original("/admin/x"), ("authorization", bearer(&reader))), 403, "claims"),
+        ("a claim rule", with(original("/admin/x"), ("authorization", bearer(&reader))), 403, "claims"),
     ];
     for (what, headers, status, phase) in decision_cases {
-        let seen = refusal_lines(&log).len();
+        let refusals = || logged(&log, |m| m.starts_with("request refused"));
+        let seen = refusals().len();
         assert_eq!(ask(headers).await, status, "{what}");
-        wait_until("the refusal line is written", || {
-            let n = refusal_lines(&log).len();
-            async move { n > seen }
-        })
-        .await;
-        let line = refusal_lines(&log).pop().unwrap();
+        wait_until("the refusal line is written", || async { refusals().len() > seen }).await;
+        let line = refusals().pop().unwrap();
         assert_eq!(line["fields"]["phase"], phase, "{what}: {line}");
         assert_eq!(line["fields"]["status"], status, "{what}: {line}");
         assert_eq!(line["level"], "INFO", "{what}: {line}");
     }
-}
-
-/// The `request refused: …` lines so far.
-fn refusal_lines(log: &Arc<Mutex<Vec<String>>>) -> Vec<Value> {
-    let lines = log.lock().unwrap().clone();
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("request refused")))
-        .collect()
 }

@@ -432,6 +432,17 @@ pub async fn spawn_serve_with(
     (child, addrs.0, addrs.1, log)
 }
 
+/// The JSON lines of a `serve` child's log (as [`spawn_serve_with`] keeps them) whose message
+/// `keep` accepts, in the order they were written.
+pub fn logged(log: &std::sync::Mutex<Vec<String>>, keep: impl Fn(&str) -> bool) -> Vec<Value> {
+    let lines = log.lock().expect("the log").clone();
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"].as_str().is_some_and(&keep))
+        .collect()
+}
+
 /// Asserts, for each `(lines, key, why)`, that a configuration whose first route (`/first`)
 /// carries `lines` is refused with a problem at `key` saying `why`.
 pub fn assert_first_route_refused(cases: &[(&str, &str, &str)]) {
