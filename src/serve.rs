@@ -257,7 +257,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         metrics.export_km_sync(km.is_some());
         b.km = km.map(|p| start_km(p, shutdown_rx.clone(), clock.clone()));
     }
-    tracing::info!(%proxy_addr, %admin_addr, decision_addr = decision_addr.map(|a| a.to_string()).as_deref(), upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
+    tracing::info!(%proxy_addr, %admin_addr, decision_addr = decision_addr.map(tracing::field::display), upstream = %config.upstream.url, issuers = config.issuers.len(), routes = config.routes.len(), tls = config.server_tls.is_some(), "jwtgate listening");
     Ok(Running {
         proxy_addr,
         admin_addr,
